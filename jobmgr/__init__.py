@@ -1,0 +1,1 @@
+"""jobmgr: run Linux processes in cgroups and namespaces on behalf of remote clients."""

@@ -1,0 +1,62 @@
+"""jobmgr.api: the worker library behind a gRPC service with mutual TLS 1.3 and roles.
+
+Server side:
+
+    worker = Worker("/var/lib/jobmgr")
+    server = JobServer(worker, ServerTLS.from_files("ca.pem", "server.pem", "server.key"))
+    await server.start()
+
+Client side: ``job_pb2``/``job_pb2_grpc`` (the generated messages and stub) and
+``channel_credentials``; these do not load the worker library.
+
+Importing this package first makes gRPC refuse TLS 1.2 in this process (see ``_tls``): that
+has to happen before ``grpc`` is imported, so this module imports nothing of grpc itself and
+loads the server parts on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._tls import TLSFloorError, channel_credentials, set_tls13_floor, tls13_floor_active
+
+set_tls13_floor(only_if_possible=True)
+
+if TYPE_CHECKING:
+    from ._auth import ROLE_POLICY, Caller
+    from ._proto import job_pb2, job_pb2_grpc
+    from ._server import BindError, JobServer, ServerTLS
+
+_LAZY = {
+    "job_pb2": "._proto",
+    "job_pb2_grpc": "._proto",
+    "ROLE_POLICY": "._auth",
+    "Caller": "._auth",
+    "BindError": "._server",
+    "JobServer": "._server",
+    "ServerTLS": "._server",
+}
+
+__all__ = [
+    "ROLE_POLICY",
+    "BindError",
+    "Caller",
+    "JobServer",
+    "ServerTLS",
+    "TLSFloorError",
+    "channel_credentials",
+    "job_pb2",
+    "job_pb2_grpc",
+    "set_tls13_floor",
+    "tls13_floor_active",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if module == "._proto":
+        return importlib.import_module(f"{module}.{name}", __name__)
+    return getattr(importlib.import_module(module, __name__), name)

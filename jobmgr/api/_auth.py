@@ -1,0 +1,96 @@
+"""Who is calling and what they may do: the role policy, read from client certificates.
+
+A caller's role is the Subject O (organization) of the client certificate the TLS handshake
+verified, parsed with ``cryptography`` from ``auth_context()['x509_pem_cert']``; its CN names
+the caller (and becomes the owner of the jobs it starts). Exactly one O is required: none, an
+unknown one, or several are refused, never guessed at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+SERVICE = "job.JobManager"
+
+
+def _methods(*names: str) -> frozenset[str]:
+    return frozenset(f"/{SERVICE}/{name}" for name in names)
+
+
+# Role -> the full gRPC method names it may call. Anything not listed is refused.
+ROLE_POLICY: Mapping[str, frozenset[str]] = {
+    "admin": _methods("Start", "Stop", "Status", "Output", "List"),
+    "user": _methods("Status", "Output", "List"),
+}
+
+
+class AccessDenied(Exception):
+    """The caller may not make this call (maps to PERMISSION_DENIED)."""
+
+
+class NotAuthenticated(Exception):
+    """The call carries no usable client identity (maps to UNAUTHENTICATED)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated client of one RPC."""
+
+    name: str  # the certificate's Subject CN ("" if it has none)
+    roles: tuple[str, ...]  # every Subject O value, in certificate order
+
+    @property
+    def role(self) -> str | None:
+        """The role, if the certificate names exactly one."""
+        return self.roles[0] if len(self.roles) == 1 else None
+
+
+def identify(auth_context: Mapping[str, Sequence[bytes]]) -> Caller:
+    """The caller of an RPC, from its ``context.auth_context()``."""
+    pems = auth_context.get("x509_pem_cert")
+    if not pems:
+        raise NotAuthenticated("no client certificate was presented")
+    try:
+        cert = x509.load_pem_x509_certificate(pems[0])
+    except ValueError as exc:
+        raise NotAuthenticated(f"the client certificate cannot be parsed: {exc}") from exc
+    subject = cert.subject
+    names = [_text(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    roles = [_text(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return Caller(name=names[0] if names else "", roles=tuple(roles))
+
+
+def authorize(
+    caller: Caller, method: str, policy: Mapping[str, frozenset[str]] = ROLE_POLICY
+) -> None:
+    """Raise AccessDenied unless ``policy`` lets the caller's role call ``method``."""
+    known = ", ".join(sorted(policy))
+    who = f"client {caller.name!r}" if caller.name else "the client"
+    if not caller.roles:
+        raise AccessDenied(
+            f"{who} may not call {method}: its certificate has no Subject O, which must name "
+            f"its role (one of: {known})"
+        )
+    if caller.role is None:
+        listed = ", ".join(repr(r) for r in caller.roles)
+        raise AccessDenied(
+            f"{who} may not call {method}: its certificate names {len(caller.roles)} roles "
+            f"({listed}) in Subject O; exactly one is required"
+        )
+    allowed = policy.get(caller.role)
+    if allowed is None:
+        raise AccessDenied(
+            f"role {caller.role!r} of {who} is unknown, so it may not call {method} "
+            f"(known roles: {known})"
+        )
+    if method not in allowed:
+        may = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in allowed)) or "nothing"
+        raise AccessDenied(f"role {caller.role!r} may not call {method} (it may call: {may})")
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -1,0 +1,1 @@
+"""Code generated from proto/job.proto by `make protobufs`. Do not edit by hand."""

@@ -1,0 +1,94 @@
+"""Assembly: a ``grpc.aio`` server with mTLS, the access guard and the JobManager service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from jobmgr.worker import Worker
+
+from ._auth import ROLE_POLICY
+from ._guard import AccessGuard
+from ._mapping import MAX_MESSAGE_BYTES
+from ._proto import job_pb2_grpc as pb_grpc
+from ._service import JobManagerService
+from ._tls import server_credentials
+
+SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # A second server on a taken port is a mistake to report, not a peer to share it with.
+    ("grpc.so_reuseport", 0),
+)
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """PEM bytes of the CA that signs client certificates, and the server's own pair."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+    @classmethod
+    def from_files(cls, ca: str | Path, cert: str | Path, key: str | Path) -> ServerTLS:
+        """Read the three PEM files (OSError if one cannot be read)."""
+        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+
+
+class BindError(RuntimeError):
+    """The server could not listen on the address asked for."""
+
+
+class JobServer:
+    """Serves ``worker`` over gRPC with mutual TLS 1.3 on ``host:port``.
+
+    Create and use it inside a running event loop. ``port`` 0 picks a free port; ``start``
+    returns the one bound. Closing the worker is the caller's business.
+    """
+
+    def __init__(
+        self, worker: Worker, tls: ServerTLS, *, host: str = "localhost", port: int = 31234
+    ) -> None:
+        self._worker = worker
+        self._tls = tls
+        self.host = host
+        self.port = port
+        self._server: grpc.aio.Server | None = None
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as a client would dial it (IPv6 literals bracketed)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the port. Raises BindError if binding fails."""
+        credentials = server_credentials(
+            ca_pem=self._tls.ca_pem, cert_pem=self._tls.cert_pem, key_pem=self._tls.key_pem
+        )
+        server = grpc.aio.server(interceptors=[AccessGuard(ROLE_POLICY)], options=SERVER_OPTIONS)
+        pb_grpc.add_JobManagerServicer_to_server(JobManagerService(self._worker), server)
+        try:
+            port: int = server.add_secure_port(self.address, credentials)
+        except RuntimeError as exc:
+            raise BindError(f"cannot listen on {self.address}: {exc}") from exc
+        if port == 0:
+            raise BindError(f"cannot listen on {self.address}")
+        self.port = port
+        await server.start()
+        self._server = server
+        return port
+
+    async def stop(self, grace: float | None = 1.0) -> None:
+        """Refuse new RPCs, give running ones ``grace`` seconds, then cancel them."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait_for_termination(self) -> None:
+        """Return once the server has stopped."""
+        if self._server is not None:
+            await self._server.wait_for_termination()

@@ -1,0 +1,97 @@
+"""TLS for the service: TLS 1.3 only, mutual authentication, two walls.
+
+grpcio has no setting for a minimum TLS version (grpc/grpc#37305). It does pass the
+environment variable ``GRPC_SSL_CIPHER_SUITES`` to BoringSSL as the cipher list of TLS <= 1.2
+(TLS 1.3 suites are fixed and unaffected). Listing only a PSK suite, for which gRPC installs no
+PSK callback, leaves TLS 1.2 nothing it can negotiate: every TLS 1.2 handshake fails while
+TLS 1.3 works. gRPC reads the variable once, when ``grpc`` is first imported; set later it is
+silently ignored. Hence the first wall, ``set_tls13_floor``, must run before that import, and
+this module imports ``grpc`` only inside the functions that build credentials.
+
+The second wall, ``negotiated_tls13``, is checked on every RPC against the session's
+``auth_context()['ssl_tls_version']`` (grpcio 1.85 reports ``b'TLSv1.3'``), so a future grpcio
+that stopped honouring the variable would fail closed rather than serve TLS 1.2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import grpc
+
+CIPHER_SUITES_ENV = "GRPC_SSL_CIPHER_SUITES"
+# A TLS <= 1.2 suite that can never be chosen: it needs a PSK callback gRPC does not install.
+TLS12_UNUSABLE_SUITES = "PSK-AES128-CBC-SHA"
+TLS13 = b"TLSv1.3"
+
+
+class TLSFloorError(RuntimeError):
+    """TLS 1.2 could not be ruled out: ``grpc`` was imported before the floor was set."""
+
+
+def tls13_floor_active() -> bool:
+    """Whether gRPC in this process refuses TLS 1.2 handshakes (see the module docstring)."""
+    return os.environ.get(CIPHER_SUITES_ENV) == TLS12_UNUSABLE_SUITES
+
+
+def set_tls13_floor(*, only_if_possible: bool = False) -> None:
+    """Make every gRPC TLS handshake of this process TLS 1.3; must run before ``import grpc``.
+
+    Raises TLSFloorError when ``grpc`` is already imported and the floor is not in force,
+    unless ``only_if_possible``, in which case it quietly does nothing (for clients, which
+    gain from the floor but do not depend on it).
+    """
+    if tls13_floor_active():
+        return
+    if "grpc" in sys.modules:
+        if only_if_possible:
+            return
+        raise TLSFloorError(
+            "grpc was imported before jobmgr.api set "
+            f"{CIPHER_SUITES_ENV}={TLS12_UNUSABLE_SUITES}, so this process would accept "
+            "TLS 1.2; import jobmgr.api before anything that imports grpc, or export the "
+            "variable in the environment"
+        )
+    os.environ[CIPHER_SUITES_ENV] = TLS12_UNUSABLE_SUITES
+
+
+def negotiated_tls13(auth_context: Mapping[str, Sequence[bytes]]) -> bool:
+    """Whether an RPC's session is TLS 1.3, from its ``context.auth_context()``."""
+    return list(auth_context.get("ssl_tls_version", ())) == [TLS13]
+
+
+def negotiated_version(auth_context: Mapping[str, Sequence[bytes]]) -> str:
+    """The session's TLS version as a word, for error messages."""
+    versions = auth_context.get("ssl_tls_version") or [b"no TLS"]
+    return b", ".join(versions).decode(errors="replace")
+
+
+def server_credentials(*, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredentials:
+    """mTLS for the server: its own certificate, and client certificates required and
+    verified against ``ca_pem``."""
+    import grpc
+
+    _refuse_unless_floor_active()
+    return grpc.ssl_server_credentials(
+        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    )
+
+
+def channel_credentials(
+    *, ca_pem: bytes, cert_pem: bytes, key_pem: bytes
+) -> grpc.ChannelCredentials:
+    """mTLS for a client: trust only ``ca_pem``, present the client certificate."""
+    import grpc
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+    )
+
+
+def _refuse_unless_floor_active() -> None:
+    if not tls13_floor_active():
+        set_tls13_floor()  # raises: grpc is imported by now

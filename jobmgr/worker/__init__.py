@@ -1,0 +1,40 @@
+"""jobmgr.worker: start, stop, query and follow contained Linux jobs. No gRPC in here.
+
+    with Worker(state_dir="/var/lib/jobmgr") as worker:
+        job_id = worker.start(JobSpec(["sh", "-c", "echo hi"]))
+        for chunk in worker.output(job_id):      # from byte 0, following until the job ends
+            print(chunk.stream.name, chunk.data)
+        print(worker.status(job_id).exit_code)
+
+Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are the asyncio forms.
+"""
+
+from ._errors import (
+    CapacityError,
+    InvalidSpec,
+    JobNotFound,
+    LaunchError,
+    WorkerError,
+    WorkerUnavailable,
+)
+from ._spec import DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
+from ._status import JobState, JobStatus, OutputChunk, Stream
+from ._worker import Worker
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "UNLIMITED",
+    "CapacityError",
+    "InvalidSpec",
+    "JobNotFound",
+    "JobSpec",
+    "JobState",
+    "JobStatus",
+    "LaunchError",
+    "Limits",
+    "OutputChunk",
+    "Stream",
+    "Worker",
+    "WorkerError",
+    "WorkerUnavailable",
+]

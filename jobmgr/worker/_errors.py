@@ -1,0 +1,29 @@
+"""Typed errors of the worker library; the service maps each to one gRPC status code."""
+
+
+class WorkerError(Exception):
+    """Base class of every error the worker library raises on purpose."""
+
+
+class JobNotFound(WorkerError):
+    """No job has this id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class InvalidSpec(WorkerError, ValueError):
+    """The job specification is malformed (empty argv, negative limit, ...)."""
+
+
+class LaunchError(WorkerError):
+    """The command could not be started (not found, not executable, ...)."""
+
+
+class CapacityError(WorkerError):
+    """The worker refuses new jobs: too many are running."""
+
+
+class WorkerUnavailable(WorkerError):
+    """The launcher process is gone or the worker has been closed."""

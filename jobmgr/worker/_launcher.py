@@ -1,0 +1,635 @@
+"""The launcher: one single-threaded process that starts, supervises and reaps every job.
+
+Why a process of its own: the server runs grpcio's threads, and forking a threaded process to
+run Python in the child is unsafe.  The launcher is exec'd once per worker, never starts a
+thread, and forks per job, so a start pays no interpreter start-up.
+
+Why it supervises too (as conmon and containerd-shim do): it holds the read ends of every
+job's stdout and stderr and appends them to the job's output log, and it reaps every job's
+init.  Output and exit status are therefore kept while the server is down, and a restarted
+server reconnects and re-adopts the jobs still running.
+
+One job: make its cgroup, fork a short-lived "mid" child which joins the cgroup, unshares the
+namespaces and forks the init (PID 1 of the new PID namespace), then exits.  The launcher is a
+child subreaper, so the init is reparented to it.  The init sets up inside and forks the
+command; the command's exec closes a close-on-exec pipe, which is how a start is known to
+have succeeded (or, with an error written into it, to have failed) before the reply is sent.
+
+Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import gc
+import heapq
+import json
+import os
+import selectors
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import _init
+from ._namespaces import unshare_all
+from ._outputlog import MAX_CHUNK, frame
+from ._protocol import Decoder, Message, encode
+from ._spec import Limits
+from ._status import JobState, Stream
+from .cgroups import CgroupDriver, JobCgroup, detect_driver
+
+PR_SET_CHILD_SUBREAPER = 36
+F_SETPIPE_SZ = 1031
+SOCKET_NAME = "launcher.sock"
+LOCK_NAME = "launcher.lock"
+READY = b"ready\n"
+
+Handler = Callable[[int], None]
+
+
+@dataclass
+class _Job:
+    id: str
+    dir: Path
+    cgroup: JobCgroup
+    log_fd: int
+    pipes: dict[int, Stream]
+    exec_fd: int | None
+    report_fd: int | None
+    mid_pid: int
+    start_req: int | None
+    started_at: float
+    size: int = 0
+    exec_error: bytes = b""
+    report_buf: bytes = b""
+    launched: bool = False
+    launch_failed: bool = False
+    init_pid: int | None = None
+    mid_status: int | None = None
+    init_status: int | None = None
+    job_status: int | None = None
+    stop_requested: bool = False
+    reason: str = ""
+    stop_reqs: list[int] = field(default_factory=list)
+    truncated: bool = False
+
+
+class Launcher:
+    def __init__(self, state_dir: Path, driver: CgroupDriver) -> None:
+        self._state = state_dir
+        self._jobs_dir = state_dir / "jobs"
+        self._driver = driver
+        self._sel = selectors.DefaultSelector()
+        self._jobs: dict[str, _Job] = {}
+        self._by_pid: dict[int, _Job] = {}
+        self._unclaimed: dict[int, int] = {}
+        self._deadlines: list[tuple[float, str, str]] = []
+        self._conn: socket.socket | None = None
+        self._decoder = Decoder()
+        self._outbox = bytearray()
+        self._sizes_to_announce: dict[str, int] = {}
+        self._shutdown_req: int | None = None
+        self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def serve(self, listener: socket.socket) -> None:
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: self._begin_shutdown(None, 0.0))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+        self._sel.register(wake_r, selectors.EVENT_READ, lambda _: _drain(wake_r))
+        self._sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
+        gc.freeze()  # forked children then share these pages instead of copying them
+        while not (self._shutdown_req is not None and not self._jobs):
+            for key, mask in self._sel.select(self._timeout()):
+                key.data(mask)
+            self._reap()
+            self._fire_deadlines()
+            self._announce_sizes()
+            self._flush()
+        self._send({"ev": "reply", "req": self._shutdown_req, "ok": True})
+        self._driver.remove_parent()
+        self._flush(blocking=True)
+
+    def _timeout(self) -> float | None:
+        if not self._deadlines:
+            return None
+        return max(0.0, self._deadlines[0][0] - time.monotonic())
+
+    # ---- the server connection -------------------------------------------------------------
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        if self._conn is not None:
+            conn.sendall(encode({"ev": "busy"}))  # one server per state dir at a time
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._conn = conn
+        self._decoder = Decoder()
+        self._outbox.clear()
+        self._sel.register(conn, selectors.EVENT_READ, self._on_conn)
+
+    def _on_conn(self, mask: int) -> None:
+        assert self._conn is not None
+        if mask & selectors.EVENT_WRITE:
+            self._flush()
+        if not mask & selectors.EVENT_READ:
+            return
+        try:
+            data = self._conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_conn()
+            return
+        for message in self._decoder.feed(data):
+            self._dispatch(message)
+
+    def _drop_conn(self) -> None:
+        if self._conn is not None:
+            self._sel.unregister(self._conn)
+            self._conn.close()
+            self._conn = None
+            self._outbox.clear()
+
+    def _send(self, message: Message) -> None:
+        if self._conn is not None:
+            self._outbox += encode(message)
+
+    def _flush(self, blocking: bool = False) -> None:
+        if self._conn is None:
+            return
+        if blocking:
+            self._conn.setblocking(True)
+        try:
+            while self._outbox:
+                sent = self._conn.send(self._outbox)
+                del self._outbox[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop_conn()
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
+        self._sel.modify(self._conn, events, self._on_conn)
+
+    def _dispatch(self, message: Message) -> None:
+        op, req = message.get("op"), message.get("req")
+        try:
+            if op == "start":
+                self._start(message)
+            elif op == "stop":
+                self._stop(message["id"], float(message["grace"]), req)
+            elif op == "hello":
+                running = [{"id": j.id, "size": j.size} for j in self._jobs.values() if j.launched]
+                self._send({"ev": "reply", "req": req, "ok": True, "running": running})
+            elif op == "shutdown":
+                self._begin_shutdown(req, float(message.get("grace", 5.0)))
+            else:
+                raise ValueError(f"unknown request {op!r}")
+        except Exception as exc:  # a bad request must not take every job down with it
+            self._send({"ev": "reply", "req": req, "ok": False, "error": str(exc)})
+
+    # ---- starting ---------------------------------------------------------------------------
+
+    def _start(self, req: Message) -> None:
+        job_id = req["id"]
+        job_dir = self._jobs_dir / job_id
+        job_dir.mkdir(mode=0o700)
+        started_at = time.time()
+        record = {k: req[k] for k in ("id", "argv", "owner", "limits", "env", "cwd")}
+        _write_json(job_dir / "job.json", {**record, "started_at": started_at})
+        log_fd = os.open(job_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            cgroup = self._driver.create(job_id, Limits(**req["limits"]))
+        except Exception:
+            os.close(log_fd)
+            shutil.rmtree(job_dir, ignore_errors=True)
+            raise
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        exec_r, exec_w = os.pipe()
+        report_r, report_w = os.pipe()
+        for fd in (out_w, err_w):
+            fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
+        pid = os.fork()
+        if pid == 0:
+            _mid(req, cgroup, (self._devnull, out_w, err_w), exec_w, report_w)
+        for fd in (out_w, err_w, exec_w, report_w):
+            os.close(fd)
+        job = _Job(
+            id=job_id,
+            dir=job_dir,
+            cgroup=cgroup,
+            log_fd=log_fd,
+            pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
+            exec_fd=exec_r,
+            report_fd=report_r,
+            mid_pid=pid,
+            start_req=req.get("req"),
+            started_at=started_at,
+        )
+        self._jobs[job_id] = job
+        self._by_pid[pid] = job
+        for fd in (out_r, err_r, exec_r, report_r):
+            os.set_blocking(fd, False)
+        for fd in job.pipes:
+            self._sel.register(fd, selectors.EVENT_READ, self._pipe_handler(job, fd))
+        self._sel.register(exec_r, selectors.EVENT_READ, lambda _: self._on_exec(job))
+        self._sel.register(report_r, selectors.EVENT_READ, lambda _: self._on_report(job))
+        timeout = req.get("timeout")
+        if timeout:
+            self._add_deadline(time.monotonic() + float(timeout), "timeout", job_id)
+
+    def _on_exec(self, job: _Job) -> None:
+        assert job.exec_fd is not None
+        data = _read(job.exec_fd)
+        if data:
+            job.exec_error += data
+            return
+        self._close_fd(job, job.exec_fd)
+        job.exec_fd = None
+        if job.exec_error:
+            job.launch_failed = True
+            stage, _, message = job.exec_error.decode(errors="replace").partition("\t")
+            self._send(
+                {"ev": "reply", "req": job.start_req, "ok": False, "error": message, "stage": stage}
+            )
+        else:
+            job.launched = True
+            self._send(
+                {"ev": "reply", "req": job.start_req, "ok": True, "started_at": job.started_at}
+            )
+        self._maybe_finish(job)
+
+    def _on_report(self, job: _Job) -> None:
+        assert job.report_fd is not None
+        data = _read(job.report_fd)
+        if not data:
+            self._close_fd(job, job.report_fd)
+            job.report_fd = None
+            self._maybe_finish(job)
+            return
+        job.report_buf += data
+        *lines, job.report_buf = job.report_buf.split(b"\n")
+        for line in lines:
+            kind, _, value = line.partition(b" ")
+            if kind == b"pid":
+                job.init_pid = int(value)
+                self._by_pid[job.init_pid] = job
+                if job.init_pid in self._unclaimed:
+                    job.init_status = self._unclaimed.pop(job.init_pid)
+            elif kind == b"exit":
+                job.job_status = int(value)
+        self._maybe_finish(job)
+
+    # ---- output -----------------------------------------------------------------------------
+
+    def _pipe_handler(self, job: _Job, fd: int) -> Handler:
+        return lambda _: self._on_pipe(job, fd)
+
+    def _on_pipe(self, job: _Job, fd: int) -> None:
+        data = _read(fd, MAX_CHUNK)
+        if data is None:
+            return
+        if not data:
+            self._close_fd(job, fd)
+            del job.pipes[fd]
+            self._maybe_finish(job)
+            return
+        self._append(job, job.pipes[fd], data)
+
+    def _append(self, job: _Job, stream: Stream, data: bytes) -> None:
+        if job.truncated:
+            return  # past a write failure nothing more is kept, but the pipe is still drained
+        pieces = frame(stream, data)
+        try:
+            written = os.writev(job.log_fd, pieces)
+        except OSError as exc:
+            written = 0
+            self._log(f"job {job.id}: output dropped from byte {job.size}: {exc}")
+        if written != len(pieces[0]) + len(data):
+            # A partial frame would corrupt every read after it: cut the file back.
+            os.ftruncate(job.log_fd, job.size)
+            job.truncated = True
+            return
+        job.size += written
+        self._sizes_to_announce[job.id] = job.size
+
+    def _announce_sizes(self) -> None:
+        for job_id, size in self._sizes_to_announce.items():
+            self._send({"ev": "output", "id": job_id, "size": size})
+        self._sizes_to_announce.clear()
+
+    # ---- stopping ---------------------------------------------------------------------------
+
+    def _stop(self, job_id: str, grace: float, req: int | None) -> None:
+        job = self._jobs.get(job_id)
+        if job is None or not job.launched:
+            # Finished already (or never launched): the server has its record.
+            self._send({"ev": "reply", "req": req, "ok": True, "finished": True})
+            return
+        if req is not None:
+            job.stop_reqs.append(req)
+        self._request_stop(job, grace, "stopped on request")
+
+    def _request_stop(self, job: _Job, grace: float, reason: str) -> None:
+        if not job.stop_requested:
+            job.stop_requested = True
+            job.reason = reason
+            self._signal_all(job, signal.SIGTERM)
+        self._add_deadline(time.monotonic() + grace, "kill", job.id)
+
+    def _signal_all(self, job: _Job, signo: int) -> None:
+        """Signal every process of the job but its init, which dies with its main process."""
+        for pid in job.cgroup.pids():
+            if pid != job.init_pid:
+                try:
+                    os.kill(pid, signo)
+                except ProcessLookupError:
+                    pass
+
+    def _kill(self, job: _Job) -> None:
+        # SIGKILL to PID 1 of a namespace takes every process in it along.
+        if job.init_pid is not None and job.init_status is None:
+            try:
+                os.kill(job.init_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        job.cgroup.kill_all()
+
+    def _begin_shutdown(self, req: int | None, grace: float) -> None:
+        self._shutdown_req = req if req is not None else -1
+        for job in list(self._jobs.values()):
+            if job.launched:
+                self._request_stop(job, grace, "stopped at server shutdown")
+
+    def _add_deadline(self, when: float, kind: str, job_id: str) -> None:
+        heapq.heappush(self._deadlines, (when, kind, job_id))
+
+    def _fire_deadlines(self) -> None:
+        now = time.monotonic()
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, kind, job_id = heapq.heappop(self._deadlines)
+            job = self._jobs.get(job_id)
+            if job is None:
+                continue
+            if kind == "kill":
+                self._kill(job)
+            elif kind == "timeout" and not job.stop_requested:
+                limit = job.started_at
+                self._request_stop(job, 5.0, f"timed out after {time.time() - limit:.1f}s")
+
+    # ---- reaping and finishing ---------------------------------------------------------------
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            job = self._by_pid.pop(pid, None)
+            if job is None:
+                # An init reaped before its "pid" line was read: claimed in _on_report.
+                self._unclaimed[pid] = status
+            elif pid == job.mid_pid:
+                job.mid_status = status
+                self._maybe_finish(job)
+            else:
+                job.init_status = status
+                self._maybe_finish(job)
+
+    def _maybe_finish(self, job: _Job) -> None:
+        if job.pipes or job.exec_fd is not None or job.report_fd is not None:
+            return
+        if job.mid_status is None or (job.init_pid is not None and job.init_status is None):
+            return
+        self._finish(job)
+
+    def _finish(self, job: _Job) -> None:
+        del self._jobs[job.id]
+        try:
+            stats = job.cgroup.stats()
+        finally:
+            job.cgroup.destroy()
+            os.close(job.log_fd)
+        if job.launch_failed or not job.launched:
+            shutil.rmtree(job.dir, ignore_errors=True)
+            return
+        status = job.job_status if job.job_status is not None else job.init_status
+        if status is None:
+            status = job.mid_status or 0
+        exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        signo = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        if job.stop_requested:
+            state = JobState.STOPPED
+        elif exit_code is not None:
+            state = JobState.EXITED
+        else:
+            state = JobState.FAILED
+        reason = job.reason
+        if stats.oom_killed and not reason:
+            reason = "the memory limit was exceeded and the OOM killer fired"
+        result = {
+            "state": state.value,
+            "exit_code": exit_code,
+            "signal": signo,
+            "oom_killed": stats.oom_killed,
+            "ended_at": time.time(),
+            "cpu_seconds": stats.cpu_seconds,
+            "peak_memory_bytes": stats.peak_memory_bytes,
+            "output_size": job.size,
+            "output_truncated": job.truncated,
+            "reason": reason,
+        }
+        _write_json(job.dir / "result.json", result)
+        self._announce_sizes()
+        self._send({"ev": "exit", "id": job.id, "result": result})
+        for req in job.stop_reqs:
+            self._send({"ev": "reply", "req": req, "ok": True})
+
+    def _close_fd(self, job: _Job, fd: int) -> None:
+        self._sel.unregister(fd)
+        os.close(fd)
+
+    def _log(self, message: str) -> None:
+        print(f"jobmgr-launcher: {message}", file=sys.stderr, flush=True)
+
+    # ---- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Mark jobs whose previous launcher died as LOST and clear what is left of them."""
+        self._jobs_dir.mkdir(mode=0o700, exist_ok=True)
+        for job_dir in self._jobs_dir.iterdir():
+            if (job_dir / "result.json").exists():
+                continue
+            if not (job_dir / "job.json").exists():
+                shutil.rmtree(job_dir, ignore_errors=True)
+                continue
+            size = _valid_log_size(job_dir / "output.log")
+            result = {
+                "state": JobState.LOST.value,
+                "exit_code": None,
+                "signal": None,
+                "oom_killed": False,
+                "ended_at": time.time(),
+                "cpu_seconds": 0.0,
+                "peak_memory_bytes": 0,
+                "output_size": size,
+                "output_truncated": False,
+                "reason": "its supervisor (the launcher) died; what was left of it was killed",
+            }
+            _write_json(job_dir / "result.json", result)
+        for name in self._driver.existing():
+            self._driver.open(name).destroy()
+
+
+def _mid(
+    req: Message,
+    cgroup: JobCgroup,
+    stdio: tuple[int, int, int],
+    exec_w: int,
+    report_w: int,
+) -> NoReturn:
+    """The forked child that places the job in its cgroup and namespaces. Never returns."""
+    try:
+        gc.disable()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        cgroup.add_self()
+        _close_all_but({*stdio, exec_w, report_w})
+        unshare_all()
+        ids = (int(req["uid"]), int(req["gid"])) if req.get("uid") is not None else None
+        init_pid = os.fork()
+        if init_pid == 0:
+            _init.run(
+                list(req["argv"]),
+                dict(req["env"]),
+                req.get("cwd") or "/",
+                ids,
+                stdio,
+                exec_w,
+                report_w,
+            )
+        os.write(report_w, b"pid %d\n" % init_pid)
+        os._exit(0)
+    except BaseException as exc:
+        os.write(exec_w, f"setup\tplacing the job in its cgroup failed: {exc}".encode())
+        os._exit(127)
+
+
+def _close_all_but(keep: set[int]) -> None:
+    low = 3
+    for fd in sorted(keep):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
+
+
+def _read(fd: int, size: int = 65536) -> bytes | None:
+    """What the pipe holds, b"" at EOF, None if nothing is there yet."""
+    try:
+        return os.read(fd, size)
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EINTR:
+            return None
+        raise
+
+
+def _drain(fd: int) -> None:
+    while _read(fd):
+        pass
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _valid_log_size(path: Path) -> int:
+    """Length of the longest prefix of whole frames: a crash may leave half a frame at the end."""
+    from ._outputlog import FRAME
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = os.fstat(fd).st_size
+        pos = 0
+        while pos + FRAME.size <= size:
+            _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
+            if pos + FRAME.size + length > size:
+                break
+            pos += FRAME.size + length
+        if pos != size:
+            os.ftruncate(fd, pos)
+        return pos
+    finally:
+        os.close(fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobmgr-launcher", description=__doc__)
+    parser.add_argument("--state-dir", required=True, type=Path)
+    parser.add_argument("--cgroup-parent", required=True)
+    args = parser.parse_args(argv)
+    state: Path = args.state_dir
+    lock_fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another launcher is running for {state}", file=sys.stderr)
+        return 3
+    libc_prctl(PR_SET_CHILD_SUBREAPER, 1)
+    launcher = Launcher(state, detect_driver(args.cgroup_parent))
+    launcher.recover()
+    path = state / SOCKET_NAME
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(8)
+    os.write(1, READY)
+    os.dup2(launcher._devnull, 1)
+    launcher.serve(listener)
+    path.unlink(missing_ok=True)
+    return 0
+
+
+def libc_prctl(option: int, value: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""The worker's end of the launcher connection: requests as futures, events to a callback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+from ._errors import WorkerError, WorkerUnavailable
+from ._launcher import READY, SOCKET_NAME
+from ._protocol import Decoder, Message, encode
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class LauncherClient:
+    """Connects to the launcher of a state dir, starting one if none is running."""
+
+    def __init__(
+        self, state_dir: Path, cgroup_parent: str, on_event: Callable[[Message], None]
+    ) -> None:
+        self._on_event = on_event
+        self._pending: dict[int, Future[Message]] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._closed = False
+        self.process: subprocess.Popen[bytes] | None = None
+        self._sock = self._connect(state_dir) or self._spawn(state_dir, cgroup_parent)
+        self._reader = threading.Thread(target=self._read_loop, name="jobmgr-launcher-events")
+        self._reader.daemon = True
+        self._reader.start()
+
+    def request(self, message: Message) -> Future[Message]:
+        """Send a request; the future gets the launcher's reply message."""
+        fut: Future[Message] = Future()
+        with self._lock:
+            if self._closed:
+                raise WorkerUnavailable("the launcher connection is closed")
+            req = next(self._ids)
+            self._pending[req] = fut
+            try:
+                self._sock.sendall(encode({**message, "req": req}))
+            except OSError as exc:
+                del self._pending[req]
+                raise WorkerUnavailable(f"the launcher is gone: {exc}") from exc
+        return fut
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._reader.join(timeout=10)
+        self._sock.close()
+
+    def _connect(self, state_dir: Path) -> socket.socket | None:
+        path = state_dir / SOCKET_NAME
+        if not path.exists():
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            return None
+        return sock
+
+    def _spawn(self, state_dir: Path, cgroup_parent: str) -> socket.socket:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
+        log_path = state_dir / "launcher.log"
+        with open(log_path, "ab") as log:
+            # fork+exec of a fresh interpreter: no Python code runs in a forked copy of us.
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jobmgr.worker._launcher",
+                    "--state-dir",
+                    str(state_dir),
+                    "--cgroup-parent",
+                    cgroup_parent,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
+                env=env,
+            )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.process.stdout.close()
+        if line != READY:
+            self.process.wait()
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
+            raise WorkerError("the job launcher failed to start: " + " | ".join(tail))
+        sock = self._connect(state_dir)
+        if sock is None:
+            raise WorkerUnavailable("the job launcher started but does not accept connections")
+        return sock
+
+    def _read_loop(self) -> None:
+        decoder = Decoder()
+        try:
+            while True:
+                data = self._sock.recv(1 << 20)
+                if not data:
+                    break
+                for message in decoder.feed(data):
+                    self._deliver(message)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._closed = True
+                pending, self._pending = self._pending, {}
+            for fut in pending.values():
+                fut.set_exception(WorkerUnavailable("the launcher connection was lost"))
+            self._on_event({"ev": "disconnected"})
+
+    def _deliver(self, message: Message) -> None:
+        if message.get("ev") == "reply":
+            with self._lock:
+                fut = self._pending.pop(message.get("req", -1), None)
+            if fut is not None:
+                fut.set_result(message)
+        elif message.get("ev") == "busy":
+            raise OSError("another server is using this state directory")
+        else:
+            self._on_event(message)

@@ -1,0 +1,163 @@
+"""A job's output on disk: one append-only file of framed chunks, and followers reading it.
+
+Frame: 1 byte stream (1 = stdout, 2 = stderr), 4 bytes big-endian length, then the bytes.
+One file for both streams keeps their true relative order; the launcher appends whole frames
+and announces each new committed size, so readers never see a partial frame.
+
+Readers follow the file, not the job: each reads at its own pace from its own offset, and a
+slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
+Condition for threads, futures for asyncio); nobody sleeps on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+from ._status import OutputChunk, Stream
+
+FRAME = struct.Struct("!BI")
+MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
+
+
+def frame(stream: Stream, data: bytes) -> list[bytes]:
+    """The pieces to writev() to append ``data`` as one frame."""
+    return [FRAME.pack(stream, len(data)), data]
+
+
+class OutputLog:
+    """The reading side of one job's output file: committed size, end, and waiting for more."""
+
+    def __init__(self, path: Path, size: int = 0, done: bool = False) -> None:
+        self.path = path
+        self._size = size
+        self._done = done
+        self._cond = threading.Condition()
+        self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def advance(self, size: int, *, done: bool = False) -> None:
+        """The launcher committed frames up to ``size``; ``done``: nothing more will come."""
+        with self._cond:
+            self._size = max(self._size, size)
+            self._done = self._done or done
+            self._cond.notify_all()
+            waiters, self._async_waiters = self._async_waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_settle, fut)
+            except RuntimeError:
+                pass  # that reader's loop is closed; nobody is waiting any more
+
+    def wait_beyond(self, offset: int, timeout: float | None = None) -> None:
+        """Block until more than ``offset`` bytes are committed or the log is done."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._size > offset or self._done, timeout)
+
+    async def await_beyond(self, offset: int) -> None:
+        """Asyncio form of wait_beyond."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            if self._size > offset or self._done:
+                return
+            fut: asyncio.Future[None] = loop.create_future()
+            self._async_waiters.append((loop, fut))
+        try:
+            await fut
+        finally:
+            if not fut.done():
+                with self._cond:
+                    if (loop, fut) in self._async_waiters:
+                        self._async_waiters.remove((loop, fut))
+
+    def follow(self, *, follow: bool = True) -> Iterator[OutputChunk]:
+        """Every chunk from byte 0; with ``follow``, also what comes until the log is done."""
+        with _Reader(self.path) as reader:
+            end = None if follow else self._size
+            while True:
+                size, done = self._size, self._done
+                limit = size if end is None else end
+                if reader.offset < limit:
+                    yield from reader.read(limit)
+                elif done or end is not None:
+                    return
+                else:
+                    self.wait_beyond(reader.offset)
+
+    async def afollow(self, *, follow: bool = True) -> AsyncIterator[OutputChunk]:
+        """Asyncio form of follow."""
+        with _Reader(self.path) as reader:
+            end = None if follow else self._size
+            while True:
+                size, done = self._size, self._done
+                limit = size if end is None else end
+                if reader.offset < limit:
+                    for chunk in reader.read(limit):
+                        yield chunk
+                elif done or end is not None:
+                    return
+                else:
+                    await self.await_beyond(reader.offset)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class _Reader:
+    """Parses frames from an output file, from offset 0 up to a committed size."""
+
+    def __init__(self, path: Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.offset = 0
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def read(self, limit: int) -> list[OutputChunk]:
+        """Chunks from the current offset up to ``limit``, adjacent same-stream frames merged."""
+        want = min(limit - self.offset, MAX_CHUNK + FRAME.size)
+        buf = memoryview(os.pread(self._fd, want, self.offset))
+        if len(buf) < FRAME.size:
+            raise OSError(f"output log {self._fd} is shorter than its committed size")
+        chunks: list[OutputChunk] = []
+        pieces: list[memoryview] = []
+        stream = 0
+        pos = 0
+        while pos + FRAME.size <= len(buf):
+            frame_stream, length = FRAME.unpack_from(buf, pos)
+            end = pos + FRAME.size + length
+            if end > len(buf):
+                if pos == 0:  # a frame bigger than the window: read it whole
+                    return self._read_big(frame_stream, length)
+                break
+            if frame_stream != stream and pieces:
+                chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+                pieces = []
+            stream = frame_stream
+            pieces.append(buf[pos + FRAME.size : end])
+            pos = end
+        if pieces:
+            chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+        self.offset += pos
+        return chunks
+
+    def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
+        data = os.pread(self._fd, length, self.offset + FRAME.size)
+        self.offset += FRAME.size + length
+        return [OutputChunk(Stream(stream), data)]

@@ -1,0 +1,98 @@
+"""What a caller asks for: the job's command, its resource limits and its settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+
+from ._errors import InvalidSpec
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-job resource limits. ``None`` or ``0`` means unlimited.
+
+    cpu:            CPUs worth of time per wall second (0.5 = half a core).
+    memory_bytes:   RAM (swap included) before the OOM killer fires.
+    io_read_bps:    bytes per second read from each block device.
+    io_write_bps:   bytes per second written to each block device.
+    pids:           processes and threads alive at once.
+    """
+
+    cpu: float | None = None
+    memory_bytes: int | None = None
+    io_read_bps: int | None = None
+    io_write_bps: int | None = None
+    pids: int | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and value < 0:
+                raise InvalidSpec(f"limit {f.name} must be >= 0, got {value}")
+        if self.cpu is not None and self.cpu != 0 and self.cpu < 0.01:
+            raise InvalidSpec(f"limit cpu must be 0 (unlimited) or >= 0.01, got {self.cpu}")
+        if self.pids is not None and 0 < self.pids < 2:
+            # The in-namespace init counts against pids.max, so 1 would leave no room for the job.
+            raise InvalidSpec(f"limit pids must be 0 (unlimited) or >= 2, got {self.pids}")
+
+    def merged_over(self, defaults: Limits) -> Limits:
+        """These limits, with every unset (``None``) field taken from ``defaults``."""
+        given = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(defaults, **{k: v for k, v in given.items() if v is not None})
+
+    def effective(self, name: str) -> float | int | None:
+        """The limit's value, with 0 folded into None (unlimited)."""
+        value: float | int | None = getattr(self, name)
+        return value or None
+
+
+DEFAULT_LIMITS = Limits(
+    cpu=1.0, memory_bytes=512 * MiB, io_read_bps=10 * MiB, io_write_bps=10 * MiB, pids=1024
+)
+UNLIMITED = Limits(cpu=0, memory_bytes=0, io_read_bps=0, io_write_bps=0, pids=0)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A job to start.
+
+    argv:    the command and its arguments; argv[0] is looked up in PATH. No shell is involved.
+    limits:  overrides of the worker's default limits (``None`` fields take the default).
+    owner:   who asked, recorded with the job (the service puts the caller's CN here).
+    env:     the job's environment; ``None`` means a minimal clean one (PATH, HOME, LANG).
+    cwd:     working directory inside the job; ``None`` means ``/``.
+    """
+
+    argv: Sequence[str]
+    limits: Limits = field(default_factory=Limits)
+    owner: str = ""
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.argv, str | bytes):
+            raise InvalidSpec("argv must be a list of strings, not a single string")
+        object.__setattr__(self, "argv", tuple(self.argv))
+        if not self.argv or not self.argv[0]:
+            raise InvalidSpec("the command is empty: give at least the program to run")
+        for arg in self.argv:
+            if not isinstance(arg, str):
+                raise InvalidSpec(f"argv items must be strings, got {type(arg).__name__}")
+            if "\0" in arg:
+                raise InvalidSpec("argv items cannot contain NUL bytes")
+        if self.env is not None:
+            for key, value in self.env.items():
+                if not key or "=" in key or "\0" in key or "\0" in value:
+                    raise InvalidSpec(f"invalid environment variable name or value: {key!r}")
+        if self.cwd is not None and ("\0" in self.cwd or not self.cwd.startswith("/")):
+            raise InvalidSpec(f"cwd must be an absolute path, got {self.cwd!r}")
+
+
+DEFAULT_ENV: Mapping[str, str] = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/",
+    "LANG": "C.UTF-8",
+}

@@ -1,0 +1,62 @@
+"""What a caller learns about a job: its state and what it used."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from ._spec import Limits
+
+
+class JobState(enum.Enum):
+    """Lifecycle of a job. Only RUNNING is not final."""
+
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"  # the job's own process ended by exit(), whatever the code
+    STOPPED = "STOPPED"  # ended after a Stop request
+    FAILED = "FAILED"  # killed by a signal nobody asked for (OOM included)
+    LOST = "LOST"  # its supervisor died; what was left of it was killed
+
+
+class Stream(enum.IntEnum):
+    """Which of the job's output streams a chunk came from."""
+
+    STDOUT = 1
+    STDERR = 2
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    """Bytes the job wrote to one stream, in the order they were written."""
+
+    stream: Stream
+    data: bytes
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of one job.
+
+    exit_code is the job's exact exit status when it exited on its own, else None;
+    signal is the number of the signal that ended it, else None.
+    cpu_seconds and peak_memory_bytes are live while it runs and final afterwards.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    owner: str
+    limits: Limits
+    state: JobState
+    started_at: float
+    ended_at: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    oom_killed: bool = False
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+    reason: str = ""
+
+    @property
+    def terminated(self) -> bool:
+        """True once the job has ended, for whatever reason."""
+        return self.state is not JobState.RUNNING

@@ -1,0 +1,57 @@
+"""The one interface every cgroup version implements; nothing above it knows the version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from .._spec import Limits
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    """What a job's cgroup measured."""
+
+    cpu_seconds: float
+    peak_memory_bytes: int
+    oom_killed: bool
+
+
+class JobCgroup(Protocol):
+    """The cgroup (one directory per hierarchy under v1, one under v2) of one job."""
+
+    name: str
+
+    def add_self(self) -> None:
+        """Move the calling process into this cgroup (called in the forked child before exec)."""
+
+    def pids(self) -> list[int]:
+        """Host PIDs of every process in the cgroup."""
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup, including ones forking meanwhile."""
+
+    def stats(self) -> CgroupStats:
+        """CPU time, peak memory and whether the OOM killer fired, read now."""
+
+    def destroy(self) -> None:
+        """Kill what is left and remove the cgroup; returns once it is gone."""
+
+
+class CgroupDriver(Protocol):
+    """Creates job cgroups under one parent (e.g. ``jobmgr``) of one cgroup version."""
+
+    version: int
+    parent: str
+
+    def create(self, name: str, limits: Limits) -> JobCgroup:
+        """Make the cgroup ``<parent>/<name>`` with these limits applied."""
+
+    def open(self, name: str) -> JobCgroup:
+        """The existing cgroup of job ``name`` (for stats or clean-up)."""
+
+    def existing(self) -> list[str]:
+        """Names of the job cgroups present under the parent."""
+
+    def remove_parent(self) -> None:
+        """Remove the parent if it has no job cgroups left (no error if it is busy or gone)."""

@@ -1,0 +1,218 @@
+"""cgroup v1: a job has one directory in each controller's hierarchy, ``<mount>/<parent>/<name>``.
+
+Controllers may share a hierarchy (``cpu,cpuacct`` mounted together); such a hierarchy holds one
+directory for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping
+
+from .._spec import Limits
+from ._base import CgroupStats
+from ._kernfs import (
+    POLL_SECONDS,
+    Knob,
+    KnobTable,
+    LimitValue,
+    Reading,
+    ReadingTable,
+    apply_limits,
+    check_name,
+    check_parent,
+    child_dirs,
+    keyed_int,
+    kill_until_empty,
+    make_dirs,
+    read_pids,
+    read_stats,
+    read_text,
+    remove_dirs,
+    sigkill,
+    write_device_rules,
+    write_text,
+)
+
+REQUIRED_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+# With the freezer, kill_all signals a snapshot no process can fork its way out of.
+OPTIONAL_CONTROLLERS = ("freezer",)
+
+CFS_PERIOD_US = 100_000
+NO_LIMIT = "-1"
+FREEZE_WAIT_SECONDS = 0.5
+
+
+def _cfs_quota(cpu: LimitValue) -> str:
+    return str(round(cpu * CFS_PERIOD_US)) if cpu else NO_LIMIT
+
+
+def _bytes(value: LimitValue) -> str:
+    return str(int(value)) if value else NO_LIMIT
+
+
+def _pids(value: LimitValue) -> str:
+    return str(int(value)) if value else "max"
+
+
+def _no_swap(value: LimitValue) -> str | None:
+    return "0" if value else None
+
+
+LIMIT_KNOBS: KnobTable = {
+    "cpu": (
+        Knob("cpu", "cpu.cfs_period_us", lambda _: str(CFS_PERIOD_US)),
+        Knob("cpu", "cpu.cfs_quota_us", _cfs_quota),
+    ),
+    # memsw (RAM + swap) caps swap too, so a job over its limit is OOM-killed instead of swapping.
+    # The kernel refuses memsw below memory.limit_in_bytes; create() starts from a fresh cgroup
+    # (both unlimited) and only lowers, so memory goes first. (Raising would need memsw first.)
+    # Without swap accounting, swappiness 0 is the next best way to keep the job out of swap.
+    "memory_bytes": (
+        Knob("memory", "memory.limit_in_bytes", _bytes),
+        Knob(
+            "memory",
+            "memory.memsw.limit_in_bytes",
+            _bytes,
+            fallback=Knob("memory", "memory.swappiness", _no_swap),
+        ),
+    ),
+    "pids": (Knob("pids", "pids.max", _pids),),
+}
+
+# Limits field -> (controller, file taking one ``MAJ:MIN BYTES_PER_SECOND`` rule per write).
+THROTTLE_FILES: Mapping[str, tuple[str, str]] = {
+    "io_read_bps": ("blkio", "blkio.throttle.read_bps_device"),
+    "io_write_bps": ("blkio", "blkio.throttle.write_bps_device"),
+}
+
+STAT_READINGS: ReadingTable = {
+    "cpu_seconds": (Reading("cpuacct", "cpuacct.usage", lambda text: int(text) / 1e9),),
+    "peak_memory_bytes": (Reading("memory", "memory.max_usage_in_bytes", int),),
+    "oom_killed": (
+        Reading("memory", "memory.oom_control", lambda text: keyed_int(text, "oom_kill") > 0),
+    ),
+}
+
+
+class Cgroup:
+    """One job's directories, one per hierarchy."""
+
+    def __init__(self, name: str, dirs: Mapping[str, str]) -> None:
+        self.name = name
+        self.dirs = dict(dirs)
+        """Controller -> the job's directory in that controller's hierarchy."""
+        # Computed here so add_self, which runs between fork and exec, only opens and writes.
+        self.hierarchy_dirs = tuple(dict.fromkeys(self.dirs.values()))
+        """The distinct directories (controllers sharing a hierarchy share one)."""
+        self._procs_files = tuple(os.path.join(d, "cgroup.procs") for d in self.hierarchy_dirs)
+        freezer = self.dirs.get("freezer")
+        self._freezer_state = os.path.join(freezer, "freezer.state") if freezer else None
+
+    def add_self(self) -> None:
+        """Move the calling process into this cgroup (called in the forked child before exec)."""
+        pid = str(os.getpid()).encode()
+        for path in self._procs_files:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, pid)
+            finally:
+                os.close(fd)
+
+    def pids(self) -> list[int]:
+        """Host PIDs of every process in the cgroup (in any of its hierarchies)."""
+        return read_pids(self._procs_files)
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in the cgroup, including ones forking meanwhile."""
+        kill_until_empty(self._procs_files, self._kill_round)
+
+    def _kill_round(self) -> None:
+        with self._frozen():
+            sigkill(read_pids(self._procs_files))
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        """Freeze the cgroup (if the freezer is mounted) so its process list stays put.
+
+        A frozen process that gets SIGKILL dies only when thawed, hence the thaw in ``finally``.
+        """
+        if self._freezer_state is None or not os.path.exists(self._freezer_state):
+            yield
+            return
+        write_text(self._freezer_state, "FROZEN")
+        try:
+            # FREEZING lasts while a task is in uninterruptible sleep; killing the rest anyway and
+            # letting kill_until_empty come back is better than waiting on it.
+            deadline = time.monotonic() + FREEZE_WAIT_SECONDS
+            while read_text(self._freezer_state) != "FROZEN" and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+            yield
+        finally:
+            write_text(self._freezer_state, "THAWED")
+
+    def stats(self) -> CgroupStats:
+        """CPU time, peak memory and whether the OOM killer fired, read now."""
+        return read_stats(STAT_READINGS, self.dirs)
+
+    def destroy(self) -> None:
+        """Kill what is left and remove every directory; returns once they are gone."""
+        self.kill_all()
+        remove_dirs(self.hierarchy_dirs)
+
+
+class Driver:
+    """Creates job cgroups under ``parent`` in each v1 hierarchy the job uses."""
+
+    version: int = 1
+
+    def __init__(self, mounts: Mapping[str, str], parent: str) -> None:
+        """``mounts``: controller -> mount point; needs every REQUIRED_CONTROLLERS entry."""
+        missing = [c for c in REQUIRED_CONTROLLERS if c not in mounts]
+        if missing:
+            raise ValueError(f"cgroup v1 needs mounts for {', '.join(missing)}")
+        self.parent = check_parent(parent)
+        used = REQUIRED_CONTROLLERS + OPTIONAL_CONTROLLERS
+        self.mounts = {c: mounts[c] for c in used if c in mounts}
+        """Controller -> mount point of its hierarchy, for the controllers a job uses."""
+        self._parent_dirs = tuple(
+            dict.fromkeys(os.path.join(m, self.parent) for m in self.mounts.values())
+        )
+
+    def create(self, name: str, limits: Limits) -> Cgroup:
+        """Make the cgroup ``<parent>/<name>`` in every hierarchy with these limits applied."""
+        cgroup = self.open(name)
+        make_dirs(cgroup.hierarchy_dirs)
+        try:
+            apply_limits(LIMIT_KNOBS, limits, cgroup.dirs)
+            for field, (controller, filename) in THROTTLE_FILES.items():
+                value = limits.effective(field)
+                # A fresh cgroup has no throttle rules, so unlimited needs no write.
+                if value:
+                    path = os.path.join(cgroup.dirs[controller], filename)
+                    write_device_rules(path, str(int(value)))
+        except BaseException:
+            cgroup.destroy()
+            raise
+        return cgroup
+
+    def open(self, name: str) -> Cgroup:
+        """The cgroup of job ``name``; whether it exists is found out when it is used."""
+        check_name(name)
+        dirs = {c: os.path.join(m, self.parent, name) for c, m in self.mounts.items()}
+        return Cgroup(name, dirs)
+
+    def existing(self) -> list[str]:
+        """Names of the job cgroups under the parent, in any hierarchy."""
+        names: set[str] = set()
+        for path in self._parent_dirs:
+            names |= child_dirs(path)
+        return sorted(names)
+
+    def remove_parent(self) -> None:
+        """Remove the parent from every hierarchy where it is empty; errors are ignored."""
+        for path in self._parent_dirs:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)

@@ -1,0 +1,131 @@
+"""Steps for features/cgroups.feature."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from jobmgr.worker import JobSpec, Limits, Worker
+
+from .fixtures_worker import MiB, cgroup_dirs, start, wait_until_ended
+
+scenarios("cgroups.feature")
+
+HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids")
+
+
+@then("the OOM killer is reported")
+def _oom(worker: Worker, ctx: dict[str, Any]) -> None:
+    status = worker.status(ctx["job"])
+    assert status.oom_killed, status
+
+
+@then(
+    parsers.parse("over {seconds:g} seconds it uses at most {share:g} CPU-seconds per wall second")
+)
+def _cpu_share(worker: Worker, ctx: dict[str, Any], seconds: float, share: float) -> None:
+    time.sleep(0.5)  # let the loop get going
+    before, t0 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    time.sleep(seconds)
+    after, t1 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    used = (after - before) / (t1 - t0)
+    worker.stop(ctx["job"], grace=1)
+    assert 0.05 < used <= share, used
+
+
+def _pids_file(parent: str, job_id: str) -> Path:
+    return Path(f"/sys/fs/cgroup/pids/{parent}/{job_id}/cgroup.procs")
+
+
+@then(parsers.parse("the job's cgroup holds at most {count:d} processes"))
+def _pids_held(ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
+    current = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.current")
+    assert int(current.read_text()) <= count
+    events = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.events")
+    assert int(events.read_text().split()[1]) > 0, "the limit was never hit"
+
+
+@then("another job still starts and exits 0")
+def _another(worker: Worker) -> None:
+    other = worker.start(JobSpec(["true"]))
+    assert wait_until_ended(worker, other, timeout=10).exit_code == 0
+
+
+@then(
+    parsers.parse(
+        "stopping the fork bomb with a grace period of {grace:g} second "
+        "takes at most {most:g} seconds"
+    )
+)
+def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -> None:
+    began = time.monotonic()
+    worker.stop(ctx["job"], grace=grace)
+    assert time.monotonic() - began <= most
+
+
+@when(
+    parsers.parse(
+        "I start a dd writing {size:d} MiB with oflag=direct to the root filesystem "
+        "with an IO write limit of {rate:d} MiB/s"
+    )
+)
+def _dd_write(
+    worker: Worker, ctx: dict[str, Any], root_fs_scratch: Path, size: int, rate: int
+) -> None:
+    target = root_fs_scratch
+    argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
+    start(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
+
+
+@pytest.fixture
+def root_fs_scratch() -> Iterator[Path]:
+    """A file path on the root filesystem (blkio throttles real disks, not tmpfs)."""
+    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
+    assert os.stat(path.parent).st_dev == os.stat("/").st_dev
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@given(parsers.parse("a {size:d} MiB file on the root filesystem"), target_fixture="io_file")
+def _io_file(root_fs_scratch: Path, size: int) -> Path:
+    with open(root_fs_scratch, "wb") as f:
+        f.write(os.urandom(MiB) * size)
+        f.flush()
+        os.fsync(f.fileno())
+    return root_fs_scratch
+
+
+@when(
+    parsers.parse(
+        "I start a dd reading it with iflag=direct with an IO read limit of {rate:d} MiB/s"
+    )
+)
+def _dd_read(worker: Worker, ctx: dict[str, Any], io_file: Path, rate: int) -> None:
+    argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
+    start(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
+
+
+@then(parsers.parse("the job ran for at least {seconds:g} seconds"))
+def _ran_for(worker: Worker, ctx: dict[str, Any], seconds: float) -> None:
+    status = worker.status(ctx["job"])
+    assert status.ended_at is not None
+    assert status.ended_at - status.started_at >= seconds, status
+
+
+@then("the job has a cgroup in every hierarchy")
+def _has_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
+    found = {Path(d).parent.parent.name for d in cgroup_dirs(cgroup_parent, ctx["job"])}
+    assert set(HIERARCHIES) <= found, found
+
+
+@then("no cgroup of the job is left")
+def _no_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
+    assert cgroup_dirs(cgroup_parent, ctx["job"]) == []

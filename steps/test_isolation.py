@@ -1,0 +1,93 @@
+"""Steps for features/isolation.feature."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from pytest_bdd import parsers, scenarios, then, when
+
+from jobmgr.worker import Stream, Worker
+
+from .fixtures_worker import collected, start, wait_until_ended
+
+scenarios("isolation.feature")
+
+
+def _stdout(worker: Worker, ctx: dict[str, Any]) -> str:
+    return collected(worker, ctx["job"])[Stream.STDOUT].decode()
+
+
+@when("the job's output is complete")
+def _complete(worker: Worker, ctx: dict[str, Any]) -> None:
+    ctx["stdout"] = _stdout(worker, ctx)
+
+
+@then(parsers.parse("the PID in the output is at most {high:d}"))
+def _low_pid(worker: Worker, ctx: dict[str, Any], high: int) -> None:
+    pid = int(_stdout(worker, ctx).split()[0])
+    assert 1 <= pid <= high, pid
+
+
+@then(
+    parsers.parse("the numeric entries of the listing are at most {count:d} and all below {top:d}")
+)
+def _proc_listing(ctx: dict[str, Any], count: int, top: int) -> None:
+    pids = [int(name) for name in ctx["stdout"].split() if name.isdigit()]
+    assert pids, ctx["stdout"]
+    assert len(pids) <= count and max(pids) < top, pids
+
+
+@then(parsers.parse("the output lists at most {count:d} processes"))
+def _ps(worker: Worker, ctx: dict[str, Any], count: int) -> None:
+    lines = _stdout(worker, ctx).strip().splitlines()
+    assert 1 <= len(lines) <= count, lines
+
+
+@then(parsers.parse('the only interface listed is "{name}"'))
+def _only_lo(worker: Worker, ctx: dict[str, Any], name: str) -> None:
+    lines = _stdout(worker, ctx).splitlines()
+    interfaces = [
+        line.split(":")[0].strip() for line in lines[2:] if ":" in line and "|" not in line
+    ]
+    interfaces = [i for i in interfaces if i and not i[0].isdigit()]
+    assert interfaces == [name], lines
+
+
+@then("the loopback interface is up")
+def _lo_up(worker: Worker, ctx: dict[str, Any]) -> None:
+    link = [line for line in _stdout(worker, ctx).splitlines() if line[:1].isdigit()]
+    assert link and "UP" in link[0].split("<")[1].split(">")[0].split(","), link
+
+
+@when("I start a job that mounts a tmpfs on a host directory and writes a file into it")
+def _mount_job(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+    target = tmp_path / "mnt"
+    target.mkdir()
+    ctx["target"] = target
+    script = f"mount -t tmpfs none {target} && touch {target}/inside && echo mounted; sleep 1000"
+    start(worker, ctx, ["sh", "-c", script])
+    for chunk in worker.output(ctx["job"]):
+        if b"mounted" in chunk.data:
+            return
+    raise AssertionError("the job could not mount")
+
+
+@then("while it runs the host sees neither the mount nor the file")
+def _invisible(worker: Worker, ctx: dict[str, Any]) -> None:
+    target: Path = ctx["target"]
+    assert not os.path.ismount(target)
+    assert not (target / "inside").exists()
+    assert str(target) not in Path("/proc/self/mountinfo").read_text()
+    worker.stop(ctx["job"], grace=1)
+    wait_until_ended(worker, ctx["job"])
+    assert not os.path.ismount(target)
+
+
+@then("the host's hostname is unchanged")
+def _hostname(ctx: dict[str, Any]) -> None:
+    time.sleep(0)
+    assert socket.gethostname() != "job-inside-test"

@@ -1,0 +1,230 @@
+"""cgroup v1 driver against the real kernel: limits land in the files, processes are counted,
+killed and measured, and every directory is gone afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from jobmgr.worker import Limits
+from jobmgr.worker.cgroups import CgroupError, _devices, detect_driver, v1
+from jobmgr.worker.cgroups._mounts import read_mounts, v1_controller_mounts
+
+MiB = 1024 * 1024
+# What the kernel reads back for "-1" in memory.*limit_in_bytes: the page-aligned maximum.
+KERNEL_UNLIMITED_BYTES = 9223372036854771712
+
+Spawn = Callable[..., "subprocess.Popen[bytes]"]
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/proc/self/mountinfo"),
+    reason="needs root and Linux",
+)
+
+
+def _v1_or_skip(parent: str) -> v1.Driver:
+    driver = detect_driver(parent)
+    if not isinstance(driver, v1.Driver):
+        pytest.skip("this machine uses cgroup v2")
+    return driver
+
+
+@pytest.fixture
+def driver() -> Iterator[v1.Driver]:
+    """A v1 driver under a parent unique to this test; nothing it made outlives the test."""
+    d = _v1_or_skip(f"jobmgr-test-cg-{uuid.uuid4().hex}")
+    yield d
+    for name in d.existing():
+        d.open(name).destroy()
+    d.remove_parent()
+    assert _parent_dirs(d) == [], "cgroups outlived the test"
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Start a process already placed in a cgroup, as the launcher does; killed at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(cgroup: v1.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
+        # preexec_fn runs in the forked child before exec: exactly where add_self is used.
+        proc = subprocess.Popen(argv, preexec_fn=cgroup.add_self)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _parent_dirs(d: v1.Driver) -> list[str]:
+    dirs = {os.path.join(m, d.parent) for m in d.mounts.values()}
+    return sorted(p for p in dirs if os.path.exists(p))
+
+
+def _read(cgroup: v1.Cgroup, controller: str, filename: str) -> str:
+    with open(os.path.join(cgroup.dirs[controller], filename)) as f:
+        return f.read().strip()
+
+
+def test_this_machine_is_driven_with_v1_and_every_job_hierarchy() -> None:
+    d = _v1_or_skip("jobmgr-test-cg-unused")
+    assert d.version == 1
+    assert set(v1.REQUIRED_CONTROLLERS) <= set(d.mounts)
+    assert d.mounts == v1_controller_mounts(read_mounts("/proc/self/mountinfo"))
+
+
+def test_limits_are_written_in_kernel_units(driver: v1.Driver) -> None:
+    limits = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=2 * MiB, pids=10)
+    cg = driver.create("job", limits)
+
+    assert _read(cg, "cpu", "cpu.cfs_period_us") == "100000"
+    assert _read(cg, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert _read(cg, "memory", "memory.limit_in_bytes") == str(64 * MiB)
+    if os.path.exists(os.path.join(cg.dirs["memory"], "memory.memsw.limit_in_bytes")):
+        assert _read(cg, "memory", "memory.memsw.limit_in_bytes") == str(64 * MiB)
+    else:
+        assert _read(cg, "memory", "memory.swappiness") == "0"
+    assert _read(cg, "pids", "pids.max") == "10"
+    read_rules = _read(cg, "blkio", "blkio.throttle.read_bps_device").splitlines()
+    write_rules = _read(cg, "blkio", "blkio.throttle.write_bps_device").splitlines()
+    root = _devices.root_device()
+    assert root is not None
+    assert f"{root[0]}:{root[1]} {MiB}" in read_rules
+    assert f"{root[0]}:{root[1]} {2 * MiB}" in write_rules
+    assert driver.existing() == ["job"]
+
+
+def test_unlimited_limits_write_the_unlimited_values(driver: v1.Driver) -> None:
+    cg = driver.create("job", Limits(cpu=0, memory_bytes=0, io_read_bps=0, io_write_bps=0, pids=0))
+
+    assert _read(cg, "cpu", "cpu.cfs_quota_us") == "-1"
+    assert _read(cg, "memory", "memory.limit_in_bytes") == str(KERNEL_UNLIMITED_BYTES)
+    assert _read(cg, "pids", "pids.max") == "max"
+    assert _read(cg, "blkio", "blkio.throttle.read_bps_device") == ""
+    assert _read(cg, "blkio", "blkio.throttle.write_bps_device") == ""
+
+
+def test_a_process_added_in_the_child_is_in_every_hierarchy(
+    driver: v1.Driver, spawn: Spawn
+) -> None:
+    cg = driver.create("job", Limits())
+    proc = spawn(cg, "sleep", "100")
+
+    assert cg.pids() == [proc.pid]
+    with open(f"/proc/{proc.pid}/cgroup") as f:
+        # Lines read "ID:controller[,controller...]:path".
+        paths = {}
+        for line in f.read().splitlines():
+            _, controllers, path = line.split(":", 2)
+            paths.update(dict.fromkeys(controllers.split(","), path))
+    for controller in driver.mounts:
+        assert paths[controller] == f"/{driver.parent}/job"
+
+
+def test_kill_all_kills_forked_children_too(driver: v1.Driver, spawn: Spawn) -> None:
+    cg = driver.create("job", Limits())
+    proc = spawn(cg, "sh", "-c", "sleep 100 & sleep 100 & wait")
+    _wait_for(lambda: len(cg.pids()) == 3)
+
+    cg.kill_all()
+
+    assert cg.pids() == []
+    assert proc.wait(timeout=5) == -9
+
+
+def test_stats_measure_cpu_time_and_memory(driver: v1.Driver, spawn: Spawn) -> None:
+    cg = driver.create("job", Limits())
+    busy = (
+        "import time\nx = b'x' * (16 << 20)\nend = time.time() + 0.3\nwhile time.time() < end: pass"
+    )
+    assert spawn(cg, sys.executable, "-c", busy).wait(timeout=30) == 0
+
+    stats = cg.stats()
+    assert stats.cpu_seconds > 0.1
+    assert stats.peak_memory_bytes > 16 * MiB
+    assert stats.oom_killed is False
+
+
+def test_a_job_over_its_memory_limit_is_oom_killed_not_swapped(
+    driver: v1.Driver, spawn: Spawn
+) -> None:
+    cg = driver.create("job", Limits(memory_bytes=32 * MiB))
+    hog = "x = b'x' * (256 << 20)"
+
+    assert spawn(cg, sys.executable, "-c", hog).wait(timeout=30) == -9
+    assert cg.stats().oom_killed is True
+
+
+def test_destroy_kills_removes_every_dir_and_is_idempotent(driver: v1.Driver, spawn: Spawn) -> None:
+    cg = driver.create("job", Limits(pids=5))
+    proc = spawn(cg, "sleep", "100")
+
+    cg.destroy()
+
+    assert proc.wait(timeout=5) == -9
+    assert not any(os.path.exists(d) for d in cg.hierarchy_dirs)
+    assert driver.existing() == []
+    cg.destroy()
+
+
+def test_existing_lists_every_job_and_remove_parent_waits_for_them(driver: v1.Driver) -> None:
+    driver.create("a", Limits())
+    driver.create("b", Limits())
+    assert driver.existing() == ["a", "b"]
+
+    driver.remove_parent()
+    assert len(_parent_dirs(driver)) == len(set(driver.mounts.values()))
+
+    driver.open("a").destroy()
+    driver.open("b").destroy()
+    driver.remove_parent()
+    assert _parent_dirs(driver) == []
+    driver.remove_parent()
+
+
+def test_creating_an_existing_job_cgroup_fails_and_keeps_it(driver: v1.Driver) -> None:
+    driver.create("job", Limits(pids=7))
+    with pytest.raises(CgroupError, match="File exists"):
+        driver.create("job", Limits())
+    assert _read(driver.open("job"), "pids", "pids.max") == "7"
+
+
+def test_a_throttle_rejected_on_another_disk_is_skipped(
+    driver: v1.Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _devices.root_device()
+    assert root is not None
+    # No disk has minor 1048575 under major 1 (the ram driver), so the kernel refuses it.
+    monkeypatch.setattr(_devices, "throttle_devices", lambda: [root, (1, 1048575)])
+    cg = driver.create("job", Limits(io_read_bps=MiB))
+    assert _read(cg, "blkio", "blkio.throttle.read_bps_device") == f"{root[0]}:{root[1]} {MiB}"
+
+
+def test_a_throttle_rejected_on_the_root_disk_fails_and_cleans_up(
+    driver: v1.Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_devices, "root_device", lambda: (1, 1048575))
+    monkeypatch.setattr(_devices, "throttle_devices", lambda: [(1, 1048575)])
+    with pytest.raises(CgroupError, match=r"blkio\.throttle\.read_bps_device"):
+        driver.create("job", Limits(io_read_bps=MiB))
+    assert driver.existing() == []
+
+
+def test_invalid_names_are_refused(driver: v1.Driver) -> None:
+    for name in ("", ".", "..", "a/b"):
+        with pytest.raises(ValueError):
+            driver.open(name)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
