@@ -35,7 +35,8 @@ Feature: Job lifecycle
     Then the start is refused as invalid
 
   Scenario: Stop waits out the grace period for a job that ignores SIGTERM, then kills it
-    When I start "sh -c 'trap "" TERM; sleep 1000 & sleep 1000'"
+    When I start "sh -c 'trap "" TERM; echo ready; sleep 1000 & sleep 1000'"
+    And the job has printed "ready\n"
     And I stop the job with a grace period of 1 second
     Then the stop took between 1 and 3 seconds
     And the job's state is STOPPED

@@ -132,6 +132,17 @@ def _try_empty(worker: Worker, ctx: dict[str, Any]) -> None:
     try_start(worker, ctx, "")
 
 
+@when(parsers.parse('the job has printed "{text}"'))
+def _printed(worker: Worker, ctx: dict[str, Any], text: str) -> None:
+    want = unescape(text).encode()
+    got = b""
+    for chunk in worker.output(ctx["job"]):
+        got += chunk.data
+        if got == want:
+            return
+    raise AssertionError(f"the job ended having printed {got!r}")
+
+
 @when("the job ends")
 def _job_ends(worker: Worker, ctx: dict[str, Any]) -> None:
     ctx["status"] = wait_until_ended(worker, ctx["job"])

@@ -113,17 +113,6 @@ def _received(ctx: dict[str, Any], text: str) -> None:
     assert _stdout(ctx["reader"]["chunks"]) == unescape(text).encode()
 
 
-@when(parsers.parse('the job has printed "{text}"'))
-def _printed(worker: Worker, ctx: dict[str, Any], text: str) -> None:
-    want = unescape(text).encode()
-    got = b""
-    for chunk in worker.output(ctx["job"]):
-        got += chunk.data
-        if got == want:
-            return
-    raise AssertionError(f"the job ended having printed {got!r}")
-
-
 @then(parsers.parse('reading the output without following gives stdout "{text}"'))
 def _no_follow(worker: Worker, ctx: dict[str, Any], text: str) -> None:
     began = time.monotonic()

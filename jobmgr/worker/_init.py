@@ -3,7 +3,8 @@
 A job's own command makes a poor PID 1: the kernel drops every signal PID 1 has no handler
 for (so a plain ``sleep`` ignores SIGTERM), and nobody reaps orphaned grandchildren.  This init:
 
-* sets up the namespaces (fresh /proc, loopback up), then forks the job's command;
+* sets up the namespaces (fresh /proc, loopback up) ahead of time, as a warm spare, then
+  waits for the launcher's order and forks the job's command;
 * forwards SIGTERM, SIGINT and SIGHUP to the job's main process;
 * reaps every process that dies in the namespace, so no zombie is left;
 * when the main process ends, reports its exact wait status to the launcher on the report
@@ -17,6 +18,7 @@ It runs in a child forked from the single-threaded launcher and never returns to
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 from typing import NoReturn
@@ -30,27 +32,42 @@ _RESET_TO_DEFAULT = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTE
 
 
 def run(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: str,
-    ids: tuple[int, int] | None,
+    order_fd: int,
     stdio: tuple[int, int, int],
     exec_error_fd: int,
     report_fd: int,
 ) -> NoReturn:
-    """Become the job's init. ``ids`` is (uid, gid) to run the command as, or None to stay."""
+    """Become a job's init: set up, say ``ready``, then wait for the job on ``order_fd``.
+
+    The order is JSON ``{"argv", "env", "cwd", "uid", "gid"}`` written by the launcher, which
+    then closes its end; an empty order (the launcher dropped this spare) means exit quietly.
+    """
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         set_up_inside()
+        os.write(report_fd, b"ready\n")
+        order = _read_to_end(order_fd)
+        os.close(order_fd)
+        if not order:
+            os._exit(0)
+        job = json.loads(order)
+        ids = (int(job["uid"]), int(job["gid"])) if job.get("uid") is not None else None
         main_pid = os.fork()
         if main_pid == 0:
-            _exec_job(argv, env, cwd, ids, stdio, exec_error_fd)
-    except BaseException as exc:
+            _exec_job(job["argv"], job["env"], job.get("cwd") or "/", ids, stdio, exec_error_fd)
+    except BaseException as exc:  # nothing may escape into the launcher's code
         _fail(exec_error_fd, "setup", f"setting up the job's namespaces failed: {exc}")
     # Our copies of the pipes would keep readers from seeing EOF once the job ends.
     for fd in (*stdio, exec_error_fd):
         os.close(fd)
     _supervise(main_pid, report_fd)
+
+
+def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _supervise(main_pid: int, report_fd: int) -> NoReturn:

@@ -9,11 +9,15 @@ job's stdout and stderr and appends them to the job's output log, and it reaps e
 init.  Output and exit status are therefore kept while the server is down, and a restarted
 server reconnects and re-adopts the jobs still running.
 
-One job: make its cgroup, fork a short-lived "mid" child which joins the cgroup, unshares the
-namespaces and forks the init (PID 1 of the new PID namespace), then exits.  The launcher is a
-child subreaper, so the init is reparented to it.  The init sets up inside and forks the
-command; the command's exec closes a close-on-exec pipe, which is how a start is known to
-have succeeded (or, with an error written into it, to have failed) before the reply is sent.
+Jobs start in warm slots.  A slot is a cgroup (created unlimited) and an init already
+waiting in it: a short-lived "mid" child joins the cgroup, unshares the namespaces, forks the
+init (PID 1 of the new PID namespace) and exits; the init sets up /proc and loopback, says
+"ready" and waits for its order.  Warming is done ahead of time because joining a v1 cgroup
+waits for an RCU grace period (about 20 ms here), which no start should pay.  A start takes a
+ready slot, names the job after it, writes the job's limits into its cgroup and sends the
+order; the init forks the command, whose exec closes a close-on-exec pipe: that is how the
+start is known to have succeeded (or, with an error written into it, to have failed) before
+the reply is sent.  The launcher is a child subreaper, so every init is reparented to it.
 
 Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, exit.
 """
@@ -33,6 +37,7 @@ import signal
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +47,7 @@ from . import _init
 from ._namespaces import unshare_all
 from ._outputlog import MAX_CHUNK, frame
 from ._protocol import Decoder, Message, encode
-from ._spec import Limits
+from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
 from .cgroups import CgroupDriver, JobCgroup, detect_driver
 
@@ -57,16 +62,21 @@ Handler = Callable[[int], None]
 
 @dataclass
 class _Job:
+    """A slot: a warm init waiting in its cgroup, and once given an order, the job in it."""
+
     id: str
-    dir: Path
     cgroup: JobCgroup
-    log_fd: int
     pipes: dict[int, Stream]
     exec_fd: int | None
     report_fd: int | None
+    order_fd: int | None
     mid_pid: int
-    start_req: int | None
-    started_at: float
+    ready: bool = False
+    assigned: bool = False
+    dir: Path | None = None
+    log_fd: int | None = None
+    start_req: int | None = None
+    started_at: float = 0.0
     size: int = 0
     exec_error: bytes = b""
     report_buf: bytes = b""
@@ -83,8 +93,10 @@ class _Job:
 
 
 class Launcher:
-    def __init__(self, state_dir: Path, driver: CgroupDriver) -> None:
+    def __init__(self, state_dir: Path, driver: CgroupDriver, spares: int = 2) -> None:
         self._state = state_dir
+        self._spares = spares
+        self._warming_broken = False
         self._jobs_dir = state_dir / "jobs"
         self._driver = driver
         self._sel = selectors.DefaultSelector()
@@ -113,6 +125,7 @@ class Launcher:
         self._sel.register(wake_r, selectors.EVENT_READ, lambda _: _drain(wake_r))
         self._sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
         gc.freeze()  # forked children then share these pages instead of copying them
+        self._warm_up()
         while not (self._shutdown_req is not None and not self._jobs):
             for key, mask in self._sel.select(self._timeout()):
                 key.data(mask)
@@ -120,6 +133,7 @@ class Launcher:
             self._fire_deadlines()
             self._announce_sizes()
             self._flush()
+            self._warm_up()
         self._send({"ev": "reply", "req": self._shutdown_req, "ok": True})
         self._driver.remove_parent()
         self._flush(blocking=True)
@@ -198,6 +212,7 @@ class Launcher:
                 self._stop(message["id"], float(message["grace"]), req)
             elif op == "hello":
                 running = [{"id": j.id, "size": j.size} for j in self._jobs.values() if j.launched]
+                running += [{"id": j, "size": 0} for j in self._launching()]
                 self._send({"ev": "reply", "req": req, "ok": True, "running": running})
             elif op == "shutdown":
                 self._begin_shutdown(req, float(message.get("grace", 5.0)))
@@ -208,44 +223,39 @@ class Launcher:
 
     # ---- starting ---------------------------------------------------------------------------
 
-    def _start(self, req: Message) -> None:
-        job_id = req["id"]
-        job_dir = self._jobs_dir / job_id
-        job_dir.mkdir(mode=0o700)
-        started_at = time.time()
-        record = {k: req[k] for k in ("id", "argv", "owner", "limits", "env", "cwd")}
-        _write_json(job_dir / "job.json", {**record, "started_at": started_at})
-        log_fd = os.open(job_dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            cgroup = self._driver.create(job_id, Limits(**req["limits"]))
-        except Exception:
-            os.close(log_fd)
-            shutil.rmtree(job_dir, ignore_errors=True)
-            raise
+    def _warm_up(self) -> None:
+        """Keep ``spares`` slots warming or ready, so a start finds its namespaces made."""
+        if self._shutdown_req is not None or self._warming_broken:
+            return
+        idle = sum(1 for job in self._jobs.values() if not job.assigned)
+        for _ in range(self._spares - idle):
+            self._new_slot()
+
+    def _new_slot(self) -> _Job:
+        slot_id = str(uuid.uuid4())
+        cgroup = self._driver.create(slot_id, UNLIMITED)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         exec_r, exec_w = os.pipe()
         report_r, report_w = os.pipe()
+        order_r, order_w = os.pipe()
         for fd in (out_w, err_w):
             fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
         pid = os.fork()
         if pid == 0:
-            _mid(req, cgroup, (self._devnull, out_w, err_w), exec_w, report_w)
-        for fd in (out_w, err_w, exec_w, report_w):
+            _mid(cgroup, order_r, (self._devnull, out_w, err_w), exec_w, report_w)
+        for fd in (out_w, err_w, exec_w, report_w, order_r):
             os.close(fd)
         job = _Job(
-            id=job_id,
-            dir=job_dir,
+            id=slot_id,
             cgroup=cgroup,
-            log_fd=log_fd,
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
             exec_fd=exec_r,
             report_fd=report_r,
+            order_fd=order_w,
             mid_pid=pid,
-            start_req=req.get("req"),
-            started_at=started_at,
         )
-        self._jobs[job_id] = job
+        self._jobs[slot_id] = job
         self._by_pid[pid] = job
         for fd in (out_r, err_r, exec_r, report_r):
             os.set_blocking(fd, False)
@@ -253,9 +263,54 @@ class Launcher:
             self._sel.register(fd, selectors.EVENT_READ, self._pipe_handler(job, fd))
         self._sel.register(exec_r, selectors.EVENT_READ, lambda _: self._on_exec(job))
         self._sel.register(report_r, selectors.EVENT_READ, lambda _: self._on_report(job))
+        return job
+
+    def _take_slot(self) -> _Job:
+        idle = [job for job in self._jobs.values() if not job.assigned]
+        ready = [job for job in idle if job.ready]
+        return (ready or idle or [self._new_slot()])[0]
+
+    def _launching(self) -> list[str]:
+        return [j.id for j in self._jobs.values() if j.assigned and not j.launched]
+
+    def _start(self, req: Message) -> None:
+        limits = Limits(**req["limits"])
+        job = self._take_slot()
+        job.assigned = True
+        job.start_req = req.get("req")
+        try:
+            job.cgroup.set_limits(limits)
+            job.started_at = time.time()
+            job.dir = self._jobs_dir / job.id
+            job.dir.mkdir(mode=0o700)
+            record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
+            _write_json(
+                job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at}
+            )
+            job.log_fd = os.open(
+                job.dir / "output.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
+            )
+        except BaseException:
+            job.launch_failed = True
+            self._discard(job)
+            raise
+        order = {k: req.get(k) for k in ("argv", "env", "cwd", "uid", "gid")}
+        assert job.order_fd is not None
+        try:
+            _write_all(job.order_fd, json.dumps(order).encode())
+        except OSError:
+            pass  # the init died while warming; its exit reports the failure
+        os.close(job.order_fd)
+        job.order_fd = None
         timeout = req.get("timeout")
         if timeout:
-            self._add_deadline(time.monotonic() + float(timeout), "timeout", job_id)
+            self._add_deadline(time.monotonic() + float(timeout), "timeout", job.id)
+
+    def _discard(self, job: _Job) -> None:
+        """Give up a slot: closing its order pipe makes a waiting init exit."""
+        if job.order_fd is not None:
+            os.close(job.order_fd)
+            job.order_fd = None
 
     def _on_exec(self, job: _Job) -> None:
         assert job.exec_fd is not None
@@ -263,18 +318,34 @@ class Launcher:
         if data:
             job.exec_error += data
             return
+        if data is None:
+            return
         self._close_fd(job, job.exec_fd)
         job.exec_fd = None
-        if job.exec_error:
+        error = job.exec_error.decode(errors="replace")
+        if not job.assigned:
+            if error:
+                # A slot that cannot even warm up would fail every start: stop making them
+                # until a start (which then reports this error) succeeds again.
+                self._log(f"warming a job slot failed: {error}")
+                self._warming_broken = True
+        elif error:
             job.launch_failed = True
-            stage, _, message = job.exec_error.decode(errors="replace").partition("\t")
+            stage, _, message = error.partition("\t")
             self._send(
                 {"ev": "reply", "req": job.start_req, "ok": False, "error": message, "stage": stage}
             )
         else:
             job.launched = True
+            self._warming_broken = False
             self._send(
-                {"ev": "reply", "req": job.start_req, "ok": True, "started_at": job.started_at}
+                {
+                    "ev": "reply",
+                    "req": job.start_req,
+                    "ok": True,
+                    "id": job.id,
+                    "started_at": job.started_at,
+                }
             )
         self._maybe_finish(job)
 
@@ -295,6 +366,8 @@ class Launcher:
                 self._by_pid[job.init_pid] = job
                 if job.init_pid in self._unclaimed:
                     job.init_status = self._unclaimed.pop(job.init_pid)
+            elif kind == b"ready":
+                job.ready = True
             elif kind == b"exit":
                 job.job_status = int(value)
         self._maybe_finish(job)
@@ -316,7 +389,7 @@ class Launcher:
         self._append(job, job.pipes[fd], data)
 
     def _append(self, job: _Job, stream: Stream, data: bytes) -> None:
-        if job.truncated:
+        if job.truncated or job.log_fd is None:
             return  # past a write failure nothing more is kept, but the pipe is still drained
         pieces = frame(stream, data)
         try:
@@ -333,9 +406,15 @@ class Launcher:
         self._sizes_to_announce[job.id] = job.size
 
     def _announce_sizes(self) -> None:
+        # Held back until the start reply is out: the server learns of a job from the reply.
+        pending = {}
         for job_id, size in self._sizes_to_announce.items():
-            self._send({"ev": "output", "id": job_id, "size": size})
-        self._sizes_to_announce.clear()
+            job = self._jobs.get(job_id)
+            if job is not None and not job.launched and not job.launch_failed:
+                pending[job_id] = size
+            else:
+                self._send({"ev": "output", "id": job_id, "size": size})
+        self._sizes_to_announce = pending
 
     # ---- stopping ---------------------------------------------------------------------------
 
@@ -379,6 +458,8 @@ class Launcher:
         for job in list(self._jobs.values()):
             if job.launched:
                 self._request_stop(job, grace, "stopped at server shutdown")
+            elif not job.assigned:
+                self._discard(job)
 
     def _add_deadline(self, when: float, kind: str, job_id: str) -> None:
         heapq.heappush(self._deadlines, (when, kind, job_id))
@@ -426,14 +507,28 @@ class Launcher:
 
     def _finish(self, job: _Job) -> None:
         del self._jobs[job.id]
+        self._discard(job)
         try:
             stats = job.cgroup.stats()
         finally:
             job.cgroup.destroy()
-            os.close(job.log_fd)
-        if job.launch_failed or not job.launched:
-            shutil.rmtree(job.dir, ignore_errors=True)
+            if job.log_fd is not None:
+                os.close(job.log_fd)
+        if not job.launched:
+            if job.dir is not None:
+                shutil.rmtree(job.dir, ignore_errors=True)
+            if job.assigned and not job.launch_failed:
+                # It died before exec without saying why (killed while warming).
+                self._send(
+                    {
+                        "ev": "reply",
+                        "req": job.start_req,
+                        "ok": False,
+                        "error": "the job's init died",
+                    }
+                )
             return
+        assert job.dir is not None
         status = job.job_status if job.job_status is not None else job.init_status
         if status is None:
             status = job.mid_status or 0
@@ -503,37 +598,34 @@ class Launcher:
 
 
 def _mid(
-    req: Message,
     cgroup: JobCgroup,
+    order_r: int,
     stdio: tuple[int, int, int],
     exec_w: int,
     report_w: int,
 ) -> NoReturn:
-    """The forked child that places the job in its cgroup and namespaces. Never returns."""
+    """The forked child that places a slot in its cgroup and namespaces. Never returns."""
     try:
         gc.disable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         cgroup.add_self()
-        _close_all_but({*stdio, exec_w, report_w})
+        _close_all_but({*stdio, exec_w, report_w, order_r})
         unshare_all()
-        ids = (int(req["uid"]), int(req["gid"])) if req.get("uid") is not None else None
         init_pid = os.fork()
         if init_pid == 0:
-            _init.run(
-                list(req["argv"]),
-                dict(req["env"]),
-                req.get("cwd") or "/",
-                ids,
-                stdio,
-                exec_w,
-                report_w,
-            )
+            _init.run(order_r, stdio, exec_w, report_w)
         os.write(report_w, b"pid %d\n" % init_pid)
         os._exit(0)
-    except BaseException as exc:
+    except BaseException as exc:  # report, never return into the launcher loop
         os.write(exec_w, f"setup\tplacing the job in its cgroup failed: {exc}".encode())
         os._exit(127)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _close_all_but(keep: set[int]) -> None:
@@ -563,11 +655,10 @@ def _drain(fd: int) -> None:
 
 
 def _write_json(path: Path, value: Any) -> None:
+    """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w") as f:
         json.dump(value, f)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -598,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobmgr-launcher", description=__doc__)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--cgroup-parent", required=True)
+    parser.add_argument("--warm-slots", type=int, default=2)
     args = parser.parse_args(argv)
     state: Path = args.state_dir
     lock_fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -607,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"another launcher is running for {state}", file=sys.stderr)
         return 3
     libc_prctl(PR_SET_CHILD_SUBREAPER, 1)
-    launcher = Launcher(state, detect_driver(args.cgroup_parent))
+    launcher = Launcher(state, detect_driver(args.cgroup_parent), args.warm_slots)
     launcher.recover()
     path = state / SOCKET_NAME
     path.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from ._errors import WorkerError, WorkerUnavailable
 from ._launcher import READY, SOCKET_NAME
 from ._protocol import Decoder, Message, encode
 
+OnReply = Callable[[Message], None]
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
@@ -23,27 +24,35 @@ class LauncherClient:
     """Connects to the launcher of a state dir, starting one if none is running."""
 
     def __init__(
-        self, state_dir: Path, cgroup_parent: str, on_event: Callable[[Message], None]
+        self,
+        state_dir: Path,
+        cgroup_parent: str,
+        warm_slots: int,
+        on_event: Callable[[Message], None],
     ) -> None:
         self._on_event = on_event
-        self._pending: dict[int, Future[Message]] = {}
+        self._pending: dict[int, tuple[Future[Message], OnReply | None]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
         self.process: subprocess.Popen[bytes] | None = None
-        self._sock = self._connect(state_dir) or self._spawn(state_dir, cgroup_parent)
+        self._sock = self._connect(state_dir) or self._spawn(state_dir, cgroup_parent, warm_slots)
         self._reader = threading.Thread(target=self._read_loop, name="jobmgr-launcher-events")
         self._reader.daemon = True
         self._reader.start()
 
-    def request(self, message: Message) -> Future[Message]:
-        """Send a request; the future gets the launcher's reply message."""
+    def request(self, message: Message, on_reply: OnReply | None = None) -> Future[Message]:
+        """Send a request; the future gets the launcher's reply message.
+
+        ``on_reply`` runs on the event thread before any later event is delivered, which is
+        where a new job must be registered so that none of its events is missed.
+        """
         fut: Future[Message] = Future()
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the launcher connection is closed")
             req = next(self._ids)
-            self._pending[req] = fut
+            self._pending[req] = (fut, on_reply)
             try:
                 self._sock.sendall(encode({**message, "req": req}))
             except OSError as exc:
@@ -73,7 +82,7 @@ class LauncherClient:
             return None
         return sock
 
-    def _spawn(self, state_dir: Path, cgroup_parent: str) -> socket.socket:
+    def _spawn(self, state_dir: Path, cgroup_parent: str, warm_slots: int) -> socket.socket:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         log_path = state_dir / "launcher.log"
@@ -88,6 +97,8 @@ class LauncherClient:
                     str(state_dir),
                     "--cgroup-parent",
                     cgroup_parent,
+                    "--warm-slots",
+                    str(warm_slots),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -122,15 +133,18 @@ class LauncherClient:
             with self._lock:
                 self._closed = True
                 pending, self._pending = self._pending, {}
-            for fut in pending.values():
+            for fut, _ in pending.values():
                 fut.set_exception(WorkerUnavailable("the launcher connection was lost"))
             self._on_event({"ev": "disconnected"})
 
     def _deliver(self, message: Message) -> None:
         if message.get("ev") == "reply":
             with self._lock:
-                fut = self._pending.pop(message.get("req", -1), None)
-            if fut is not None:
+                waiting = self._pending.pop(message.get("req", -1), None)
+            if waiting is not None:
+                fut, on_reply = waiting
+                if on_reply is not None:
+                    on_reply(message)
                 fut.set_result(message)
         elif message.get("ev") == "busy":
             raise OSError("another server is using this state directory")

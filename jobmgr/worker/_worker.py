@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import threading
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ class Worker:
     default_limits:  applied to every limit a JobSpec leaves unset.
     default_grace:   seconds between SIGTERM and SIGKILL when stopping.
     max_running:     refuse new jobs (CapacityError) while this many run; None for no cap.
+    warm_slots:      jobs' namespaces and cgroups kept made ahead of time, so starts are fast.
     """
 
     def __init__(
@@ -50,6 +50,7 @@ class Worker:
         default_limits: Limits = DEFAULT_LIMITS,
         default_grace: float = 5.0,
         max_running: int | None = None,
+        warm_slots: int = 2,
     ) -> None:
         self._state = Path(state_dir).resolve()
         self._state.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -66,10 +67,11 @@ class Worker:
         self._jobs: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._starting = 0
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._load_history()
-            self._launcher = LauncherClient(self._state, cgroup_parent, self._on_event)
+            self._launcher = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
             self._adopt(self._launcher.request({"op": "hello"}).result(_REPLY_TIMEOUT))
         except BaseException:
             os.close(self._lock_fd)
@@ -83,13 +85,11 @@ class Worker:
         Raises LaunchError if the command cannot be executed, InvalidSpec if the spec is bad,
         CapacityError if too many jobs are running.
         """
-        job_id, fut = self._submit_start(spec)
-        return self._started(job_id, fut.result(_REPLY_TIMEOUT))
+        return self._started(self._submit_start(spec).result(_REPLY_TIMEOUT))
 
     async def astart(self, spec: JobSpec) -> str:
         """Asyncio form of start."""
-        job_id, fut = self._submit_start(spec)
-        return self._started(job_id, await asyncio.wrap_future(fut))
+        return self._started(await asyncio.wrap_future(self._submit_start(spec)))
 
     def stop(self, job_id: str, grace: float | None = None) -> JobStatus:
         """SIGTERM every process of the job, SIGKILL what is left after ``grace`` seconds.
@@ -168,56 +168,61 @@ class Worker:
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def _submit_start(self, spec: JobSpec) -> tuple[str, Future[Message]]:
+    def _submit_start(self, spec: JobSpec) -> Future[Message]:
         limits = spec.limits.merged_over(self._default_limits)
-        job_id = str(uuid.uuid4())
         with self._lock:
             if self._closed:
                 raise WorkerError("the worker is closed")
-            running = sum(1 for e in self._jobs.values() if e.status.state is JobState.RUNNING)
+            running = self._starting + sum(
+                1 for e in self._jobs.values() if e.status.state is JobState.RUNNING
+            )
             if self._max_running is not None and running >= self._max_running:
                 raise CapacityError(
                     f"{running} jobs are running, the server's limit; stop one or wait"
                 )
-            env = dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV)
-            message = {
-                "op": "start",
-                "id": job_id,
-                "argv": list(spec.argv),
-                "owner": spec.owner,
-                "limits": dataclasses.asdict(limits),
-                "env": env,
-                "cwd": spec.cwd,
-            }
-            path = self._state / "jobs" / job_id / "output.log"
-            status = JobStatus(
-                id=job_id,
-                argv=tuple(spec.argv),
-                owner=spec.owner,
-                limits=limits,
-                state=JobState.RUNNING,
-                started_at=0.0,
-            )
-            # Registered before the request: output events may beat the reply here.
-            self._jobs[job_id] = _Entry(status, OutputLog(path))
+            self._starting += 1
+        env = dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV)
+        message = {
+            "op": "start",
+            "argv": list(spec.argv),
+            "owner": spec.owner,
+            "limits": dataclasses.asdict(limits),
+            "env": env,
+            "cwd": spec.cwd,
+        }
+
+        def register(reply: Message) -> None:
+            # On the event thread, before any output or exit event of the new job.
+            with self._lock:
+                self._starting -= 1
+                if not reply.get("ok"):
+                    return
+                job_id = str(reply["id"])
+                status = JobStatus(
+                    id=job_id,
+                    argv=tuple(spec.argv),
+                    owner=spec.owner,
+                    limits=limits,
+                    state=JobState.RUNNING,
+                    started_at=float(reply["started_at"]),
+                )
+                log = OutputLog(self._state / "jobs" / job_id / "output.log")
+                self._jobs[job_id] = _Entry(status, log)
+
         try:
-            return job_id, self._launcher.request(message)
+            return self._launcher.request(message, on_reply=register)
         except BaseException:
-            self._forget(job_id)
+            with self._lock:
+                self._starting -= 1
             raise
 
-    def _started(self, job_id: str, reply: Message) -> str:
+    def _started(self, reply: Message) -> str:
         if not reply.get("ok"):
-            self._forget(job_id)
             error = str(reply.get("error", "unknown error"))
             if reply.get("stage") in ("exec", "cwd", "user"):
                 raise LaunchError(error)
             raise WorkerError(f"starting the job failed: {error}")
-        with self._lock:
-            entry = self._jobs[job_id]
-            if entry.status.started_at == 0.0:
-                entry.status = dataclasses.replace(entry.status, started_at=reply["started_at"])
-        return job_id
+        return str(reply["id"])
 
     def _submit_stop(self, job_id: str, grace: float | None) -> Future[Message] | None:
         if grace is not None and grace < 0:
@@ -239,13 +244,9 @@ class Worker:
     def _entry(self, job_id: str) -> _Entry:
         with self._lock:
             entry = self._jobs.get(job_id)
-        if entry is None or entry.status.started_at == 0.0:
+        if entry is None:
             raise JobNotFound(job_id)
         return entry
-
-    def _forget(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
 
     # ---- events from the launcher -------------------------------------------------------------
 

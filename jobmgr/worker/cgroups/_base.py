@@ -22,6 +22,13 @@ class JobCgroup(Protocol):
 
     name: str
 
+    def set_limits(self, limits: Limits) -> None:
+        """Apply ``limits``; the cgroup must be fresh (created with no limit set).
+
+        The launcher creates a spare's cgroup unlimited, warms it up, and limits it when a
+        job takes it over.
+        """
+
     def add_self(self) -> None:
         """Move the calling process into this cgroup (called in the forked child before exec)."""
 

@@ -121,6 +121,15 @@ class Cgroup:
             finally:
                 os.close(fd)
 
+    def set_limits(self, limits: Limits) -> None:
+        """Apply ``limits`` to this cgroup, which must not have been limited before."""
+        apply_limits(LIMIT_KNOBS, limits, self.dirs)
+        for field, (controller, filename) in THROTTLE_FILES.items():
+            value = limits.effective(field)
+            # A fresh cgroup has no throttle rules, so unlimited needs no write.
+            if value:
+                write_device_rules(os.path.join(self.dirs[controller], filename), str(int(value)))
+
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup (in any of its hierarchies)."""
         return read_pids(self._procs_files)
@@ -186,13 +195,7 @@ class Driver:
         cgroup = self.open(name)
         make_dirs(cgroup.hierarchy_dirs)
         try:
-            apply_limits(LIMIT_KNOBS, limits, cgroup.dirs)
-            for field, (controller, filename) in THROTTLE_FILES.items():
-                value = limits.effective(field)
-                # A fresh cgroup has no throttle rules, so unlimited needs no write.
-                if value:
-                    path = os.path.join(cgroup.dirs[controller], filename)
-                    write_device_rules(path, str(int(value)))
+            cgroup.set_limits(limits)
         except BaseException:
             cgroup.destroy()
             raise

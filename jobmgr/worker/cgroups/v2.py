@@ -102,6 +102,16 @@ class Cgroup:
         finally:
             os.close(fd)
 
+    def set_limits(self, limits: Limits) -> None:
+        """Apply ``limits`` to this cgroup, which must not have been limited before."""
+        apply_limits(LIMIT_KNOBS, limits, self.dirs)
+        # A fresh cgroup has no io.max rules, so no limit at all needs no write.
+        if any(limits.effective(field) for field in IO_MAX_KEYS):
+            rule = " ".join(
+                f"{key}={_amount(limits.effective(field))}" for field, key in IO_MAX_KEYS.items()
+            )
+            write_device_rules(os.path.join(self.path, "io.max"), rule)
+
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup."""
         return read_pids(self._procs_files)
@@ -144,13 +154,7 @@ class Driver:
         self._enable_controllers()
         make_dirs([cgroup.path])
         try:
-            apply_limits(LIMIT_KNOBS, limits, cgroup.dirs)
-            rule = " ".join(
-                f"{key}={_amount(limits.effective(field))}" for field, key in IO_MAX_KEYS.items()
-            )
-            # A fresh cgroup has no io.max rules, so no limit at all needs no write.
-            if any(limits.effective(field) for field in IO_MAX_KEYS):
-                write_device_rules(os.path.join(cgroup.path, "io.max"), rule)
+            cgroup.set_limits(limits)
         except BaseException:
             cgroup.destroy()
             raise
