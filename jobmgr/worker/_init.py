@@ -3,16 +3,19 @@
 A job's own command makes a poor PID 1: the kernel drops every signal PID 1 has no handler
 for (so a plain ``sleep`` ignores SIGTERM), and nobody reaps orphaned grandchildren.  This init:
 
-* sets up the namespaces (fresh /proc, loopback up) ahead of time, as a warm spare, then
-  waits for the launcher's order and forks the job's command;
+* sets up the namespaces (fresh /proc, loopback up) ahead of time, as a warm spare, says
+  ``ready`` and waits for the launcher's order;
+* switches to the job's user and working directory and spawns the command with
+  posix_spawn (vfork-fast, and exec errors come back as exceptions, not as a dead child);
 * forwards SIGTERM, SIGINT and SIGHUP to the job's main process;
 * reaps every process that dies in the namespace, so no zombie is left;
-* when the main process ends, reports its exact wait status to the launcher on the report
-  pipe, then exits with the same code (128+N for signal N).  Exiting as PID 1 makes the kernel
-  SIGKILL whatever is left in the namespace, daemons included: a job ends with its main process.
+* when the main process ends, reports its exact wait status, then exits with the same code
+  (128+N for signal N).  PID 1 exiting makes the kernel SIGKILL whatever is left in the
+  namespace, daemons included: a job ends with its main process.
 
 Signals are blocked and taken with sigwaitinfo(), so there is no handler racing the main loop.
-It runs in a child forked from the single-threaded launcher and never returns to it.
+Everything it tells the launcher goes as one line on the report pipe: ``ready``, ``started``,
+``error <stage> <message>`` or ``exit <wait status>``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import errno
 import json
 import os
 import signal
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._namespaces import set_up_inside
 
@@ -31,12 +34,13 @@ WATCHED = FORWARDED | {signal.SIGCHLD}
 _RESET_TO_DEFAULT = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-def run(
-    order_fd: int,
-    stdio: tuple[int, int, int],
-    exec_error_fd: int,
-    report_fd: int,
-) -> NoReturn:
+class _LaunchFailure(Exception):
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+def run(order_fd: int, stdio: tuple[int, int, int], report_fd: int) -> NoReturn:
     """Become a job's init: set up, say ``ready``, then wait for the job on ``order_fd``.
 
     The order is JSON ``{"argv", "env", "cwd", "uid", "gid"}`` written by the launcher, which
@@ -45,29 +49,63 @@ def run(
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, WATCHED)
         set_up_inside()
-        os.write(report_fd, b"ready\n")
+        _report(report_fd, "ready")
         order = _read_to_end(order_fd)
         os.close(order_fd)
         if not order:
             os._exit(0)
-        job = json.loads(order)
-        ids = (int(job["uid"]), int(job["gid"])) if job.get("uid") is not None else None
-        main_pid = os.fork()
-        if main_pid == 0:
-            _exec_job(job["argv"], job["env"], job.get("cwd") or "/", ids, stdio, exec_error_fd)
+        main_pid = _spawn(json.loads(order), stdio)
+    except _LaunchFailure as failure:
+        _fail(report_fd, failure.stage, str(failure))
     except BaseException as exc:  # nothing may escape into the launcher's code
-        _fail(exec_error_fd, "setup", f"setting up the job's namespaces failed: {exc}")
-    # Our copies of the pipes would keep readers from seeing EOF once the job ends.
-    for fd in (*stdio, exec_error_fd):
+        _fail(report_fd, "setup", f"setting up the job failed: {exc}")
+    for fd in stdio:  # our copies would keep the launcher from seeing EOF when the job ends
         os.close(fd)
+    _report(report_fd, "started")
     _supervise(main_pid, report_fd)
 
 
-def _read_to_end(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 1 << 16):
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _spawn(job: dict[str, Any], stdio: tuple[int, int, int]) -> int:
+    argv: list[str] = job["argv"]
+    env: dict[str, str] = job["env"]
+    cwd: str = job.get("cwd") or "/"
+    if job.get("uid") is not None:
+        try:
+            os.setgroups([])
+            os.setgid(int(job["gid"]))
+            os.setuid(int(job["uid"]))
+        except OSError as exc:
+            raise _LaunchFailure("user", f"cannot switch to the job's user: {exc}") from exc
+    try:
+        os.chdir(cwd)
+    except OSError as exc:
+        raise _LaunchFailure(
+            "cwd", f"cannot change to working directory {cwd!r}: {exc.strerror}"
+        ) from exc
+    # posix_spawnp looks argv[0] up in the caller's PATH: make ours the job's.
+    os.environ["PATH"] = env.get("PATH", os.defpath)
+    try:
+        return os.posix_spawnp(
+            argv[0],
+            argv,
+            env,
+            file_actions=[(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(stdio)],
+            setsid=True,
+            setsigmask=(),
+            setsigdef=_RESET_TO_DEFAULT,
+        )
+    except OSError as exc:
+        raise _LaunchFailure("exec", _exec_error(argv[0], exc)) from exc
+
+
+def _exec_error(program: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT:
+        return f"command not found: {program!r}"
+    if exc.errno == errno.EACCES:
+        return f"permission denied: {program!r} is not executable"
+    if exc.errno == errno.ENOEXEC:
+        return f"cannot execute {program!r}: it is not a program the kernel can run"
+    return f"cannot execute {program!r}: {exc.strerror}"
 
 
 def _supervise(main_pid: int, report_fd: int) -> NoReturn:
@@ -84,7 +122,7 @@ def _supervise(main_pid: int, report_fd: int) -> NoReturn:
             if pid == 0:
                 break
             if pid == main_pid:
-                os.write(report_fd, b"exit %d\n" % status)
+                _report(report_fd, f"exit {status}")
                 os._exit(_exit_code(status))
 
 
@@ -101,57 +139,19 @@ def _exit_code(status: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _exec_job(
-    argv: list[str],
-    env: dict[str, str],
-    cwd: str,
-    ids: tuple[int, int] | None,
-    stdio: tuple[int, int, int],
-    exec_error_fd: int,
-) -> NoReturn:
-    stage = "setup"
-    try:
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
-        # Everything else closes, except the exec-error pipe, which is close-on-exec.
-        os.closerange(3, exec_error_fd)
-        os.closerange(exec_error_fd + 1, os.sysconf("SC_OPEN_MAX"))
-        for signo in _RESET_TO_DEFAULT:
-            signal.signal(signo, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, ())
-        os.setsid()
-        stage = "cwd"
-        os.chdir(cwd)
-        if ids is not None:
-            stage = "user"
-            uid, gid = ids
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-        stage = "exec"
-        os.execvpe(argv[0], argv, env)
-    except BaseException as exc:
-        _fail(exec_error_fd, stage, _describe(stage, argv[0], cwd, exc))
+def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
-def _describe(stage: str, program: str, cwd: str, exc: BaseException) -> str:
-    if stage == "exec":
-        if isinstance(exc, FileNotFoundError):
-            return f"command not found: {program!r}"
-        if isinstance(exc, PermissionError):
-            return f"permission denied: {program!r} is not executable"
-        if isinstance(exc, OSError) and exc.errno == errno.ENOEXEC:
-            return f"cannot execute {program!r}: it is not a program the kernel can run"
-        return f"cannot execute {program!r}: {exc.strerror if isinstance(exc, OSError) else exc}"
-    if stage == "cwd":
-        return f"cannot change to working directory {cwd!r}: {exc}"
-    if stage == "user":
-        return f"cannot switch to the job's user: {exc}"
-    return f"setting up the job failed: {exc}"
+def _report(fd: int, line: str) -> None:
+    os.write(fd, line.replace("\n", " ").encode(errors="replace")[:4000] + b"\n")
 
 
 def _fail(fd: int, stage: str, message: str) -> NoReturn:
     try:
-        os.write(fd, f"{stage}\t{message}".encode(errors="replace")[:4000])
+        _report(fd, f"error {stage} {message}")
     finally:
         os._exit(127)

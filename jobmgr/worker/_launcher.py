@@ -15,9 +15,8 @@ init (PID 1 of the new PID namespace) and exits; the init sets up /proc and loop
 "ready" and waits for its order.  Warming is done ahead of time because joining a v1 cgroup
 waits for an RCU grace period (about 20 ms here), which no start should pay.  A start takes a
 ready slot, names the job after it, writes the job's limits into its cgroup and sends the
-order; the init forks the command, whose exec closes a close-on-exec pipe: that is how the
-start is known to have succeeded (or, with an error written into it, to have failed) before
-the reply is sent.  The launcher is a child subreaper, so every init is reparented to it.
+order; the init spawns the command and reports ``started`` (or the exec error), and only then
+is the reply sent, so a start that returns has a running command.  The launcher is a child subreaper, so every init is reparented to it.
 
 Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, exit.
 """
@@ -67,7 +66,6 @@ class _Job:
     id: str
     cgroup: JobCgroup
     pipes: dict[int, Stream]
-    exec_fd: int | None
     report_fd: int | None
     order_fd: int | None
     mid_pid: int
@@ -78,7 +76,6 @@ class _Job:
     start_req: int | None = None
     started_at: float = 0.0
     size: int = 0
-    exec_error: bytes = b""
     report_buf: bytes = b""
     launched: bool = False
     launch_failed: bool = False
@@ -225,8 +222,8 @@ class Launcher:
 
     def _warm_up(self) -> None:
         """Keep ``spares`` slots warming or ready, so a start finds its namespaces made."""
-        if self._shutdown_req is not None or self._warming_broken:
-            return
+        if self._shutdown_req is not None or self._warming_broken or self._launching():
+            return  # forking a spare now would delay the reply of the start under way
         idle = sum(1 for job in self._jobs.values() if not job.assigned)
         for _ in range(self._spares - idle):
             self._new_slot()
@@ -236,32 +233,29 @@ class Launcher:
         cgroup = self._driver.create(slot_id, UNLIMITED)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        exec_r, exec_w = os.pipe()
         report_r, report_w = os.pipe()
         order_r, order_w = os.pipe()
         for fd in (out_w, err_w):
             fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
         pid = os.fork()
         if pid == 0:
-            _mid(cgroup, order_r, (self._devnull, out_w, err_w), exec_w, report_w)
-        for fd in (out_w, err_w, exec_w, report_w, order_r):
+            _mid(cgroup, order_r, (self._devnull, out_w, err_w), report_w)
+        for fd in (out_w, err_w, report_w, order_r):
             os.close(fd)
         job = _Job(
             id=slot_id,
             cgroup=cgroup,
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
-            exec_fd=exec_r,
             report_fd=report_r,
             order_fd=order_w,
             mid_pid=pid,
         )
         self._jobs[slot_id] = job
         self._by_pid[pid] = job
-        for fd in (out_r, err_r, exec_r, report_r):
+        for fd in (out_r, err_r, report_r):
             os.set_blocking(fd, False)
         for fd in job.pipes:
             self._sel.register(fd, selectors.EVENT_READ, self._pipe_handler(job, fd))
-        self._sel.register(exec_r, selectors.EVENT_READ, lambda _: self._on_exec(job))
         self._sel.register(report_r, selectors.EVENT_READ, lambda _: self._on_report(job))
         return job
 
@@ -312,26 +306,16 @@ class Launcher:
             os.close(job.order_fd)
             job.order_fd = None
 
-    def _on_exec(self, job: _Job) -> None:
-        assert job.exec_fd is not None
-        data = _read(job.exec_fd)
-        if data:
-            job.exec_error += data
-            return
-        if data is None:
-            return
-        self._close_fd(job, job.exec_fd)
-        job.exec_fd = None
-        error = job.exec_error.decode(errors="replace")
+    def _on_launched(self, job: _Job, error: str) -> None:
+        """The init spawned the command (``error`` empty) or could not."""
         if not job.assigned:
-            if error:
-                # A slot that cannot even warm up would fail every start: stop making them
-                # until a start (which then reports this error) succeeds again.
-                self._log(f"warming a job slot failed: {error}")
-                self._warming_broken = True
+            # A slot that cannot even warm up would fail every start: stop making them
+            # until a start (which then reports this error) succeeds again.
+            self._log(f"warming a job slot failed: {error}")
+            self._warming_broken = True
         elif error:
             job.launch_failed = True
-            stage, _, message = error.partition("\t")
+            stage, _, message = error.partition(" ")
             self._send(
                 {"ev": "reply", "req": job.start_req, "ok": False, "error": message, "stage": stage}
             )
@@ -347,7 +331,6 @@ class Launcher:
                     "started_at": job.started_at,
                 }
             )
-        self._maybe_finish(job)
 
     def _on_report(self, job: _Job) -> None:
         assert job.report_fd is not None
@@ -368,6 +351,10 @@ class Launcher:
                     job.init_status = self._unclaimed.pop(job.init_pid)
             elif kind == b"ready":
                 job.ready = True
+            elif kind == b"started":
+                self._on_launched(job, "")
+            elif kind == b"error":
+                self._on_launched(job, value.decode(errors="replace"))
             elif kind == b"exit":
                 job.job_status = int(value)
         self._maybe_finish(job)
@@ -499,7 +486,7 @@ class Launcher:
                 self._maybe_finish(job)
 
     def _maybe_finish(self, job: _Job) -> None:
-        if job.pipes or job.exec_fd is not None or job.report_fd is not None:
+        if job.pipes or job.report_fd is not None:
             return
         if job.mid_status is None or (job.init_pid is not None and job.init_status is None):
             return
@@ -597,28 +584,23 @@ class Launcher:
             self._driver.open(name).destroy()
 
 
-def _mid(
-    cgroup: JobCgroup,
-    order_r: int,
-    stdio: tuple[int, int, int],
-    exec_w: int,
-    report_w: int,
-) -> NoReturn:
+def _mid(cgroup: JobCgroup, order_r: int, stdio: tuple[int, int, int], report_w: int) -> NoReturn:
     """The forked child that places a slot in its cgroup and namespaces. Never returns."""
     try:
         gc.disable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         cgroup.add_self()
-        _close_all_but({*stdio, exec_w, report_w, order_r})
+        _close_all_but({*stdio, report_w, order_r})
         unshare_all()
         init_pid = os.fork()
         if init_pid == 0:
-            _init.run(order_r, stdio, exec_w, report_w)
+            _init.run(order_r, stdio, report_w)
         os.write(report_w, b"pid %d\n" % init_pid)
         os._exit(0)
     except BaseException as exc:  # report, never return into the launcher loop
-        os.write(exec_w, f"setup\tplacing the job in its cgroup failed: {exc}".encode())
+        message = f"error setup placing the job in its cgroup failed: {exc}"
+        os.write(report_w, message.replace("\n", " ").encode()[:4000] + b"\n")
         os._exit(127)
 
 
