@@ -15,6 +15,7 @@ import pytest
 from jobmgr.worker import Limits
 from jobmgr.worker.cgroups import CgroupError, _devices, detect_driver, v1
 from jobmgr.worker.cgroups._mounts import read_mounts, v1_controller_mounts
+from tests._spawn_in_cgroup import spawn as spawn_in
 
 MiB = 1024 * 1024
 # What the kernel reads back for "-1" in memory.*limit_in_bytes: the page-aligned maximum.
@@ -52,8 +53,7 @@ def spawn() -> Iterator[Spawn]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(cgroup: v1.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
-        # preexec_fn runs in the forked child before exec: exactly where add_self is used.
-        proc = subprocess.Popen(argv, preexec_fn=cgroup.add_self)
+        proc = spawn_in(cgroup, *argv)
         procs.append(proc)
         return proc
 

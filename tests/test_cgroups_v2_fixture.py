@@ -16,6 +16,7 @@ import pytest
 from jobmgr.worker import Limits
 from jobmgr.worker.cgroups import CgroupError, CgroupsUnavailable, _devices, _kernfs, v1, v2
 from jobmgr.worker.cgroups._mounts import detect_driver
+from tests._spawn_in_cgroup import spawn as spawn_in
 
 MiB = 1024 * 1024
 DEVICES = [(254, 0), (8, 16)]
@@ -71,7 +72,7 @@ class FakeCgroup2:
 
     def spawn(self, cgroup: v2.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
         """Start a process placed in ``cgroup`` by add_self; it leaves cgroup.procs on exit."""
-        proc = subprocess.Popen(argv, preexec_fn=cgroup.add_self)
+        proc = spawn_in(cgroup, *argv)
 
         def leave_on_exit() -> None:
             proc.wait()
