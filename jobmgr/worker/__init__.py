@@ -19,7 +19,7 @@ from ._errors import (
 )
 from ._spec import DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk, Stream
-from ._worker import Worker
+from ._worker import Retention, Worker
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -33,6 +33,7 @@ __all__ = [
     "LaunchError",
     "Limits",
     "OutputChunk",
+    "Retention",
     "Stream",
     "Worker",
     "WorkerError",

@@ -16,7 +16,8 @@ init (PID 1 of the new PID namespace) and exits; the init sets up /proc and loop
 waits for an RCU grace period (about 20 ms here), which no start should pay.  A start takes a
 ready slot, names the job after it, writes the job's limits into its cgroup and sends the
 order; the init spawns the command and reports ``started`` (or the exec error), and only then
-is the reply sent, so a start that returns has a running command.  The launcher is a child subreaper, so every init is reparented to it.
+is the reply sent, so a start that returns has a running command.  The launcher is a child
+subreaper, so every init is reparented to it.
 
 Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, exit.
 """
@@ -44,7 +45,7 @@ from typing import Any, NoReturn
 
 from . import _init
 from ._namespaces import unshare_all
-from ._outputlog import MAX_CHUNK, frame
+from ._outputlog import MAX_CHUNK, frame, valid_size
 from ._protocol import Decoder, Message, encode
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
@@ -87,6 +88,8 @@ class _Job:
     reason: str = ""
     stop_reqs: list[int] = field(default_factory=list)
     truncated: bool = False
+    output_cap: int = 0  # bytes of output kept at most; 0 for no cap
+    kept: int = 0
 
 
 class Launcher:
@@ -272,6 +275,7 @@ class Launcher:
         job = self._take_slot()
         job.assigned = True
         job.start_req = req.get("req")
+        job.output_cap = int(req.get("output_cap") or 0)
         try:
             job.cgroup.set_limits(limits)
             job.started_at = time.time()
@@ -377,20 +381,33 @@ class Launcher:
 
     def _append(self, job: _Job, stream: Stream, data: bytes) -> None:
         if job.truncated or job.log_fd is None:
-            return  # past a write failure nothing more is kept, but the pipe is still drained
+            return  # past the cap or a write failure nothing is kept, but the pipe is drained
+        room = job.output_cap - job.kept if job.output_cap else len(data)
+        if room < len(data):
+            data = data[: max(room, 0)]
+            self._truncate(job, f"the output cap of {job.output_cap} bytes was reached")
+            if not data:
+                return
         pieces = frame(stream, data)
         try:
             written = os.writev(job.log_fd, pieces)
         except OSError as exc:
-            written = 0
-            self._log(f"job {job.id}: output dropped from byte {job.size}: {exc}")
-        if written != len(pieces[0]) + len(data):
+            written = -1
+            reason = f"writing output failed: {exc.strerror}"
+        if written != sum(len(piece) for piece in pieces):
             # A partial frame would corrupt every read after it: cut the file back.
             os.ftruncate(job.log_fd, job.size)
-            job.truncated = True
+            self._truncate(job, reason if written < 0 else "writing output failed: disk full")
             return
         job.size += written
+        job.kept += len(data)
         self._sizes_to_announce[job.id] = job.size
+
+    def _truncate(self, job: _Job, reason: str) -> None:
+        if not job.truncated:
+            job.truncated = True
+            self._log(f"job {job.id}: output truncated at byte {job.kept}: {reason}")
+            self._send({"ev": "truncated", "id": job.id, "reason": reason})
 
     def _announce_sizes(self) -> None:
         # Held back until the start reply is out: the server learns of a job from the reply.
@@ -645,24 +662,15 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def _valid_log_size(path: Path) -> int:
-    """Length of the longest prefix of whole frames: a crash may leave half a frame at the end."""
-    from ._outputlog import FRAME
-
+    """Cut a log back to its whole frames (a crash may leave half of one); its new size."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
         return 0
     try:
-        size = os.fstat(fd).st_size
-        pos = 0
-        while pos + FRAME.size <= size:
-            _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
-            if pos + FRAME.size + length > size:
-                break
-            pos += FRAME.size + length
-        if pos != size:
-            os.ftruncate(fd, pos)
-        return pos
+        size = valid_size(fd)
+        os.ftruncate(fd, size)
+        return size
     finally:
         os.close(fd)
 

@@ -1,8 +1,9 @@
 """A job's output on disk: one append-only file of framed chunks, and followers reading it.
 
-Frame: 1 byte stream (1 = stdout, 2 = stderr), 4 bytes big-endian length, then the bytes.
-One file for both streams keeps their true relative order; the launcher appends whole frames
-and announces each new committed size, so readers never see a partial frame.
+Frame: 1 byte stream (1 = stdout, 2 = stderr), 4 bytes big-endian length, the bytes, and the
+length again (so ``--tail`` can walk back from the end).  One file for both streams keeps
+their true relative order; the launcher appends whole frames and announces each new
+committed size, so readers never see a partial frame.
 
 Readers follow the file, not the job: each reads at its own pace from its own offset, and a
 slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
@@ -21,12 +22,27 @@ from pathlib import Path
 from ._status import OutputChunk, Stream
 
 FRAME = struct.Struct("!BI")
+TRAILER = struct.Struct("!I")
+OVERHEAD = FRAME.size + TRAILER.size
 MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
 
 
 def frame(stream: Stream, data: bytes) -> list[bytes]:
     """The pieces to writev() to append ``data`` as one frame."""
-    return [FRAME.pack(stream, len(data)), data]
+    length = len(data)
+    return [FRAME.pack(stream, length), data, TRAILER.pack(length)]
+
+
+def valid_size(fd: int) -> int:
+    """Length of the longest prefix of whole frames (a crash may leave half of one)."""
+    size = os.fstat(fd).st_size
+    pos = 0
+    while pos + FRAME.size <= size:
+        _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
+        if pos + OVERHEAD + length > size:
+            break
+        pos += OVERHEAD + length
+    return pos
 
 
 class OutputLog:
@@ -81,10 +97,13 @@ class OutputLog:
                     if (loop, fut) in self._async_waiters:
                         self._async_waiters.remove((loop, fut))
 
-    def follow(self, *, follow: bool = True) -> Iterator[OutputChunk]:
-        """Every chunk from byte 0; with ``follow``, also what comes until the log is done."""
+    def follow(self, *, follow: bool = True, tail: int | None = None) -> Iterator[OutputChunk]:
+        """Every chunk from byte 0 (or the last ``tail`` lines); with ``follow``, also what
+        comes until the log is done."""
         with _Reader(self.path) as reader:
             end = None if follow else self._size
+            if tail is not None:
+                reader.seek_tail(tail, self._size)
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -95,10 +114,14 @@ class OutputLog:
                 else:
                     self.wait_beyond(reader.offset)
 
-    async def afollow(self, *, follow: bool = True) -> AsyncIterator[OutputChunk]:
+    async def afollow(
+        self, *, follow: bool = True, tail: int | None = None
+    ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
         with _Reader(self.path) as reader:
             end = None if follow else self._size
+            if tail is not None:
+                reader.seek_tail(tail, self._size)
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -122,6 +145,7 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.offset = 0
+        self._skip = 0  # bytes of the next frame's data to leave out (for tail)
 
     def __enter__(self) -> _Reader:
         return self
@@ -129,19 +153,41 @@ class _Reader:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
+    def seek_tail(self, lines: int, size: int) -> None:
+        """Start at the last ``lines`` lines of the first ``size`` bytes, like ``tail -n``."""
+        end = size
+        wanted = lines + 1  # the newline before the first line we keep
+        first = True
+        while end > 0:
+            (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
+            start = end - OVERHEAD - length
+            data = os.pread(self._fd, length, start + FRAME.size)
+            stop = len(data)
+            if first and data.endswith(b"\n"):
+                stop -= 1  # a final newline ends the last line, it does not start one
+            first = False
+            while wanted:
+                stop = data.rfind(b"\n", 0, stop)
+                if stop < 0:
+                    break
+                wanted -= 1
+            if not wanted:
+                self.offset, self._skip = start, stop + 1
+                return
+            end = start
+        self.offset, self._skip = 0, 0
+
     def read(self, limit: int) -> list[OutputChunk]:
         """Chunks from the current offset up to ``limit``, adjacent same-stream frames merged."""
-        want = min(limit - self.offset, MAX_CHUNK + FRAME.size)
+        want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
         buf = memoryview(os.pread(self._fd, want, self.offset))
-        if len(buf) < FRAME.size:
-            raise OSError(f"output log {self._fd} is shorter than its committed size")
         chunks: list[OutputChunk] = []
         pieces: list[memoryview] = []
         stream = 0
         pos = 0
         while pos + FRAME.size <= len(buf):
             frame_stream, length = FRAME.unpack_from(buf, pos)
-            end = pos + FRAME.size + length
+            end = pos + OVERHEAD + length
             if end > len(buf):
                 if pos == 0:  # a frame bigger than the window: read it whole
                     return self._read_big(frame_stream, length)
@@ -150,14 +196,20 @@ class _Reader:
                 chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
                 pieces = []
             stream = frame_stream
-            pieces.append(buf[pos + FRAME.size : end])
+            data = buf[pos + FRAME.size + self._skip : end - TRAILER.size]
+            self._skip = 0
+            if data:
+                pieces.append(data)
             pos = end
+        if pos == 0:
+            raise OSError(f"output log {self._fd} is shorter than its committed size")
         if pieces:
             chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
         self.offset += pos
         return chunks
 
     def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
-        data = os.pread(self._fd, length, self.offset + FRAME.size)
-        self.offset += FRAME.size + length
+        data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
+        self._skip = 0
+        self.offset += OVERHEAD + length
         return [OutputChunk(Stream(stream), data)]

@@ -43,6 +43,17 @@ class Limits:
         given = {f.name: getattr(self, f.name) for f in fields(self)}
         return replace(defaults, **{k: v for k, v in given.items() if v is not None})
 
+    def check_within(self, maximum: Limits) -> None:
+        """Raise InvalidSpec naming the first limit above ``maximum`` (unlimited counts)."""
+        for f in fields(self):
+            top = maximum.effective(f.name)
+            value = self.effective(f.name)
+            if top is not None and (value is None or value > top):
+                shown = "unlimited" if value is None else value
+                raise InvalidSpec(
+                    f"limit {f.name} = {shown} is above the server's maximum of {top}"
+                )
+
     def effective(self, name: str) -> float | int | None:
         """The limit's value, with 0 folded into None (unlimited)."""
         value: float | int | None = getattr(self, name)
@@ -64,6 +75,8 @@ class JobSpec:
     owner:   who asked, recorded with the job (the service puts the caller's CN here).
     env:     the job's environment; ``None`` means a minimal clean one (PATH, HOME, LANG).
     cwd:     working directory inside the job; ``None`` means ``/``.
+    timeout: seconds the job may run before it is stopped (with the grace period); None: no end.
+    run_as:  user name or numeric uid to run the command as; None: the worker's default.
     """
 
     argv: Sequence[str]
@@ -71,8 +84,12 @@ class JobSpec:
     owner: str = ""
     env: Mapping[str, str] | None = None
     cwd: str | None = None
+    timeout: float | None = None
+    run_as: str | None = None
 
     def __post_init__(self) -> None:
+        if self.timeout is not None and not 0 < self.timeout < 10 * 365 * 86400:
+            raise InvalidSpec(f"timeout must be a positive number of seconds, got {self.timeout}")
         if isinstance(self.argv, str | bytes):
             raise InvalidSpec("argv must be a list of strings, not a single string")
         object.__setattr__(self, "argv", tuple(self.argv))

@@ -40,6 +40,8 @@ class JobStatus:
     exit_code is the job's exact exit status when it exited on its own, else None;
     signal is the number of the signal that ended it, else None.
     cpu_seconds and peak_memory_bytes are live while it runs and final afterwards.
+    reason says why it ended when that is not plain (stopped, timed out, OOM, lost);
+    output_truncated is set once output was dropped (the output cap, or a full disk).
     """
 
     id: str
@@ -55,6 +57,7 @@ class JobStatus:
     cpu_seconds: float = 0.0
     peak_memory_bytes: int = 0
     reason: str = ""
+    output_truncated: bool = False
 
     @property
     def terminated(self) -> bool:

@@ -7,8 +7,11 @@ import dataclasses
 import fcntl
 import json
 import os
+import pwd
+import shutil
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Collection, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +23,11 @@ from ._outputlog import OutputLog
 from ._protocol import Message
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk
+from ._store import JobStore
 from .cgroups import CgroupDriver, detect_driver
 
 _REPLY_TIMEOUT = 60.0
+GiB = 1024**3
 
 
 @dataclass
@@ -31,15 +36,29 @@ class _Entry:
     log: OutputLog
 
 
+@dataclass(frozen=True)
+class Retention:
+    """Which finished jobs (and their output) to keep: at most ``count``, none older than
+    ``max_age`` seconds (after they ended). None keeps everything."""
+
+    count: int | None = None
+    max_age: float | None = None
+
+
 class Worker:
     """Starts, stops, queries and follows jobs kept under ``state_dir``.
 
-    state_dir:       where job records and output live (created 0700); one server at a time.
+    state_dir:       job records (SQLite) and output live here (0700); one server at a time.
     cgroup_parent:   the cgroup under which every job gets its own (e.g. ``jobmgr``).
     default_limits:  applied to every limit a JobSpec leaves unset.
+    max_limits:      requests above these are refused (InvalidSpec); None for no maximum.
     default_grace:   seconds between SIGTERM and SIGKILL when stopping.
     max_running:     refuse new jobs (CapacityError) while this many run; None for no cap.
     warm_slots:      jobs' namespaces and cgroups kept made ahead of time, so starts are fast.
+    output_cap:      bytes of output kept per job; past it output is dropped, the job goes on.
+    retention:       which finished jobs to keep.
+    default_run_as:  user jobs run as unless they ask; None runs them as the worker's user.
+    allowed_run_as:  users a job may ask to run as; None allows any.
     """
 
     def __init__(
@@ -48,9 +67,14 @@ class Worker:
         *,
         cgroup_parent: str = "jobmgr",
         default_limits: Limits = DEFAULT_LIMITS,
+        max_limits: Limits | None = None,
         default_grace: float = 5.0,
         max_running: int | None = None,
         warm_slots: int = 2,
+        output_cap: int = GiB,
+        retention: Retention = Retention(),
+        default_run_as: str | None = None,
+        allowed_run_as: Collection[str] | None = None,
     ) -> None:
         self._state = Path(state_dir).resolve()
         self._state.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -62,17 +86,24 @@ class Worker:
             os.close(self._lock_fd)
             raise WorkerError(f"{self._state} is in use by another jobmgr server") from None
         self._default_limits = default_limits
+        self._max_limits = max_limits
         self._default_grace = default_grace
         self._max_running = max_running
+        self._output_cap = output_cap
+        self._retention = retention
+        self._default_run_as = default_run_as
+        self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
         self._jobs: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self._closed = False
         self._starting = 0
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
+            self._store = JobStore(self._state / "jobs.db")
             self._load_history()
             self._launcher = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
             self._adopt(self._launcher.request({"op": "hello"}).result(_REPLY_TIMEOUT))
+            self._prune()
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -80,16 +111,16 @@ class Worker:
     # ---- the public face ----------------------------------------------------------------------
 
     def start(self, spec: JobSpec) -> str:
-        """Start a job; returns its id once its command has been exec'd.
+        """Start a job; returns its id once its command is running.
 
-        Raises LaunchError if the command cannot be executed, InvalidSpec if the spec is bad,
-        CapacityError if too many jobs are running.
+        Raises LaunchError if the command cannot be executed, InvalidSpec if the spec is bad
+        or asks for more than the maxima, CapacityError if too many jobs are running.
         """
-        return self._started(self._submit_start(spec).result(_REPLY_TIMEOUT))
+        return _started(self._submit_start(spec).result(_REPLY_TIMEOUT))
 
     async def astart(self, spec: JobSpec) -> str:
         """Asyncio form of start."""
-        return self._started(await asyncio.wrap_future(self._submit_start(spec)))
+        return _started(await asyncio.wrap_future(self._submit_start(spec)))
 
     def stop(self, job_id: str, grace: float | None = None) -> JobStatus:
         """SIGTERM every process of the job, SIGKILL what is left after ``grace`` seconds.
@@ -99,27 +130,25 @@ class Worker:
         """
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
-            self._checked(fut.result(self._stop_timeout(grace)))
+            _checked(fut.result(self._stop_timeout(grace)))
         return self.status(job_id)
 
     async def astop(self, job_id: str, grace: float | None = None) -> JobStatus:
         """Asyncio form of stop."""
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
-            self._checked(
-                await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace))
-            )
+            reply = await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace))
+            _checked(reply)
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current status; CPU and memory figures are live while it runs."""
-        entry = self._entry(job_id)
-        status = entry.status
+        status = self._entry(job_id).status
         if status.state is JobState.RUNNING:
             try:
                 stats = self._driver.open(job_id).stats()
-            except OSError:
-                return entry.status  # it just ended; the final figures are on their way
+            except (OSError, WorkerError):
+                return self._entry(job_id).status  # it just ended; final figures are in
             status = dataclasses.replace(
                 status, cpu_seconds=stats.cpu_seconds, peak_memory_bytes=stats.peak_memory_bytes
             )
@@ -135,13 +164,18 @@ class Worker:
             entries = list(self._jobs.values())
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
-    def output(self, job_id: str, *, follow: bool = True) -> Iterator[OutputChunk]:
-        """The job's output from byte 0; with ``follow``, live until the job has ended."""
-        return self._entry(job_id).log.follow(follow=follow)
+    def output(
+        self, job_id: str, *, follow: bool = True, tail: int | None = None
+    ) -> Iterator[OutputChunk]:
+        """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
+        until the job has ended."""
+        return self._entry(job_id).log.follow(follow=follow, tail=_check_tail(tail))
 
-    def aoutput(self, job_id: str, *, follow: bool = True) -> AsyncIterator[OutputChunk]:
+    def aoutput(
+        self, job_id: str, *, follow: bool = True, tail: int | None = None
+    ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._entry(job_id).log.afollow(follow=follow)
+        return self._entry(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -158,6 +192,7 @@ class Worker:
             self._launcher.close()
             if self._launcher.process is not None:
                 self._launcher.process.wait(timeout=30)
+            self._store.close()
             os.close(self._lock_fd)
 
     def __enter__(self) -> Worker:
@@ -170,6 +205,9 @@ class Worker:
 
     def _submit_start(self, spec: JobSpec) -> Future[Message]:
         limits = spec.limits.merged_over(self._default_limits)
+        if self._max_limits is not None:
+            limits.check_within(self._max_limits)
+        uid, gid = self._resolve_user(spec.run_as or self._default_run_as)
         with self._lock:
             if self._closed:
                 raise WorkerError("the worker is closed")
@@ -181,33 +219,38 @@ class Worker:
                     f"{running} jobs are running, the server's limit; stop one or wait"
                 )
             self._starting += 1
-        env = dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV)
         message = {
             "op": "start",
             "argv": list(spec.argv),
             "owner": spec.owner,
             "limits": dataclasses.asdict(limits),
-            "env": env,
+            "env": dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV),
             "cwd": spec.cwd,
+            "uid": uid,
+            "gid": gid,
+            "timeout": spec.timeout,
+            "output_cap": self._output_cap,
         }
 
         def register(reply: Message) -> None:
             # On the event thread, before any output or exit event of the new job.
             with self._lock:
                 self._starting -= 1
-                if not reply.get("ok"):
-                    return
-                job_id = str(reply["id"])
-                status = JobStatus(
-                    id=job_id,
-                    argv=tuple(spec.argv),
-                    owner=spec.owner,
-                    limits=limits,
-                    state=JobState.RUNNING,
-                    started_at=float(reply["started_at"]),
-                )
-                log = OutputLog(self._state / "jobs" / job_id / "output.log")
+            if not reply.get("ok"):
+                return
+            job_id = str(reply["id"])
+            status = JobStatus(
+                id=job_id,
+                argv=tuple(spec.argv),
+                owner=spec.owner,
+                limits=limits,
+                state=JobState.RUNNING,
+                started_at=float(reply["started_at"]),
+            )
+            log = OutputLog(self._state / "jobs" / job_id / "output.log")
+            with self._lock:
                 self._jobs[job_id] = _Entry(status, log)
+            self._store.save(status)
 
         try:
             return self._launcher.request(message, on_reply=register)
@@ -216,17 +259,21 @@ class Worker:
                 self._starting -= 1
             raise
 
-    def _started(self, reply: Message) -> str:
-        if not reply.get("ok"):
-            error = str(reply.get("error", "unknown error"))
-            if reply.get("stage") in ("exec", "cwd", "user"):
-                raise LaunchError(error)
-            raise WorkerError(f"starting the job failed: {error}")
-        return str(reply["id"])
+    def _resolve_user(self, user: str | None) -> tuple[int | None, int | None]:
+        if user is None:
+            return None, None
+        if self._allowed_run_as is not None and user not in self._allowed_run_as:
+            allowed = ", ".join(sorted(self._allowed_run_as)) or "none"
+            raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {allowed})")
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except (KeyError, OverflowError):
+            raise InvalidSpec(f"no such user: {user!r}") from None
+        return entry.pw_uid, entry.pw_gid
 
     def _submit_stop(self, job_id: str, grace: float | None) -> Future[Message] | None:
-        if grace is not None and grace < 0:
-            raise InvalidSpec(f"grace must be >= 0 seconds, got {grace}")
+        if grace is not None and not 0 <= grace <= 86400:
+            raise InvalidSpec(f"grace must be between 0 and 86400 seconds, got {grace}")
         entry = self._entry(job_id)
         if entry.status.terminated:
             return None
@@ -235,11 +282,6 @@ class Worker:
 
     def _stop_timeout(self, grace: float | None) -> float:
         return (self._default_grace if grace is None else grace) + _REPLY_TIMEOUT
-
-    @staticmethod
-    def _checked(reply: Message) -> None:
-        if not reply.get("ok"):
-            raise WorkerError(str(reply.get("error", "unknown error")))
 
     def _entry(self, job_id: str) -> _Entry:
         with self._lock:
@@ -257,13 +299,24 @@ class Worker:
                 entry = self._jobs.get(message["id"])
             if entry is not None:
                 entry.log.advance(int(message["size"]))
+        elif kind == "truncated":
+            self._update(message["id"], output_truncated=True)
         elif kind == "exit":
             self._record_exit(message["id"], message["result"])
+            self._prune()
         elif kind == "disconnected":
             with self._lock:
                 entries = list(self._jobs.values())
             for entry in entries:  # wake followers: nothing more can arrive through us
                 entry.log.advance(entry.log.size, done=True)
+
+    def _update(self, job_id: str, **changes: Any) -> None:
+        with self._lock:
+            entry = self._jobs.get(job_id)
+            if entry is None:
+                return
+            entry.status = dataclasses.replace(entry.status, **changes)
+        self._store.save(entry.status)
 
     def _record_exit(self, job_id: str, result: dict[str, Any]) -> None:
         with self._lock:
@@ -271,48 +324,122 @@ class Worker:
             if entry is None:
                 return
             entry.status = _apply_result(entry.status, result)
+        self._store.save(entry.status)
         entry.log.advance(int(result["output_size"]), done=True)
+
+    def _prune(self) -> None:
+        """Drop the finished jobs the retention policy no longer keeps, oldest first."""
+        count, max_age = self._retention.count, self._retention.max_age
+        if count is None and max_age is None:
+            return
+        with self._lock:
+            finished = sorted(
+                (e.status for e in self._jobs.values() if e.status.terminated),
+                key=lambda s: s.ended_at or 0.0,
+            )
+            doomed = finished[: max(0, len(finished) - count)] if count is not None else []
+            if max_age is not None:
+                cutoff = time.time() - max_age
+                doomed += [s for s in finished if (s.ended_at or 0.0) < cutoff]
+            for status in doomed:
+                self._jobs.pop(status.id, None)
+        if doomed:
+            self._store.delete(s.id for s in doomed)
+            for status in doomed:
+                shutil.rmtree(self._state / "jobs" / status.id, ignore_errors=True)
 
     # ---- history ------------------------------------------------------------------------------
 
     def _load_history(self) -> None:
+        """Jobs from the database, plus what the launcher recorded while no server was here."""
+        known = {status.id: status for status in self._store.load()}
         for job_dir in (self._state / "jobs").iterdir():
-            try:
-                record = json.loads((job_dir / "job.json").read_text())
-            except (OSError, ValueError):
-                continue
-            status = JobStatus(
-                id=record["id"],
-                argv=tuple(record["argv"]),
-                owner=record["owner"],
-                limits=Limits(**record["limits"]),
-                state=JobState.RUNNING,
-                started_at=record["started_at"],
-            )
+            status = known.get(job_dir.name)
+            if status is None:
+                status = _from_job_file(job_dir)
+                if status is None:
+                    continue
+            if status.state is JobState.RUNNING:
+                result = _read_json(job_dir / "result.json")
+                if result is not None:
+                    status = _apply_result(status, result)
+                self._store.save(status)
             log = OutputLog(job_dir / "output.log")
-            try:
-                result = json.loads((job_dir / "result.json").read_text())
-            except (OSError, ValueError):
-                result = None
-            if result is not None:
-                status = _apply_result(status, result)
-                log.advance(int(result["output_size"]), done=True)
+            if status.terminated:
+                log.advance(_file_size(job_dir / "output.log"), done=True)
             self._jobs[status.id] = _Entry(status, log)
+        for job_id in set(known) - set(self._jobs):
+            self._store.delete([job_id])  # its directory is gone: pruned by hand
 
     def _adopt(self, hello: Message) -> None:
-        """Take the running jobs' output sizes; jobs that ended meanwhile are read from disk."""
+        """Take the running jobs' output sizes; a job the launcher does not know is lost."""
         running = {job["id"]: int(job["size"]) for job in hello.get("running", [])}
         with self._lock:
             entries = [e for e in self._jobs.values() if e.status.state is JobState.RUNNING]
         for entry in entries:
-            if entry.status.id in running:
-                entry.log.advance(running[entry.status.id])
+            job_id = entry.status.id
+            if job_id in running:
+                entry.log.advance(running[job_id])
                 continue
-            try:
-                result = json.loads((entry.log.path.parent / "result.json").read_text())
-            except (OSError, ValueError):
+            result = _read_json(entry.log.path.parent / "result.json")
+            if result is not None:
+                self._record_exit(job_id, result)
                 continue
-            self._record_exit(entry.status.id, result)
+            self._update(
+                job_id,
+                state=JobState.LOST,
+                ended_at=time.time(),
+                reason="the launcher has no record of it",
+            )
+            entry.log.advance(_file_size(entry.log.path), done=True)
+
+
+def _started(reply: Message) -> str:
+    if not reply.get("ok"):
+        error = str(reply.get("error", "unknown error"))
+        if reply.get("stage") in ("exec", "cwd", "user"):
+            raise LaunchError(error)
+        raise WorkerError(f"starting the job failed: {error}")
+    return str(reply["id"])
+
+
+def _checked(reply: Message) -> None:
+    if not reply.get("ok"):
+        raise WorkerError(str(reply.get("error", "unknown error")))
+
+
+def _check_tail(tail: int | None) -> int | None:
+    if tail is not None and tail < 0:
+        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
+    return tail
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _from_job_file(job_dir: Path) -> JobStatus | None:
+    record = _read_json(job_dir / "job.json")
+    if record is None:
+        return None
+    return JobStatus(
+        id=record["id"],
+        argv=tuple(record["argv"]),
+        owner=record["owner"],
+        limits=Limits(**record["limits"]),
+        state=JobState.RUNNING,
+        started_at=record["started_at"],
+    )
 
 
 def _apply_result(status: JobStatus, result: dict[str, Any]) -> JobStatus:
@@ -326,4 +453,5 @@ def _apply_result(status: JobStatus, result: dict[str, Any]) -> JobStatus:
         cpu_seconds=result["cpu_seconds"],
         peak_memory_bytes=result["peak_memory_bytes"],
         reason=result.get("reason", ""),
+        output_truncated=result.get("output_truncated", False),
     )
