@@ -607,8 +607,10 @@ def _mid(cgroup: JobCgroup, order_r: int, stdio: tuple[int, int, int], report_w:
         gc.disable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        cgroup.add_self()
+        # First, so that nothing of the launcher's (its listening socket above all) outlives
+        # it in a child still blocked joining its cgroup.
         _close_all_but({*stdio, report_w, order_r})
+        cgroup.add_self()
         unshare_all()
         init_pid = os.fork()
         if init_pid == 0:
@@ -697,10 +699,12 @@ def main(argv: list[str] | None = None) -> int:
     listener.bind(str(path))
     os.chmod(path, 0o600)
     listener.listen(8)
+    (state / "launcher.pid").write_text(f"{os.getpid()}\n")
     os.write(1, READY)
     os.dup2(launcher._devnull, 1)
     launcher.serve(listener)
     path.unlink(missing_ok=True)
+    (state / "launcher.pid").unlink(missing_ok=True)
     return 0
 
 
