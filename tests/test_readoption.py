@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobmgr.worker import JobState, Stream, Worker
+from jobmgr.worker.cgroups import detect_driver
 
 HOLDER = textwrap.dedent(
     """
@@ -29,10 +31,19 @@ HOLDER = textwrap.dedent(
 
 
 @pytest.fixture
-def parent() -> Iterator[str]:
+def parent(tmp_path: Path) -> Iterator[str]:
     name = f"jobmgr-test-readopt-{uuid.uuid4().hex[:8]}"
     yield name
-    assert glob.glob(f"/sys/fs/cgroup/*/{name}") == [], "cgroups outlived the test"
+    leaked = glob.glob(f"/sys/fs/cgroup/*/{name}")
+    pid_file = tmp_path / "state" / "launcher.pid"
+    if pid_file.exists():  # a failed test may leave its launcher: clear it all the same
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    driver = detect_driver(name)
+    for job in driver.existing():
+        driver.open(job).destroy()
+    driver.remove_parent()
+    assert leaked == [], "cgroups outlived the test"
 
 
 def start_in_doomed_process(state: Path, parent: str, *argv: str) -> tuple[str, int]:

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import CapacityError, InvalidSpec, JobNotFound, LaunchError, WorkerError
+from ._errors import (
+    CapacityError,
+    InvalidSpec,
+    JobNotFound,
+    LaunchError,
+    WorkerError,
+    WorkerUnavailable,
+)
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
 from ._protocol import Message
@@ -101,8 +108,8 @@ class Worker:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._store = JobStore(self._state / "jobs.db")
             self._load_history()
-            self._launcher = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
-            self._adopt(self._launcher.request({"op": "hello"}).result(_REPLY_TIMEOUT))
+            self._launcher, hello = self._connect(cgroup_parent, warm_slots)
+            self._adopt(hello)
             self._prune()
         except BaseException:
             os.close(self._lock_fd)
@@ -200,6 +207,23 @@ class Worker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _connect(self, cgroup_parent: str, warm_slots: int) -> tuple[LauncherClient, Message]:
+        """Reach the state dir's launcher, starting one if none runs.
+
+        A launcher killed a moment ago may still accept a connection and then drop it; the
+        next attempt finds its socket refused and starts a new one.
+        """
+        for attempt in range(3):
+            client = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
+            try:
+                return client, client.request({"op": "hello"}).result(_REPLY_TIMEOUT)
+            except WorkerUnavailable:
+                client.close()
+                if attempt == 2:
+                    raise
+                time.sleep(0.2)
+        raise AssertionError("unreachable")
 
     # ---- requests ---------------------------------------------------------------------------
 
