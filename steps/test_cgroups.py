@@ -44,7 +44,9 @@ def _pids_file(parent: str, job_id: str) -> Path:
 
 
 @then(parsers.parse("the job's cgroup holds at most {count:d} processes"))
-def _pids_held(ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
+def _pids_held(worker: Worker, ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
+    status = worker.status(ctx["job"])
+    assert not status.terminated, (status, list(worker.output(ctx["job"]))[-5:])
     current = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.current")
     assert int(current.read_text()) <= count
     events = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.events")

@@ -25,10 +25,12 @@ set_tls13_floor(only_if_possible=True)
 
 if TYPE_CHECKING:
     from ._auth import ROLE_POLICY, Caller
+    from ._guard import AccessGuard
     from ._proto import job_pb2, job_pb2_grpc
     from ._server import BindError, JobServer, ServerTLS
 
 _LAZY = {
+    "AccessGuard": "._guard",
     "job_pb2": "._proto",
     "job_pb2_grpc": "._proto",
     "ROLE_POLICY": "._auth",
@@ -40,6 +42,7 @@ _LAZY = {
 
 __all__ = [
     "ROLE_POLICY",
+    "AccessGuard",
     "BindError",
     "Caller",
     "JobServer",

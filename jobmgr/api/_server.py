@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from ._guard import AccessGuard
 from ._mapping import MAX_MESSAGE_BYTES
 from ._proto import job_pb2_grpc as pb_grpc
 from ._service import JobManagerService
-from ._tls import server_credentials
+from ._tls import check_server_material, server_credentials
 
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -26,15 +27,22 @@ SERVER_OPTIONS = (
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """PEM bytes of the CA that signs client certificates, and the server's own pair."""
+    """PEM bytes of the CA that signs client certificates, and the server's own pair.
+
+    Checked when made: ValueError names what is wrong with them.
+    """
 
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
 
+    def __post_init__(self) -> None:
+        check_server_material(ca_pem=self.ca_pem, cert_pem=self.cert_pem, key_pem=self.key_pem)
+
     @classmethod
     def from_files(cls, ca: str | Path, cert: str | Path, key: str | Path) -> ServerTLS:
-        """Read the three PEM files (OSError if one cannot be read)."""
+        """Read the three PEM files: OSError if one cannot be read, ValueError if they are
+        not a CA certificate, a certificate and its key."""
         return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
 
 
@@ -46,14 +54,22 @@ class JobServer:
     """Serves ``worker`` over gRPC with mutual TLS 1.3 on ``host:port``.
 
     Create and use it inside a running event loop. ``port`` 0 picks a free port; ``start``
-    returns the one bound. Closing the worker is the caller's business.
+    returns the one bound. ``policy`` maps each role to the methods it may call. Closing the
+    worker is the caller's business.
     """
 
     def __init__(
-        self, worker: Worker, tls: ServerTLS, *, host: str = "localhost", port: int = 31234
+        self,
+        worker: Worker,
+        tls: ServerTLS,
+        *,
+        host: str = "localhost",
+        port: int = 31234,
+        policy: Mapping[str, frozenset[str]] = ROLE_POLICY,
     ) -> None:
         self._worker = worker
         self._tls = tls
+        self._policy = policy
         self.host = host
         self.port = port
         self._server: grpc.aio.Server | None = None
@@ -69,12 +85,12 @@ class JobServer:
         credentials = server_credentials(
             ca_pem=self._tls.ca_pem, cert_pem=self._tls.cert_pem, key_pem=self._tls.key_pem
         )
-        server = grpc.aio.server(interceptors=[AccessGuard(ROLE_POLICY)], options=SERVER_OPTIONS)
+        server = grpc.aio.server(interceptors=[AccessGuard(self._policy)], options=SERVER_OPTIONS)
         pb_grpc.add_JobManagerServicer_to_server(JobManagerService(self._worker), server)
         try:
             port: int = server.add_secure_port(self.address, credentials)
-        except RuntimeError as exc:
-            raise BindError(f"cannot listen on {self.address}: {exc}") from exc
+        except RuntimeError:
+            port = 0  # gRPC has logged why
         if port == 0:
             raise BindError(f"cannot listen on {self.address}")
         self.port = port

@@ -80,7 +80,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
     ) -> pb.ListResponse:
         async with _WorkerErrorsAsStatus(context):
             wanted = mapping.state_from_proto(request.state)
-            # list() reads cgroup files of running jobs: keep it off the event loop.
+            # list() is a blocking call (it takes the worker's lock): keep it off the loop.
             statuses = await asyncio.to_thread(self._worker.list)
             return pb.ListResponse(
                 jobs=[

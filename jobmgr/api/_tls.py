@@ -92,6 +92,27 @@ def channel_credentials(
     )
 
 
+def check_server_material(*, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+    """Raise ValueError, saying which and why, unless these are a PEM CA certificate, a PEM
+    certificate and its own private key (gRPC would only log a cryptic line and fail to bind)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    for what, pem in (("CA certificate", ca_pem), ("server certificate", cert_pem)):
+        try:
+            x509.load_pem_x509_certificates(pem)
+        except ValueError:
+            raise ValueError(f"the {what} is not a PEM certificate") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        raise ValueError("the server key is not an unencrypted PEM private key") from None
+    cert = x509.load_pem_x509_certificates(cert_pem)[0]
+    public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
+        raise ValueError("the server key does not belong to the server certificate")
+
+
 def _refuse_unless_floor_active() -> None:
     if not tls13_floor_active():
         set_tls13_floor()  # raises: grpc is imported by now

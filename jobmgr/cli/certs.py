@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jobmgr import pki
+from jobmgr.cli import HelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobmgr-certs",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "Write ca.pem/ca.key, server.pem/server.key and the client pairs "
             "client_admin (Subject O=admin) and client_user (O=user) into a directory. "

@@ -8,16 +8,23 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+# Before grpc is imported, or its C core prints log lines of its own on stderr, around our
+# one-line errors. GRPC_VERBOSITY=DEBUG in the environment still turns them on.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+import grpc
+
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
+from jobmgr.cli import HelpFormatter
 
 DEFAULT_PORT = 31234
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the server sends output in messages of up to 1 MiB
@@ -26,7 +33,7 @@ Command = Callable[[job_pb2_grpc.JobManagerStub, argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="jobmgr-client",
         formatter_class=defaults,
@@ -39,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="localhost", help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
     parser.add_argument(
-        "--ca", default="./certs/ca.pem", help="CA certificate the server's chains to"
+        "--ca", default="./certs/ca.pem", help="CA certificate that signed the server's certificate"
     )
     parser.add_argument("--cert", default="./certs/client_admin.pem", help="client certificate")
     parser.add_argument("--key", default="./certs/client_admin.key", help="client private key")
@@ -123,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        sys.stderr.close()  # the reader went away (e.g. `| head`): nothing left to tell
+        # The reader went away (e.g. `| head`). Point stdout at /dev/null so the final flush
+        # at exit does not fail again, as the Python docs advise.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
@@ -168,16 +177,14 @@ def _list(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
             _exit_column(job),
             job.owner or "-",
             _time(job.started_at) if job.HasField("started_at") else "-",
-            _command(job.argv),
+            shlex.join(job.argv),
         )
         for job in jobs
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     for row in rows:
         print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
-            + "  "
-            + row[-1]
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     return 0
 
@@ -185,7 +192,7 @@ def _list(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
 def _summary(job: job_pb2.StatusResponse) -> str:
     lines = [
         ("job", job.uuid),
-        ("command", _command(job.argv)),
+        ("command", shlex.join(job.argv)),
         ("owner", job.owner or "-"),
         ("state", _outcome(job)),
         ("started", _time(job.started_at) if job.HasField("started_at") else "-"),
@@ -194,6 +201,7 @@ def _summary(job: job_pb2.StatusResponse) -> str:
         lines.append(("ended", _time(job.ended_at)))
     lines.append(("cpu time", f"{job.cpu_seconds:.2f} s"))
     lines.append(("peak memory", _bytes(job.peak_memory_bytes)))
+    lines.append(("limits", _limits(job.limits)))
     if job.reason:
         lines.append(("reason", job.reason))
     return "\n".join(f"{name + ':':<13}{value}" for name, value in lines)
@@ -238,10 +246,6 @@ def _exit_column(job: job_pb2.StatusResponse) -> str:
     return f"sig {job.signal}" if job.signal else "-"
 
 
-def _command(argv: Iterable[str]) -> str:
-    return shlex.join(argv)
-
-
 def _epoch(stamp: Timestamp) -> float:
     return float(stamp.seconds) + stamp.nanos / 1e9
 
@@ -251,13 +255,28 @@ def _time(stamp: Timestamp) -> str:
     return moment.isoformat(sep=" ", timespec="seconds")
 
 
-def _bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
+def _bytes(count: float) -> str:
+    if count < 1024:
+        return f"{count:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
+        count /= 1024
+        if count < 1024 or unit == "GiB":
+            break
+    return f"{count:.1f} {unit}"
+
+
+def _limits(limits: job_pb2.Limits) -> str:
+    """The limits in force, in words; 0 (or unset) means unlimited."""
+    words = [
+        f"cpu {limits.cpu:g}" if limits.cpu else "cpu unlimited",
+        f"memory {_bytes(limits.memory_bytes)}" if limits.memory_bytes else "memory unlimited",
+        f"io read {_bytes(limits.io_read_bps)}/s" if limits.io_read_bps else "io read unlimited",
+        f"io write {_bytes(limits.io_write_bps)}/s"
+        if limits.io_write_bps
+        else "io write unlimited",
+        f"pids {limits.pids}" if limits.pids else "pids unlimited",
+    ]
+    return ", ".join(words)
 
 
 class _UnreadableFile(Exception):
@@ -272,15 +291,34 @@ def _read(path: str, flag: str) -> bytes:
         raise _UnreadableFile(f"cannot read {flag} {path}: {exc.strerror}{hint}") from None
 
 
+# Why a connection fails, from words in gRPC's message -> what to tell the user.
+_CONNECTION_HINTS = (
+    (
+        "Connection refused",
+        "nothing listens there; is jobmgr-server running on that --host and --port?",
+    ),
+    ("security handshaker", "--cert and --key must be a PEM certificate and its own private key"),
+    (
+        "CERTIFICATE_VERIFY_FAILED",
+        "the server's certificate does not verify against --ca, or is not valid for --host",
+    ),
+    (
+        "Socket closed",
+        "the server refused the TLS handshake; it wants TLS 1.3 and a client certificate "
+        "signed by its CA, unexpired and made for clients",
+    ),
+)
+
+
 def _describe(error: grpc.RpcError, target: str) -> str:
     code = error.code()
     details = " ".join(str(error.details() or code.name).split())
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return (
-            f"cannot reach jobmgr-server at {target}: {details} (is it running there, and are "
-            "--ca, --cert and --key from the same CA as the server's certificate?)"
-        )
-    return details
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return details
+    for words, hint in _CONNECTION_HINTS:
+        if words in details:
+            return f"cannot connect to jobmgr-server at {target}: {hint} ({details})"
+    return f"cannot connect to jobmgr-server at {target}: {details}"
 
 
 def _fail(message: str) -> int:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 # Importing jobmgr.api makes gRPC refuse TLS 1.2 in this process, which works only if nothing
 # imported grpc before it; _run() verifies that it did work.
 from jobmgr.api import BindError, JobServer, ServerTLS, TLSFloorError, set_tls13_floor
+from jobmgr.cli import HelpFormatter
 from jobmgr.worker import Worker, WorkerError
 
 DEFAULT_PORT = 31234
@@ -19,7 +20,7 @@ SHUTDOWN_RPC_GRACE = 2.0
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobmgr-server",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description=(
             "Run Linux processes in their own cgroups and namespaces on behalf of clients "
             "authenticated by mutual TLS 1.3. A client certificate's Subject O is its role: "
@@ -105,13 +106,17 @@ def _read_tls(args: argparse.Namespace) -> ServerTLS:
         return ServerTLS.from_files(args.ca, args.cert, args.key)
     except OSError as exc:
         raise _Refusal(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise _Refusal(f"{exc} (--ca {args.ca}, --cert {args.cert}, --key {args.key})") from None
 
 
 async def _serve(worker: Worker, server: JobServer) -> None:
     try:
         await server.start()
     except BindError as exc:
-        raise _Refusal(f"{exc} (is another server using the port?)") from None
+        raise _Refusal(
+            f"{exc}: is another program using the port? (gRPC logged why above)"
+        ) from None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

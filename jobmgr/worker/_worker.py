@@ -234,7 +234,7 @@ class Worker:
         uid, gid = self._resolve_user(spec.run_as or self._default_run_as)
         with self._lock:
             if self._closed:
-                raise WorkerError("the worker is closed")
+                raise WorkerUnavailable("the worker is closed: the server is shutting down")
             running = self._starting + sum(
                 1 for e in self._jobs.values() if e.status.state is JobState.RUNNING
             )

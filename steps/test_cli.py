@@ -1,0 +1,241 @@
+"""Steps for features/cli.feature: the real programs, as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from jobmgr import pki
+
+from ._grpc_steps import *  # noqa: F403  # the shared steps
+from ._grpc_steps import KIND, ApiScenario, unescape
+from .fixtures_pki import ScenarioPKI
+from .fixtures_server import (
+    ServerFiles,
+    ServerProcess,
+    StartServerProcess,
+    cgroup_dirs,
+    program,
+    program_env,
+    run_program,
+)
+
+scenarios("cli.feature")
+
+UUID_LENGTH = 36
+
+
+def _server(api: ApiScenario) -> ServerProcess:
+    server: ServerProcess = api.notes["server_process"]
+    return server
+
+
+def _with_job(api: ApiScenario, text: str) -> str:
+    return text.replace("JOB", api.job) if api.job else text
+
+
+def _ran(api: ApiScenario) -> subprocess.CompletedProcess[bytes]:
+    ran: subprocess.CompletedProcess[bytes] = api.notes["ran"]
+    return ran
+
+
+# ---- when -------------------------------------------------------------------------------------
+
+
+@when(parsers.re(f"the {KIND} runs jobmgr-client (?P<arguments>.+)"))
+def _client_runs(api: ApiScenario, kind: str, arguments: str) -> None:
+    args = shlex.split(_with_job(api, arguments))
+    api.notes["ran"] = run_program("jobmgr-client", *_server(api).client_args(kind), *args)
+
+
+@when("the admin points jobmgr-client at a port where nothing listens")
+def _nothing_listens(api: ApiScenario, scenario_pki: ScenarioPKI) -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    admin = scenario_pki.client("admin")
+    api.notes["ran"] = run_program(
+        "jobmgr-client", "--port", str(port), "--ca", str(scenario_pki.ca_path),
+        "--cert", str(admin.cert_path), "--key", str(admin.key_path), "list",
+    )  # fmt: skip
+
+
+@when("the server is sent SIGTERM")
+def _sigterm(api: ApiScenario) -> None:
+    process = _server(api).process
+    process.terminate()
+
+
+@when("jobmgr-server is started as user nobody")
+def _as_nobody(api: ApiScenario) -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed")
+    argv = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += [*program("jobmgr-server"), "--port", "0"]
+    api.notes["ran"] = subprocess.run(
+        argv, capture_output=True, env=program_env(), timeout=30, check=False, cwd="/"
+    )
+
+
+@when(parsers.parse("jobmgr-certs {arguments} is run"))
+def _certs_run(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
+    made = tmp_path / "certs-made"
+    api.notes["keys_before"] = _keys(made)
+    args = [str(made) if arg == "certs" else arg for arg in shlex.split(arguments)]
+    api.notes["ran"] = run_program("jobmgr-certs", *args)
+
+
+@when(parsers.parse("I ask {name} for --help"))
+def _help(api: ApiScenario, name: str) -> None:
+    api.notes["ran"] = run_program(name, "--help")
+
+
+@given("the jobmgr-server program is running with the certificates in certs")
+def _server_with_made_certs(
+    start_server_process: StartServerProcess, api: ApiScenario, tmp_path: Path
+) -> None:
+    made = tmp_path / "certs-made"
+    files = ServerFiles(made / "ca.pem", made / "server.pem", made / "server.key")
+    api.notes["server_process"] = start_server_process(files)
+
+
+@when("the admin lists jobs using the certificates in certs and --host 127.0.0.1")
+def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
+    made = tmp_path / "certs-made"
+    api.notes["ran"] = run_program(
+        "jobmgr-client", "--host", "127.0.0.1", "--port", str(_server(api).port),
+        "--ca", str(made / "ca.pem"), "--cert", str(made / "client_admin.pem"),
+        "--key", str(made / "client_admin.key"), "list",
+    )  # fmt: skip
+
+
+# ---- then -------------------------------------------------------------------------------------
+
+
+@then(parsers.parse("it exits {code:d}"))
+def _exits(api: ApiScenario, code: int) -> None:
+    ran = _ran(api)
+    assert ran.returncode == code, (ran.returncode, ran.stdout, ran.stderr)
+    assert b"Traceback" not in ran.stderr, ran.stderr.decode()
+
+
+@then("it exits 0 and prints the new job's id")
+def _prints_id(api: ApiScenario) -> None:
+    _exits(api, 0)
+    text = _ran(api).stdout.decode().strip()
+    assert len(text) == UUID_LENGTH and text.count("-") == 4, text
+    api.job = text
+
+
+@then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))
+def _streams(api: ApiScenario, stdout: str, stderr: str) -> None:
+    ran = _ran(api)
+    assert (ran.stdout, ran.stderr) == (unescape(stdout).encode(), unescape(stderr).encode())
+
+
+@then(parsers.parse("its stdout is the bytes {hexdump}"))
+def _stdout_bytes(api: ApiScenario, hexdump: str) -> None:
+    assert _ran(api).stdout == bytes.fromhex(hexdump)
+
+
+@then(parsers.parse('its stdout contains "{text}"'))
+def _stdout_contains(api: ApiScenario, text: str) -> None:
+    assert text in _ran(api).stdout.decode(), _ran(api).stdout
+
+
+@then(parsers.parse('its stdout has a line with "{first}", "{second}" and "{third}"'))
+def _line_with(api: ApiScenario, first: str, second: str, third: str) -> None:
+    wanted = [_with_job(api, word) for word in (first, second, third)]
+    lines = _ran(api).stdout.decode().splitlines()
+    assert any(all(word in line for word in wanted) for line in lines), lines
+
+
+@then(parsers.parse('its stdout mentions "{first}", "{second}" and "{third}"'))
+def _mentions(api: ApiScenario, first: str, second: str, third: str) -> None:
+    text = _ran(api).stdout.decode()
+    assert all(word in text for word in (first, second, third)), text
+
+
+@then(parsers.parse('its stderr is one line: "{text}"'))
+def _stderr_exactly(api: ApiScenario, text: str) -> None:
+    assert _ran(api).stderr.decode() == text + "\n", _ran(api).stderr
+
+
+@then(parsers.parse('its stderr is one line containing "{text}"'))
+def _stderr_contains(api: ApiScenario, text: str) -> None:
+    stderr = _ran(api).stderr.decode()
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    assert text in stderr, stderr
+
+
+@then(parsers.parse('the JSON says state "{state}", exit_code {code:d} and owner "{owner}"'))
+def _json_says(api: ApiScenario, state: str, code: int, owner: str) -> None:
+    fields = json.loads(_ran(api).stdout)
+    assert (fields["state"], fields["exit_code"], fields["owner"]) == (state, code, owner)
+    assert fields["id"] == api.job and fields["terminated"] is True, fields
+
+
+@then(parsers.parse("the server exits 0 within {seconds:d} seconds"))
+def _server_exits(api: ApiScenario, seconds: int) -> None:
+    server = _server(api)
+    assert server.process.wait(seconds) == 0, server.stderr
+    assert "stopping running jobs" in server.stderr, server.stderr
+
+
+@then("no cgroup of its jobs is left")
+def _no_cgroups(api: ApiScenario) -> None:
+    assert cgroup_dirs(_server(api).cgroup_parent) == []
+
+
+@then(
+    "certs holds ca, server, client_admin and client_user certificates with keys readable "
+    "only by root"
+)
+def _certs_written(tmp_path: Path) -> None:
+    made = tmp_path / "certs-made"
+    names = sorted(p.name for p in made.iterdir())
+    assert names == sorted(f"{s}.{e}" for s in pki.FILE_STEMS for e in ("pem", "key")), names
+    for key in made.glob("*.key"):
+        assert key.stat().st_mode & 0o777 == 0o600, key
+
+
+@then(parsers.parse('client_admin.pem has Subject "{admin}" and client_user.pem "{user}"'))
+def _subjects(tmp_path: Path, admin: str, user: str) -> None:
+    made = tmp_path / "certs-made"
+    for name, want in (("client_admin.pem", admin), ("client_user.pem", user)):
+        cert = x509.load_pem_x509_certificate((made / name).read_bytes())
+        assert cert.subject.rfc4514_string() == ",".join(reversed(want.split(","))), cert.subject
+
+
+@then("server.pem is valid for localhost, 127.0.0.1 and ::1")
+def _server_sans(tmp_path: Path) -> None:
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs-made" / "server.pem").read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = [str(n) for n in sans.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    assert names == ["localhost", "127.0.0.1", "::1"], names
+
+
+@then("no key in certs has changed")
+def _keys_kept(api: ApiScenario, tmp_path: Path) -> None:
+    assert _keys(tmp_path / "certs-made") == api.notes["keys_before"]
+
+
+@then("every key in certs has changed")
+def _keys_replaced(api: ApiScenario, tmp_path: Path) -> None:
+    before, after = api.notes["keys_before"], _keys(tmp_path / "certs-made")
+    assert before.keys() == after.keys()
+    assert all(before[name] != after[name] for name in before)
+
+
+def _keys(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.glob("*.key")} if directory.exists() else {}
