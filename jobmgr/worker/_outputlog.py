@@ -25,6 +25,7 @@ FRAME = struct.Struct("!BI")
 TRAILER = struct.Struct("!I")
 OVERHEAD = FRAME.size + TRAILER.size
 MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
+BIG_FRAME = 64 * 1024  # frames this large are read on their own rather than with neighbours
 
 
 def frame(stream: Stream, data: bytes) -> list[bytes]:
@@ -155,8 +156,11 @@ class _Reader:
 
     def seek_tail(self, lines: int, size: int) -> None:
         """Start at the last ``lines`` lines of the first ``size`` bytes, like ``tail -n``."""
+        if lines == 0:
+            self.offset = size
+            return
         end = size
-        wanted = lines + 1  # the newline before the first line we keep
+        wanted = lines  # newlines to pass, walking back: the one before each line we keep
         first = True
         while end > 0:
             (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
@@ -179,6 +183,11 @@ class _Reader:
 
     def read(self, limit: int) -> list[OutputChunk]:
         """Chunks from the current offset up to ``limit``, adjacent same-stream frames merged."""
+        head = os.pread(self._fd, FRAME.size, self.offset)
+        if len(head) == FRAME.size:
+            stream, length = FRAME.unpack(head)
+            if length >= BIG_FRAME:  # read straight into its own bytes: one copy fewer
+                return self._read_big(stream, length)
         want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
         buf = memoryview(os.pread(self._fd, want, self.offset))
         chunks: list[OutputChunk] = []

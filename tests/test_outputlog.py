@@ -1,0 +1,120 @@
+"""The output log's framing, merging, tail and follow, on files written here."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from jobmgr.worker._outputlog import MAX_CHUNK, OutputLog, frame, valid_size
+from jobmgr.worker._status import OutputChunk, Stream
+
+OUT, ERR = Stream.STDOUT, Stream.STDERR
+
+
+def write_log(path: Path, frames: list[tuple[Stream, bytes]]) -> int:
+    with open(path, "ab") as f:
+        for stream, data in frames:
+            for piece in frame(stream, data):
+                f.write(piece)
+    return path.stat().st_size
+
+
+def chunks(log: OutputLog, **kwargs: object) -> list[tuple[Stream, bytes]]:
+    return [(c.stream, c.data) for c in log.follow(**kwargs)]  # type: ignore[arg-type]
+
+
+def test_adjacent_frames_of_one_stream_merge_and_order_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"a"), (OUT, b"b"), (ERR, b"c"), (OUT, b"d")])
+    log = OutputLog(path, size, done=True)
+    assert chunks(log) == [(OUT, b"ab"), (ERR, b"c"), (OUT, b"d")]
+
+
+def test_big_frames_come_whole_and_no_chunk_exceeds_the_cap(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    big = os.urandom(MAX_CHUNK)
+    size = write_log(path, [(OUT, b"x" * 10), (OUT, big), (ERR, b"y")])
+    got = list(OutputLog(path, size, done=True).follow())
+    assert b"".join(c.data for c in got if c.stream is OUT) == b"x" * 10 + big
+    assert all(len(c.data) <= MAX_CHUNK for c in got)
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        (0, b""),
+        (1, b"five\n"),
+        (2, b"four\nfive\n"),
+        (4, b"two\nthree\nfour\nfive\n"),
+        (9, b"one\ntwo\nthree\nfour\nfive\n"),
+    ],
+)
+def test_tail_counts_lines_across_frames_and_streams(
+    tmp_path: Path, lines: int, expected: bytes
+) -> None:
+    path = tmp_path / "out.log"
+    frames = [(OUT, b"one\ntw"), (OUT, b"o\n"), (ERR, b"three\nfour\n"), (OUT, b"five\n")]
+    size = write_log(path, frames)
+    got = b"".join(c.data for c in OutputLog(path, size, done=True).follow(tail=lines))
+    assert got == expected
+
+
+def test_tail_keeps_an_unfinished_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"one\ntwo\nthr"), (OUT, b"ee")])
+    assert b"".join(c.data for c in OutputLog(path, size, done=True).follow(tail=1)) == b"three"
+
+
+def test_a_follower_gets_what_is_committed_later_and_ends_when_done(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    path.touch()
+    log = OutputLog(path)
+    got: list[OutputChunk] = []
+    reader = threading.Thread(target=lambda: got.extend(log.follow()))
+    reader.start()
+    size = write_log(path, [(OUT, b"first")])
+    log.advance(size)
+    size = write_log(path, [(ERR, b"second")])
+    log.advance(size, done=True)
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+    assert [(c.stream, c.data) for c in got] == [(OUT, b"first"), (ERR, b"second")]
+
+
+def test_without_follow_only_what_is_there_now(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    log = OutputLog(path, write_log(path, [(OUT, b"now")]))
+    assert chunks(log, follow=False) == [(OUT, b"now")]
+
+
+def test_asyncio_followers_wake_on_new_data(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    path.touch()
+    log = OutputLog(path)
+
+    async def follow() -> bytes:
+        return b"".join([c.data async for c in log.afollow()])
+
+    async def main() -> bytes:
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)
+        log.advance(write_log(path, [(OUT, b"late")]), done=True)
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(main()) == b"late"
+
+
+def test_valid_size_drops_a_half_written_frame(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"whole")])
+    with open(path, "ab") as f:
+        f.write(frame(OUT, b"half of it")[0] + b"half")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert valid_size(fd) == size
+    finally:
+        os.close(fd)
