@@ -1,7 +1,7 @@
-"""Run a command placed in a cgroup by ``add_self()``, as the launcher's child does.
+"""Run a command placed in a cgroup through its ``procs_files``, as the launcher's child does.
 
-A fresh interpreter runs add_self() and then execs the command, so the tests exercise the real
-placement code without forking the (threaded) pytest process to run Python in the child.
+A fresh interpreter writes its pid into each file and then execs the command, so the tests
+never fork the (threaded) pytest process to run Python in the child.
 
     python -m tests._spawn_in_cgroup v1 NAME '{"cpu": "/sys/fs/cgroup/cpu/p/NAME", ...}' ARGV...
     python -m tests._spawn_in_cgroup v2 NAME /path/to/cgroup ARGV...
@@ -18,7 +18,7 @@ from jobmgr.worker.cgroups import v1, v2
 
 
 def spawn(cgroup: v1.Cgroup | v2.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
-    """Start ``argv`` already inside ``cgroup``; returns once add_self() has run."""
+    """Start ``argv`` already inside ``cgroup``; returns once it has joined it."""
     where = json.dumps(cgroup.dirs) if isinstance(cgroup, v1.Cgroup) else cgroup.path
     version = "v1" if isinstance(cgroup, v1.Cgroup) else "v2"
     read_fd, write_fd = os.pipe()
@@ -36,7 +36,9 @@ def spawn(cgroup: v1.Cgroup | v2.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
 def main() -> None:
     version, name, where, *argv = sys.argv[1:]
     cgroup = v1.Cgroup(name, json.loads(where)) if version == "v1" else v2.Cgroup(name, where)
-    cgroup.add_self()
+    for path in cgroup.procs_files:
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
     ready_fd = int(os.environ.pop("SPAWN_READY_FD"))
     os.set_inheritable(ready_fd, False)
     os.execvp(argv[0], argv)

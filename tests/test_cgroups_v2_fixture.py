@@ -71,7 +71,7 @@ class FakeCgroup2:
         monkeypatch.setattr(_devices, "root_device", lambda: DEVICES[0])
 
     def spawn(self, cgroup: v2.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
-        """Start a process placed in ``cgroup`` by add_self; it leaves cgroup.procs on exit."""
+        """Start a process inside ``cgroup``; it leaves cgroup.procs on exit."""
         proc = spawn_in(cgroup, *argv)
 
         def leave_on_exit() -> None:

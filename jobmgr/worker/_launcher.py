@@ -28,7 +28,6 @@ import argparse
 import array
 import errno
 import fcntl
-import gc
 import heapq
 import json
 import os
@@ -43,10 +42,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from . import _init
-from ._namespaces import unshare_all
+from . import _pid1
 from ._outputlog import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame, valid_size
 from ._protocol import Decoder, Message, encode
 from ._spec import UNLIMITED, Limits
@@ -72,7 +70,6 @@ class _Job:
     pipes: dict[int, Stream]
     report_fd: int | None
     order_fd: int | None
-    mid_pid: int
     ready: bool = False
     assigned: bool = False
     dir: Path | None = None
@@ -84,7 +81,6 @@ class _Job:
     launched: bool = False
     launch_failed: bool = False
     init_pid: int | None = None
-    mid_status: int | None = None
     init_status: int | None = None
     job_status: int | None = None
     stop_requested: bool = False
@@ -113,6 +109,10 @@ class Launcher:
         self._sizes_to_announce: dict[str, int] = {}
         self._shutdown_req: int | None = None
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        # Forked now, while this process is small: see _pid1.c for why slots come from it.
+        self._zygote, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._zygote_pid = _pid1.start_zygote(zygote_end.fileno())
+        zygote_end.close()
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -127,7 +127,6 @@ class Launcher:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self._sel.register(wake_r, selectors.EVENT_READ, lambda _: _drain(wake_r))
         self._sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
-        gc.freeze()  # forked children then share these pages instead of copying them
         self._warm_up()
         while not (self._shutdown_req is not None and not self._jobs):
             for key, mask in self._sel.select(self._timeout()):
@@ -137,6 +136,9 @@ class Launcher:
             self._announce_sizes()
             self._flush()
             self._warm_up()
+        self._zygote.close()  # it exits when its socket closes
+        if self._zygote_pid not in self._unclaimed:
+            os.waitpid(self._zygote_pid, 0)
         self._send({"ev": "reply", "req": self._shutdown_req, "ok": True})
         self._driver.remove_parent()
         self._flush(blocking=True)
@@ -243,9 +245,8 @@ class Launcher:
         order_r, order_w = os.pipe()
         for fd in (out_w, err_w):
             fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
-        pid = os.fork()
-        if pid == 0:
-            _mid(cgroup, order_r, (self._devnull, out_w, err_w), report_w)
+        procs = b"\0".join(os.fsencode(path) for path in cgroup.procs_files)
+        socket.send_fds(self._zygote, [procs], [self._devnull, out_w, err_w, order_r, report_w])
         for fd in (out_w, err_w, report_w, order_r):
             os.close(fd)
         job = _Job(
@@ -254,10 +255,8 @@ class Launcher:
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
             report_fd=report_r,
             order_fd=order_w,
-            mid_pid=pid,
         )
         self._jobs[slot_id] = job
-        self._by_pid[pid] = job
         for fd in (out_r, err_r, report_r):
             os.set_blocking(fd, False)
         for fd in job.pipes:
@@ -298,10 +297,9 @@ class Launcher:
             job.launch_failed = True
             self._discard(job)
             raise
-        order = {k: req.get(k) for k in ("argv", "env", "cwd", "uid", "gid")}
         assert job.order_fd is not None
         try:
-            _write_all(job.order_fd, json.dumps(order).encode())
+            _write_all(job.order_fd, _encode_order(req))
         except OSError:
             pass  # the init died while warming; its exit reports the failure
         os.close(job.order_fd)
@@ -531,11 +529,9 @@ class Launcher:
                 return
             job = self._by_pid.pop(pid, None)
             if job is None:
-                # An init reaped before its "pid" line was read: claimed in _on_report.
+                # An init reaped before its "pid" line was read (claimed in _on_report), or
+                # the zygote.
                 self._unclaimed[pid] = status
-            elif pid == job.mid_pid:
-                job.mid_status = status
-                self._maybe_finish(job)
             else:
                 job.init_status = status
                 self._maybe_finish(job)
@@ -543,8 +539,8 @@ class Launcher:
     def _maybe_finish(self, job: _Job) -> None:
         if job.pipes or job.report_fd is not None:
             return
-        if job.mid_status is None or (job.init_pid is not None and job.init_status is None):
-            return
+        if job.init_pid is not None and job.init_status is None:
+            return  # its report pipe closed as it died: the reaping is on its way
         self._finish(job)
 
     def _finish(self, job: _Job) -> None:
@@ -572,8 +568,7 @@ class Launcher:
             return
         assert job.dir is not None
         status = job.job_status if job.job_status is not None else job.init_status
-        if status is None:
-            status = job.mid_status or 0
+        assert status is not None  # a launched job had an init, and it has been reaped
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         signo = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         if job.stop_requested:
@@ -639,41 +634,30 @@ class Launcher:
             self._driver.open(name).destroy()
 
 
-def _mid(cgroup: JobCgroup, order_r: int, stdio: tuple[int, int, int], report_w: int) -> NoReturn:
-    """The forked child that places a slot in its cgroup and namespaces. Never returns."""
-    try:
-        gc.disable()
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        # First, so that nothing of the launcher's (its listening socket above all) outlives
-        # it in a child still blocked joining its cgroup.
-        _close_all_but({*stdio, report_w, order_r})
-        cgroup.add_self()
-        unshare_all()
-        init_pid = os.fork()
-        if init_pid == 0:
-            _init.run(order_r, stdio, report_w)
-        os.write(report_w, b"pid %d\n" % init_pid)
-        os._exit(0)
-    except BaseException as exc:  # report, never return into the launcher loop
-        message = f"error setup placing the job in its cgroup failed: {exc}"
-        os.write(report_w, message.replace("\n", " ").encode()[:4000] + b"\n")
-        os._exit(127)
+def _encode_order(req: Message) -> bytes:
+    """The order the init reads (see _pid1.c): NUL-terminated uid gid cwd argc argv envc env.
+
+    Strings carrying surrogate escapes become the exact bytes they stand for.
+    """
+    argv: list[str] = req["argv"]
+    env = [f"{key}={value}" for key, value in req["env"].items()]
+    uid, gid = req.get("uid"), req.get("gid")
+    fields = [
+        "" if uid is None else str(uid),
+        "" if gid is None else str(gid),
+        req.get("cwd") or "/",
+        str(len(argv)),
+        *argv,
+        str(len(env)),
+        *env,
+    ]
+    return b"".join(os.fsencode(item) + b"\0" for item in fields)
 
 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _close_all_but(keep: set[int]) -> None:
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 def _pending_bytes(fd: int) -> int:

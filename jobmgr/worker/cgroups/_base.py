@@ -29,8 +29,10 @@ class JobCgroup(Protocol):
         job takes it over.
         """
 
-    def add_self(self) -> None:
-        """Move the calling process into this cgroup (called in the forked child before exec)."""
+    @property
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a process writes its pid into to join this cgroup (the
+        launcher's forked child does so before it unshares and execs)."""
 
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup."""

@@ -104,22 +104,17 @@ class Cgroup:
         self.name = name
         self.dirs = dict(dirs)
         """Controller -> the job's directory in that controller's hierarchy."""
-        # Computed here so add_self, which runs between fork and exec, only opens and writes.
+        # Computed once: the launcher hands these paths to the child that joins the cgroup.
         self.hierarchy_dirs = tuple(dict.fromkeys(self.dirs.values()))
         """The distinct directories (controllers sharing a hierarchy share one)."""
         self._procs_files = tuple(os.path.join(d, "cgroup.procs") for d in self.hierarchy_dirs)
         freezer = self.dirs.get("freezer")
         self._freezer_state = os.path.join(freezer, "freezer.state") if freezer else None
 
-    def add_self(self) -> None:
-        """Move the calling process into this cgroup (called in the forked child before exec)."""
-        pid = str(os.getpid()).encode()
-        for path in self._procs_files:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, pid)
-            finally:
-                os.close(fd)
+    @property
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a process writes its pid into to join this cgroup."""
+        return list(self._procs_files)
 
     def set_limits(self, limits: Limits) -> None:
         """Apply ``limits`` to this cgroup, which must not have been limited before."""

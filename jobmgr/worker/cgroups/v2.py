@@ -90,17 +90,14 @@ class Cgroup:
         """The job's cgroup directory."""
         self.dirs = dict.fromkeys(CONTROLLERS, path)
         """Controller -> directory, the shape the shared knob and reading tables expect."""
-        # Computed here so add_self, which runs between fork and exec, only opens and writes.
+        # Computed once: the launcher hands these paths to the child that joins the cgroup.
         self._procs_files = (os.path.join(path, "cgroup.procs"),)
         self._kill_file = os.path.join(path, "cgroup.kill")
 
-    def add_self(self) -> None:
-        """Move the calling process into this cgroup (called in the forked child before exec)."""
-        fd = os.open(self._procs_files[0], os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, str(os.getpid()).encode())
-        finally:
-            os.close(fd)
+    @property
+    def procs_files(self) -> list[str]:
+        """The cgroup.procs files a process writes its pid into to join this cgroup."""
+        return list(self._procs_files)
 
     def set_limits(self, limits: Limits) -> None:
         """Apply ``limits`` to this cgroup, which must not have been limited before."""

@@ -1,0 +1,442 @@
+/* The in-namespace init of every job, and the zygote that forks it.
+ *
+ * Why C, and why a zygote: a job's init lives as long as the job. A forked Python process
+ * dirties over 1 MiB of private memory just by running (the interpreter's after-fork work and
+ * reference counts), and any child of the launcher keeps a private copy of every page the
+ * launcher writes after the fork. So the launcher forks one zygote at start-up, which runs
+ * only the C below and never writes its memory again; every job's init is forked from it and
+ * costs about 150 KiB.
+ *
+ * start_zygote(sock) -> pid  (Python API)
+ *   forks the zygote. Each SOCK_SEQPACKET message on sock asks for one slot: the data is the
+ *   cgroup.procs paths, NUL-separated; five fds ride along (stdin, stdout, stderr, order,
+ *   report). The zygote forks a "mid" child per message and reaps it (SIGCHLD ignored); it
+ *   exits when the launcher closes the socket.
+ *   mid:  resets signals, closes every other fd, joins the job's cgroup (writes its pid into
+ *         each cgroup.procs), unshares the namespaces of STEPS, forks the init, reports
+ *         "pid <init's host pid>" and exits. The launcher is a child subreaper, so the init
+ *         is reparented to it.
+ *   mid:  resets signals, closes every other fd, joins the job's cgroup (writes its pid into
+ *         each cgroup.procs), unshares the namespaces of STEPS, forks the init, reports
+ *         "pid <init's host pid>" and exits.
+ *   init: PID 1 of the new PID namespace. Runs each step's inside() (private mounts and a
+ *         fresh /proc, loopback up), reports "ready", then waits for its order on order_fd:
+ *         NUL-terminated fields  uid gid cwd argc argv... envc env...  (empty uid: stay root).
+ *         An empty order (the launcher dropped this spare) means exit quietly. It switches to
+ *         the job's user and directory and posix_spawns the command in a new session with
+ *         every signal at its default; an exec error comes back here, not as a dead child.
+ *         It reports "started" or "error <stage> <message>".
+ *
+ * Signal and reaping rules, as in tini: SIGTERM, SIGINT and SIGHUP are forwarded to the
+ * job's main process; every child that dies in the namespace is reaped, so no zombie stays;
+ * when the main process ends, init reports "exit <wait status>" and exits with its code
+ * (128+N for signal N). PID 1 exiting makes the kernel SIGKILL whatever is left in the
+ * namespace, daemons included: a job ends with its main process. Signals are blocked and
+ * taken with sigwaitinfo(), so no handler races the loop.
+ *
+ * Everything goes to the launcher as one line on report_fd (one write, under PIPE_BUF).
+ */
+#define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum { FD_STDIN, FD_STDOUT, FD_STDERR, FD_ORDER, FD_REPORT, NFDS };
+#define MAX_PROCS_FILES 16
+
+static void report(int fd, const char *fmt, ...) {
+    char line[4000];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if (n > (int)sizeof line - 2)
+        n = sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    if (write(fd, line, n) < 0) {
+        /* the launcher is gone; nothing to tell */
+    }
+}
+
+static _Noreturn void fail(int fd, const char *stage, const char *what) {
+    report(fd, "error %s %s: %s", stage, what, strerror(errno));
+    _exit(127);
+}
+
+/* ---- isolation steps: one entry per namespace --------------------------------------- */
+
+static int mounts_inside(void) {
+    /* Without MS_PRIVATE, mounts propagate back to the host through shared peer groups. */
+    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return -1;
+    return mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+}
+
+static int network_inside(void) {
+    int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (sock < 0)
+        return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int rc = ioctl(sock, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(sock, SIOCSIFFLAGS, &ifr);
+    }
+    close(sock);
+    return rc;
+}
+
+static const struct step {
+    const char *name;
+    int flag;
+    int (*inside)(void); /* run as PID 1 before the job starts; NULL: nothing to do */
+} STEPS[] = {
+    {"pid namespace", CLONE_NEWPID, NULL},
+    {"mount namespace (private mounts, fresh /proc)", CLONE_NEWNS, mounts_inside},
+    {"network namespace (loopback up)", CLONE_NEWNET, network_inside},
+    {"uts namespace", CLONE_NEWUTS, NULL},
+    {"ipc namespace", CLONE_NEWIPC, NULL},
+};
+#define NSTEPS (sizeof STEPS / sizeof STEPS[0])
+
+/* ---- the order ------------------------------------------------------------------------ */
+
+struct order {
+    const char *uid, *gid, *cwd;
+    char **argv, **envp;
+};
+
+static char *read_all(int fd, size_t *len) {
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    for (;;) {
+        if (buf == NULL)
+            return NULL;
+        ssize_t got = read(fd, buf + n, cap - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            free(buf);
+            return NULL;
+        }
+        if (got == 0)
+            break;
+        n += (size_t)got;
+        if (n == cap) {
+            cap *= 2;
+            buf = realloc(buf, cap + 1);
+        }
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* The next NUL-terminated field at *pos, or NULL past the end. */
+static char *field(char *buf, size_t len, size_t *pos) {
+    if (*pos >= len)
+        return NULL;
+    char *start = buf + *pos;
+    char *end = memchr(start, '\0', len - *pos);
+    if (end == NULL)
+        return NULL;
+    *pos = (size_t)(end - buf) + 1;
+    return start;
+}
+
+static char **list(char *buf, size_t len, size_t *pos) {
+    char *count = field(buf, len, pos);
+    if (count == NULL)
+        return NULL;
+    long n = strtol(count, NULL, 10);
+    if (n < 0 || n > 10000000)
+        return NULL;
+    char **items = calloc((size_t)n + 1, sizeof *items);
+    for (long i = 0; items != NULL && i < n; i++)
+        if ((items[i] = field(buf, len, pos)) == NULL)
+            return NULL;
+    return items;
+}
+
+static int parse_order(char *buf, size_t len, struct order *o) {
+    size_t pos = 0;
+    o->uid = field(buf, len, &pos);
+    o->gid = field(buf, len, &pos);
+    o->cwd = field(buf, len, &pos);
+    if (o->cwd == NULL || (o->argv = list(buf, len, &pos)) == NULL || o->argv[0] == NULL)
+        return -1;
+    return (o->envp = list(buf, len, &pos)) == NULL ? -1 : 0;
+}
+
+/* ---- the init ------------------------------------------------------------------------- */
+
+static void become_user(const struct order *o, int rep) {
+    if (o->uid[0] == '\0')
+        return;
+    errno = 0;
+    if (setgroups(0, NULL) < 0 || setgid((gid_t)atol(o->gid)) < 0 ||
+        setuid((uid_t)atol(o->uid)) < 0)
+        fail(rep, "user", "cannot switch to the job's user");
+}
+
+static pid_t spawn_job(const struct order *o, const int *fds) {
+    int rep = fds[FD_REPORT];
+    become_user(o, rep);
+    if (chdir(o->cwd) < 0) {
+        int saved = errno;
+        char what[600];
+        snprintf(what, sizeof what, "cannot change to working directory '%.500s'", o->cwd);
+        errno = saved;
+        fail(rep, "cwd", what);
+    }
+    /* posix_spawnp looks the program up in the caller's PATH: make ours the job's. */
+    const char *path = "/usr/local/bin:/usr/bin:/bin";
+    for (char **e = o->envp; *e != NULL; e++)
+        if (strncmp(*e, "PATH=", 5) == 0)
+            path = *e + 5;
+    setenv("PATH", path, 1);
+
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t actions;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                        POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawn_file_actions_init(&actions);
+    for (int target = 0; target < 3; target++)
+        posix_spawn_file_actions_adddup2(&actions, fds[FD_STDIN + target], target);
+
+    pid_t pid;
+    int err = posix_spawnp(&pid, o->argv[0], &actions, &attr, o->argv, o->envp);
+    if (err != 0) {
+        const char *prog = o->argv[0];
+        if (err == ENOENT)
+            report(rep, "error exec command not found: '%.1000s'", prog);
+        else if (err == EACCES)
+            report(rep, "error exec permission denied: '%.1000s' is not executable", prog);
+        else if (err == ENOEXEC)
+            report(rep, "error exec cannot execute '%.1000s': it is not a program the kernel "
+                        "can run", prog);
+        else
+            report(rep, "error exec cannot execute '%.1000s': %s", prog, strerror(err));
+        _exit(127);
+    }
+    return pid;
+}
+
+static _Noreturn void supervise(pid_t job, const sigset_t *watched, int rep) {
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(watched, &info);
+        if (sig < 0)
+            continue; /* EINTR */
+        if (sig != SIGCHLD) {
+            kill(job, sig);
+            continue;
+        }
+        for (;;) {
+            int status;
+            pid_t dead = waitpid(-1, &status, WNOHANG);
+            if (dead <= 0)
+                break;
+            if (dead == job) {
+                report(rep, "exit %d", status);
+                _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+            }
+        }
+    }
+}
+
+static _Noreturn void run_init(const int *fds) {
+    int rep = fds[FD_REPORT];
+    sigset_t watched;
+    sigemptyset(&watched);
+    sigaddset(&watched, SIGCHLD);
+    sigaddset(&watched, SIGTERM);
+    sigaddset(&watched, SIGINT);
+    sigaddset(&watched, SIGHUP);
+    sigprocmask(SIG_SETMASK, &watched, NULL);
+    for (size_t i = 0; i < NSTEPS; i++)
+        if (STEPS[i].inside != NULL && STEPS[i].inside() < 0)
+            fail(rep, "setup", STEPS[i].name);
+    report(rep, "ready");
+
+    size_t len = 0;
+    char *buf = read_all(fds[FD_ORDER], &len);
+    close(fds[FD_ORDER]);
+    if (buf == NULL)
+        fail(rep, "setup", "reading the job's order");
+    if (len == 0)
+        _exit(0);
+    struct order order;
+    if (parse_order(buf, len, &order) < 0) {
+        report(rep, "error setup the job's order is malformed");
+        _exit(127);
+    }
+    pid_t job = spawn_job(&order, fds);
+    /* Our copies of the pipes would keep the launcher from seeing EOF when the job ends. */
+    for (int i = FD_STDIN; i <= FD_STDERR; i++)
+        close(fds[i]);
+    report(rep, "started");
+    supervise(job, &watched, rep);
+}
+
+/* ---- the mid child -------------------------------------------------------------------- */
+
+static void close_all_but(const int *fds) {
+    int keep[NFDS];
+    memcpy(keep, fds, sizeof keep);
+    for (int i = 1; i < NFDS; i++) /* insertion sort: five numbers */
+        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+            int t = keep[j];
+            keep[j] = keep[j - 1];
+            keep[j - 1] = t;
+        }
+    unsigned low = 0;
+    for (int i = 0; i < NFDS; i++) {
+        if ((unsigned)keep[i] > low)
+            close_range(low, (unsigned)keep[i] - 1, 0);
+        low = (unsigned)keep[i] + 1;
+    }
+    close_range(low, ~0U, 0);
+}
+
+static _Noreturn void run_mid(const char **procs, Py_ssize_t nprocs, const int *fds) {
+    int rep = fds[FD_REPORT];
+    signal(SIGCHLD, SIG_DFL); /* the zygote ignores it; the init must not */
+    close_all_but(fds);
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
+    for (Py_ssize_t i = 0; i < nprocs; i++) {
+        int fd = open(procs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, pid, (size_t)len) != len) {
+            int saved = errno;
+            char what[600];
+            snprintf(what, sizeof what, "joining the job's cgroup (%.500s)", procs[i]);
+            errno = saved;
+            fail(rep, "setup", what);
+        }
+        close(fd);
+    }
+    int flags = 0;
+    for (size_t i = 0; i < NSTEPS; i++)
+        flags |= STEPS[i].flag;
+    if (unshare(flags) < 0)
+        fail(rep, "setup", "unsharing the job's namespaces");
+    pid_t init = fork();
+    if (init < 0)
+        fail(rep, "setup", "forking the job's init");
+    if (init == 0)
+        run_init(fds);
+    report(rep, "pid %d", (int)init);
+    _exit(0);
+}
+
+/* ---- the zygote ----------------------------------------------------------------------- */
+
+#define MAX_REQUEST 8192
+
+static _Noreturn void run_zygote(int sock) {
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    signal(SIGCHLD, SIG_IGN); /* the kernel reaps the mids */
+    int keep[NFDS] = {sock, sock, sock, sock, sock};
+    close_all_but(keep);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (;;) {
+        char data[MAX_REQUEST + 1];
+        char control[CMSG_SPACE(NFDS * sizeof(int))];
+        struct iovec iov = {data, MAX_REQUEST};
+        struct msghdr msg = {0};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control;
+        msg.msg_controllen = sizeof control;
+        ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0); /* the launcher is gone */
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        if (cmsg == NULL || cmsg->cmsg_type != SCM_RIGHTS ||
+            cmsg->cmsg_len != CMSG_LEN(NFDS * sizeof(int)))
+            continue; /* only the launcher holds the other end; it never sends this */
+        int fds[NFDS];
+        memcpy(fds, CMSG_DATA(cmsg), sizeof fds);
+        data[n] = '\0';
+        const char *procs[MAX_PROCS_FILES];
+        Py_ssize_t nprocs = 0;
+        for (char *p = data; p < data + n && nprocs < MAX_PROCS_FILES; p += strlen(p) + 1)
+            procs[nprocs++] = p;
+        pid_t pid = fork();
+        if (pid == 0)
+            run_mid(procs, nprocs, fds);
+        if (pid < 0)
+            report(fds[FD_REPORT], "error setup forking the job's slot: %s", strerror(errno));
+        for (int i = 0; i < NFDS; i++)
+            close(fds[i]);
+    }
+}
+
+static PyObject *start_zygote(PyObject *self, PyObject *args) {
+    int sock;
+    if (!PyArg_ParseTuple(args, "i", &sock))
+        return NULL;
+    /* Blocked across fork, so no signal reaches the child before it drops our handlers. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0)
+        run_zygote(sock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLong(pid);
+}
+
+static PyMethodDef methods[] = {
+    {"start_zygote", start_zygote, METH_VARARGS,
+     "start_zygote(sock) -> pid\n\n"
+     "Fork the zygote, which makes a job slot (a child that joins the cgroup, unshares the\n"
+     "namespaces and forks their init) for each request on the SOCK_SEQPACKET socket sock."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_pid1",
+    "The in-namespace init of every job, and the zygote that forks it (see _pid1.c).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__pid1(void) { return PyModule_Create(&module); }
