@@ -92,7 +92,7 @@ class _Job:
 
 
 class Launcher:
-    def __init__(self, state_dir: Path, driver: CgroupDriver, spares: int = 2) -> None:
+    def __init__(self, state_dir: Path, driver: CgroupDriver, spares: int) -> None:
         self._state = state_dir
         self._spares = spares
         self._warming_broken = False
@@ -709,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jobmgr-launcher", description=__doc__)
     parser.add_argument("--state-dir", required=True, type=Path)
     parser.add_argument("--cgroup-parent", required=True)
-    parser.add_argument("--warm-slots", type=int, default=2)
+    parser.add_argument("--warm-slots", type=int, default=4)
     args = parser.parse_args(argv)
     state: Path = args.state_dir
     lock_fd = os.open(state / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

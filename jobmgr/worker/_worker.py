@@ -77,7 +77,7 @@ class Worker:
         max_limits: Limits | None = None,
         default_grace: float = 5.0,
         max_running: int | None = None,
-        warm_slots: int = 2,
+        warm_slots: int = 4,
         output_cap: int = GiB,
         retention: Retention = Retention(),
         default_run_as: str | None = None,
