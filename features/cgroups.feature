@@ -17,7 +17,7 @@ Feature: Resource limits
     Then over 2 seconds it uses at most 0.3 CPU-seconds per wall second
 
   Scenario: A fork bomb is held by the pids limit and the host stays fine
-    When I start "sh -c 'bomb() { bomb | bomb & }; bomb; exec sleep 1000'" with a pids limit of 40
+    When I start "sh -c '(bomb() { bomb | bomb & }; bomb) & exec sleep 1000'" with a pids limit of 40
     And I wait 2 seconds
     Then the job's cgroup holds at most 40 processes
     And another job still starts and exits 0
