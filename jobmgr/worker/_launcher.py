@@ -38,6 +38,7 @@ import socket
 import sys
 import termios
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,11 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from . import _pid1
+from ._errors import WorkerError
 from ._outputlog import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame, valid_size
 from ._protocol import Decoder, Message, encode
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
-from .cgroups import CgroupDriver, JobCgroup, detect_driver
+from .cgroups import CgroupDriver, CgroupStats, JobCgroup, detect_driver
 
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
@@ -130,18 +132,24 @@ class Launcher:
         self._warm_up()
         while not (self._shutdown_req is not None and not self._jobs):
             for key, mask in self._sel.select(self._timeout()):
-                key.data(mask)
-            self._reap()
-            self._fire_deadlines()
-            self._announce_sizes()
-            self._flush()
-            self._warm_up()
+                self._guarded(key.data, mask)
+            for step in (self._reap, self._fire_deadlines, self._announce_sizes, self._flush):
+                self._guarded(step)
+            self._guarded(self._warm_up)
         self._zygote.close()  # it exits when its socket closes
         if self._zygote_pid not in self._unclaimed:
             os.waitpid(self._zygote_pid, 0)
         self._send({"ev": "reply", "req": self._shutdown_req, "ok": True})
         self._driver.remove_parent()
         self._flush(blocking=True)
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        """Run one step of the loop; an unexpected error is logged, never fatal, since every
+        running job depends on this process staying up."""
+        try:
+            step(*args)
+        except Exception:
+            self._log("unexpected error, carrying on:\n" + traceback.format_exc())
 
     def _timeout(self) -> float | None:
         if not self._deadlines:
@@ -546,12 +554,17 @@ class Launcher:
     def _finish(self, job: _Job) -> None:
         del self._jobs[job.id]
         self._discard(job)
+        if job.log_fd is not None:
+            os.close(job.log_fd)
         try:
             stats = job.cgroup.stats()
-        finally:
+        except (OSError, WorkerError) as exc:
+            self._log(f"job {job.id}: no usage figures: {exc}")
+            stats = CgroupStats(cpu_seconds=0.0, peak_memory_bytes=0, oom_killed=False)
+        try:
             job.cgroup.destroy()
-            if job.log_fd is not None:
-                os.close(job.log_fd)
+        except (OSError, WorkerError) as exc:  # retried at the next launcher start
+            self._log(f"job {job.id}: its cgroup could not be removed: {exc}")
         if not job.launched:
             if job.dir is not None:
                 shutil.rmtree(job.dir, ignore_errors=True)
@@ -592,7 +605,10 @@ class Launcher:
             "output_truncated": job.truncated,
             "reason": reason,
         }
-        _write_json(job.dir / "result.json", result)
+        try:
+            _write_json(job.dir / "result.json", result)
+        except OSError as exc:  # a full disk: the connected server still gets the result
+            self._log(f"job {job.id}: could not record its result: {exc}")
         self._announce_sizes()
         self._send({"ev": "exit", "id": job.id, "result": result})
         for req in job.stop_reqs:
