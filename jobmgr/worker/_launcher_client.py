@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ from ._errors import WorkerError, WorkerUnavailable
 from ._launcher import READY, SOCKET_NAME
 from ._protocol import Decoder, Message, encode
 
+log = logging.getLogger("jobmgr.worker")
 OnReply = Callable[[Message], None]
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -126,7 +128,10 @@ class LauncherClient:
                 if not data:
                     break
                 for message in decoder.feed(data):
-                    self._deliver(message)
+                    try:
+                        self._deliver(message)
+                    except Exception:  # one bad event must not stop every later one
+                        log.exception("handling launcher event %r failed", message.get("ev"))
         except OSError:
             pass
         finally:
@@ -147,6 +152,7 @@ class LauncherClient:
                     on_reply(message)
                 fut.set_result(message)
         elif message.get("ev") == "busy":
-            raise OSError("another server is using this state directory")
+            log.error("another server is using this state directory's launcher")
+            self._sock.shutdown(socket.SHUT_RDWR)
         else:
             self._on_event(message)
