@@ -25,33 +25,32 @@ Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, 
 from __future__ import annotations
 
 import argparse
-import array
-import errno
 import fcntl
 import heapq
-import json
 import os
 import selectors
 import shutil
 import signal
 import socket
 import sys
-import termios
 import time
 import traceback
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import _pid1
+from ._capture import LogWriter, read_some
+from ._channel import ServerChannel
 from ._errors import WorkerError
-from ._outputlog import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame, valid_size
-from ._protocol import Decoder, Message, encode
+from ._outputlog import MAX_CHUNK
+from ._protocol import Message
+from ._records import mark_lost, write_json
+from ._slot import Slot, encode_order
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
-from .cgroups import CgroupDriver, CgroupStats, JobCgroup, detect_driver
+from .cgroups import CgroupDriver, CgroupStats, detect_driver
 
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
@@ -63,51 +62,18 @@ READY = b"ready\n"
 Handler = Callable[[int], None]
 
 
-@dataclass
-class _Job:
-    """A slot: a warm init waiting in its cgroup, and once given an order, the job in it."""
-
-    id: str
-    cgroup: JobCgroup
-    pipes: dict[int, Stream]
-    report_fd: int | None
-    order_fd: int | None
-    ready: bool = False
-    assigned: bool = False
-    dir: Path | None = None
-    log_fd: int | None = None
-    start_req: int | None = None
-    started_at: float = 0.0
-    size: int = 0
-    report_buf: bytes = b""
-    launched: bool = False
-    launch_failed: bool = False
-    init_pid: int | None = None
-    init_status: int | None = None
-    job_status: int | None = None
-    stop_requested: bool = False
-    reason: str = ""
-    stop_reqs: list[int] = field(default_factory=list)
-    truncated: bool = False
-    output_cap: int = 0  # bytes of output kept at most; 0 for no cap
-    kept: int = 0
-
-
 class Launcher:
     def __init__(self, state_dir: Path, driver: CgroupDriver, spares: int) -> None:
         self._state = state_dir
         self._spares = spares
         self._warming_broken = False
         self._jobs_dir = state_dir / "jobs"
-        self._driver = driver
+        self.driver = driver
         self._sel = selectors.DefaultSelector()
-        self._jobs: dict[str, _Job] = {}
-        self._by_pid: dict[int, _Job] = {}
+        self._jobs: dict[str, Slot] = {}
+        self._by_pid: dict[int, Slot] = {}
         self._unclaimed: dict[int, int] = {}
         self._deadlines: list[tuple[float, str, str]] = []
-        self._conn: socket.socket | None = None
-        self._decoder = Decoder()
-        self._outbox = bytearray()
         self._sizes_to_announce: dict[str, int] = {}
         self._shutdown_req: int | None = None
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
@@ -128,20 +94,26 @@ class Launcher:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self._sel.register(wake_r, selectors.EVENT_READ, lambda _: _drain(wake_r))
-        self._sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
+        self._channel = ServerChannel(self._sel, listener, self._dispatch)
         self._warm_up()
+        after_events = (
+            self._reap,
+            self._fire_deadlines,
+            self._announce_sizes,
+            self._channel.flush,
+            self._warm_up,
+        )
         while not (self._shutdown_req is not None and not self._jobs):
             for key, mask in self._sel.select(self._timeout()):
                 self._guarded(key.data, mask)
-            for step in (self._reap, self._fire_deadlines, self._announce_sizes, self._flush):
+            for step in after_events:
                 self._guarded(step)
-            self._guarded(self._warm_up)
         self._zygote.close()  # it exits when its socket closes
         if self._zygote_pid not in self._unclaimed:
             os.waitpid(self._zygote_pid, 0)
-        self._send({"ev": "reply", "req": self._shutdown_req, "ok": True})
-        self._driver.remove_parent()
-        self._flush(blocking=True)
+        self._channel.send({"ev": "reply", "req": self._shutdown_req, "ok": True})
+        self.driver.remove_parent()
+        self._channel.flush(blocking=True)
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one step of the loop; an unexpected error is logged, never fatal, since every
@@ -156,65 +128,7 @@ class Launcher:
             return None
         return max(0.0, self._deadlines[0][0] - time.monotonic())
 
-    # ---- the server connection -------------------------------------------------------------
-
-    def _accept(self, listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        if self._conn is not None:
-            conn.sendall(encode({"ev": "busy"}))  # one server per state dir at a time
-            conn.close()
-            return
-        conn.setblocking(False)
-        self._conn = conn
-        self._decoder = Decoder()
-        self._outbox.clear()
-        self._sel.register(conn, selectors.EVENT_READ, self._on_conn)
-
-    def _on_conn(self, mask: int) -> None:
-        assert self._conn is not None
-        if mask & selectors.EVENT_WRITE:
-            self._flush()
-        if not mask & selectors.EVENT_READ:
-            return
-        try:
-            data = self._conn.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop_conn()
-            return
-        for message in self._decoder.feed(data):
-            self._dispatch(message)
-
-    def _drop_conn(self) -> None:
-        if self._conn is not None:
-            self._sel.unregister(self._conn)
-            self._conn.close()
-            self._conn = None
-            self._outbox.clear()
-
-    def _send(self, message: Message) -> None:
-        if self._conn is not None:
-            self._outbox += encode(message)
-
-    def _flush(self, blocking: bool = False) -> None:
-        if self._conn is None:
-            return
-        if blocking:
-            self._conn.setblocking(True)
-        try:
-            while self._outbox:
-                sent = self._conn.send(self._outbox)
-                del self._outbox[:sent]
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            self._drop_conn()
-            return
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
-        self._sel.modify(self._conn, events, self._on_conn)
+    # ---- requests --------------------------------------------------------------------------
 
     def _dispatch(self, message: Message) -> None:
         op, req = message.get("op"), message.get("req")
@@ -226,13 +140,13 @@ class Launcher:
             elif op == "hello":
                 running = [{"id": j.id, "size": j.size} for j in self._jobs.values() if j.launched]
                 running += [{"id": j, "size": 0} for j in self._launching()]
-                self._send({"ev": "reply", "req": req, "ok": True, "running": running})
+                self._channel.send({"ev": "reply", "req": req, "ok": True, "running": running})
             elif op == "shutdown":
                 self._begin_shutdown(req, float(message.get("grace", 5.0)))
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:  # a bad request must not take every job down with it
-            self._send({"ev": "reply", "req": req, "ok": False, "error": str(exc)})
+            self._channel.send({"ev": "reply", "req": req, "ok": False, "error": str(exc)})
 
     # ---- starting ---------------------------------------------------------------------------
 
@@ -244,9 +158,9 @@ class Launcher:
         for _ in range(self._spares - idle):
             self._new_slot()
 
-    def _new_slot(self) -> _Job:
+    def _new_slot(self) -> Slot:
         slot_id = str(uuid.uuid4())
-        cgroup = self._driver.create(slot_id, UNLIMITED)
+        cgroup = self.driver.create(slot_id, UNLIMITED)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         report_r, report_w = os.pipe()
@@ -257,7 +171,7 @@ class Launcher:
         socket.send_fds(self._zygote, [procs], [self._devnull, out_w, err_w, order_r, report_w])
         for fd in (out_w, err_w, report_w, order_r):
             os.close(fd)
-        job = _Job(
+        job = Slot(
             id=slot_id,
             cgroup=cgroup,
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
@@ -272,7 +186,7 @@ class Launcher:
         self._sel.register(report_r, selectors.EVENT_READ, lambda _: self._on_report(job))
         return job
 
-    def _take_slot(self) -> _Job:
+    def _take_slot(self) -> Slot:
         idle = [job for job in self._jobs.values() if not job.assigned]
         ready = [job for job in idle if job.ready]
         return (ready or idle or [self._new_slot()])[0]
@@ -285,29 +199,28 @@ class Launcher:
         job = self._take_slot()
         job.assigned = True
         job.start_req = req.get("req")
-        job.output_cap = int(req.get("output_cap") or 0)
         try:
             job.cgroup.set_limits(limits)
             job.started_at = time.time()
             job.dir = self._jobs_dir / job.id
             job.dir.mkdir(mode=0o700)
             record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
-            _write_json(
-                job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at}
-            )
-            job.log_fd = os.open(
+            write_json(job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at})
+            log_fd = os.open(
                 # Not O_APPEND: splice() refuses it. This process is the only writer.
                 job.dir / "output.log",
                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                 0o600,
             )
+            cap = int(req.get("output_cap") or 0)
+            job.log = LogWriter(log_fd, cap, lambda reason: self._truncated(job, reason))
         except BaseException:
             job.launch_failed = True
             self._discard(job)
             raise
         assert job.order_fd is not None
         try:
-            _write_all(job.order_fd, _encode_order(req))
+            _write_all(job.order_fd, encode_order(req))
         except OSError:
             pass  # the init died while warming; its exit reports the failure
         os.close(job.order_fd)
@@ -316,13 +229,13 @@ class Launcher:
         if timeout:
             self._add_deadline(time.monotonic() + float(timeout), "timeout", job.id)
 
-    def _discard(self, job: _Job) -> None:
+    def _discard(self, job: Slot) -> None:
         """Give up a slot: closing its order pipe makes a waiting init exit."""
         if job.order_fd is not None:
             os.close(job.order_fd)
             job.order_fd = None
 
-    def _on_launched(self, job: _Job, error: str) -> None:
+    def _on_launched(self, job: Slot, error: str) -> None:
         """The init spawned the command (``error`` empty) or could not."""
         if not job.assigned:
             # A slot that cannot even warm up would fail every start: stop making them
@@ -332,13 +245,13 @@ class Launcher:
         elif error:
             job.launch_failed = True
             stage, _, message = error.partition(" ")
-            self._send(
+            self._channel.send(
                 {"ev": "reply", "req": job.start_req, "ok": False, "error": message, "stage": stage}
             )
         else:
             job.launched = True
             self._warming_broken = False
-            self._send(
+            self._channel.send(
                 {
                     "ev": "reply",
                     "req": job.start_req,
@@ -348,9 +261,9 @@ class Launcher:
                 }
             )
 
-    def _on_report(self, job: _Job) -> None:
+    def _on_report(self, job: Slot) -> None:
         assert job.report_fd is not None
-        data = _read(job.report_fd)
+        data = read_some(job.report_fd)
         if not data:
             self._close_fd(job, job.report_fd)
             job.report_fd = None
@@ -377,81 +290,24 @@ class Launcher:
 
     # ---- output -----------------------------------------------------------------------------
 
-    def _pipe_handler(self, job: _Job, fd: int) -> Handler:
+    def _pipe_handler(self, job: Slot, fd: int) -> Handler:
         return lambda _: self._on_pipe(job, fd)
 
-    def _on_pipe(self, job: _Job, fd: int) -> None:
-        pending = min(_pending_bytes(fd), MAX_CHUNK)
-        within_cap = not job.output_cap or job.kept + pending <= job.output_cap
-        if pending >= SPLICE_MIN and job.log_fd is not None and not job.truncated and within_cap:
-            self._splice(job, fd, pending)
-            return
-        data = _read(fd, MAX_CHUNK)
-        if data is None:
-            return
-        if not data:
+    def _on_pipe(self, job: Slot, fd: int) -> None:
+        if job.log is not None:
+            more = job.log.take(fd, job.pipes[fd])
+        else:  # a spare: its init never writes there, so this is EOF
+            more = False if read_some(fd) == b"" else None
+        if more is False:
             self._close_fd(job, fd)
             del job.pipes[fd]
             self._maybe_finish(job)
-            return
-        self._append(job, job.pipes[fd], data)
+        elif more:
+            self._sizes_to_announce[job.id] = job.size
 
-    def _splice(self, job: _Job, fd: int, length: int) -> None:
-        """Append ``length`` bytes waiting in the pipe as one frame, without copying them
-        through this process: at high rates this doubles what the launcher can take."""
-        assert job.log_fd is not None
-        header = FRAME.pack(job.pipes[fd], length)
-        trailer = TRAILER.pack(length)
-        try:
-            ok = os.write(job.log_fd, header) == len(header)
-            ok = ok and os.splice(fd, job.log_fd, length) == length
-            ok = ok and os.write(job.log_fd, trailer) == len(trailer)
-        except OSError as exc:
-            self._cut_back(job, f"writing output failed: {exc.strerror}")
-            return
-        if not ok:
-            self._cut_back(job, "writing output failed: disk full")
-            return
-        self._commit(job, length)
-
-    def _append(self, job: _Job, stream: Stream, data: bytes) -> None:
-        if job.truncated or job.log_fd is None:
-            return  # past the cap or a write failure nothing is kept, but the pipe is drained
-        room = job.output_cap - job.kept if job.output_cap else len(data)
-        if room < len(data):
-            data = data[: max(room, 0)]
-            self._truncate(job, f"the output cap of {job.output_cap} bytes was reached")
-            if not data:
-                return
-        pieces = frame(stream, data)
-        try:
-            written = os.writev(job.log_fd, pieces)
-        except OSError as exc:
-            self._cut_back(job, f"writing output failed: {exc.strerror}")
-            return
-        if written != sum(len(piece) for piece in pieces):
-            self._cut_back(job, "writing output failed: disk full")
-            return
-        self._commit(job, len(data))
-
-    def _commit(self, job: _Job, length: int) -> None:
-        job.size += OVERHEAD + length
-        job.kept += length
-        self._sizes_to_announce[job.id] = job.size
-
-    def _cut_back(self, job: _Job, reason: str) -> None:
-        """A partial frame would corrupt every read after it: cut the file back to whole
-        frames and keep nothing more of this job's output."""
-        assert job.log_fd is not None
-        os.ftruncate(job.log_fd, job.size)
-        os.lseek(job.log_fd, job.size, os.SEEK_SET)
-        self._truncate(job, reason)
-
-    def _truncate(self, job: _Job, reason: str) -> None:
-        if not job.truncated:
-            job.truncated = True
-            self._log(f"job {job.id}: output truncated at byte {job.kept}: {reason}")
-            self._send({"ev": "truncated", "id": job.id, "reason": reason})
+    def _truncated(self, job: Slot, reason: str) -> None:
+        self._log(f"job {job.id}: output truncated: {reason}")
+        self._channel.send({"ev": "truncated", "id": job.id, "reason": reason})
 
     def _announce_sizes(self) -> None:
         # Held back until the start reply is out: the server learns of a job from the reply.
@@ -461,7 +317,7 @@ class Launcher:
             if job is not None and not job.launched and not job.launch_failed:
                 pending[job_id] = size
             else:
-                self._send({"ev": "output", "id": job_id, "size": size})
+                self._channel.send({"ev": "output", "id": job_id, "size": size})
         self._sizes_to_announce = pending
 
     # ---- stopping ---------------------------------------------------------------------------
@@ -470,20 +326,20 @@ class Launcher:
         job = self._jobs.get(job_id)
         if job is None or not job.launched:
             # Finished already (or never launched): the server has its record.
-            self._send({"ev": "reply", "req": req, "ok": True, "finished": True})
+            self._channel.send({"ev": "reply", "req": req, "ok": True, "finished": True})
             return
         if req is not None:
             job.stop_reqs.append(req)
         self._request_stop(job, grace, "stopped on request")
 
-    def _request_stop(self, job: _Job, grace: float, reason: str) -> None:
+    def _request_stop(self, job: Slot, grace: float, reason: str) -> None:
         if not job.stop_requested:
             job.stop_requested = True
             job.reason = reason
             self._signal_all(job, signal.SIGTERM)
         self._add_deadline(time.monotonic() + grace, "kill", job.id)
 
-    def _signal_all(self, job: _Job, signo: int) -> None:
+    def _signal_all(self, job: Slot, signo: int) -> None:
         """Signal every process of the job but its init, which dies with its main process."""
         for pid in job.cgroup.pids():
             if pid != job.init_pid:
@@ -492,7 +348,7 @@ class Launcher:
                 except ProcessLookupError:
                     pass
 
-    def _kill(self, job: _Job) -> None:
+    def _kill(self, job: Slot) -> None:
         # SIGKILL to PID 1 of a namespace takes every process in it along.
         if job.init_pid is not None and job.init_status is None:
             try:
@@ -544,18 +400,18 @@ class Launcher:
                 job.init_status = status
                 self._maybe_finish(job)
 
-    def _maybe_finish(self, job: _Job) -> None:
+    def _maybe_finish(self, job: Slot) -> None:
         if job.pipes or job.report_fd is not None:
             return
         if job.init_pid is not None and job.init_status is None:
             return  # its report pipe closed as it died: the reaping is on its way
         self._finish(job)
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: Slot) -> None:
         del self._jobs[job.id]
         self._discard(job)
-        if job.log_fd is not None:
-            os.close(job.log_fd)
+        if job.log is not None:
+            os.close(job.log.fd)
         try:
             stats = job.cgroup.stats()
         except (OSError, WorkerError) as exc:
@@ -570,7 +426,7 @@ class Launcher:
                 shutil.rmtree(job.dir, ignore_errors=True)
             if job.assigned and not job.launch_failed:
                 # It died before exec without saying why (killed while warming).
-                self._send(
+                self._channel.send(
                     {
                         "ev": "reply",
                         "req": job.start_req,
@@ -602,72 +458,24 @@ class Launcher:
             "cpu_seconds": stats.cpu_seconds,
             "peak_memory_bytes": stats.peak_memory_bytes,
             "output_size": job.size,
-            "output_truncated": job.truncated,
+            "output_truncated": job.log is not None and job.log.truncated,
             "reason": reason,
         }
         try:
-            _write_json(job.dir / "result.json", result)
+            write_json(job.dir / "result.json", result)
         except OSError as exc:  # a full disk: the connected server still gets the result
             self._log(f"job {job.id}: could not record its result: {exc}")
         self._announce_sizes()
-        self._send({"ev": "exit", "id": job.id, "result": result})
+        self._channel.send({"ev": "exit", "id": job.id, "result": result})
         for req in job.stop_reqs:
-            self._send({"ev": "reply", "req": req, "ok": True})
+            self._channel.send({"ev": "reply", "req": req, "ok": True})
 
-    def _close_fd(self, job: _Job, fd: int) -> None:
+    def _close_fd(self, job: Slot, fd: int) -> None:
         self._sel.unregister(fd)
         os.close(fd)
 
     def _log(self, message: str) -> None:
         print(f"jobmgr-launcher: {message}", file=sys.stderr, flush=True)
-
-    # ---- recovery ---------------------------------------------------------------------------
-
-    def recover(self) -> None:
-        """Mark jobs whose previous launcher died as LOST and clear what is left of them."""
-        self._jobs_dir.mkdir(mode=0o700, exist_ok=True)
-        for job_dir in self._jobs_dir.iterdir():
-            if (job_dir / "result.json").exists():
-                continue
-            if not (job_dir / "job.json").exists():
-                shutil.rmtree(job_dir, ignore_errors=True)
-                continue
-            size = _valid_log_size(job_dir / "output.log")
-            result = {
-                "state": JobState.LOST.value,
-                "exit_code": None,
-                "signal": None,
-                "oom_killed": False,
-                "ended_at": time.time(),
-                "cpu_seconds": 0.0,
-                "peak_memory_bytes": 0,
-                "output_size": size,
-                "output_truncated": False,
-                "reason": "its supervisor (the launcher) died; what was left of it was killed",
-            }
-            _write_json(job_dir / "result.json", result)
-        for name in self._driver.existing():
-            self._driver.open(name).destroy()
-
-
-def _encode_order(req: Message) -> bytes:
-    """The order the init reads (see _pid1.c): NUL-terminated uid gid cwd argc argv envc env.
-
-    Strings carrying surrogate escapes become the exact bytes they stand for.
-    """
-    argv: list[str] = req["argv"]
-    env = [f"{key}={value}" for key, value in req["env"].items()]
-    uid, gid = req.get("uid"), req.get("gid")
-    fields = [
-        "" if uid is None else str(uid),
-        "" if gid is None else str(gid),
-        req.get("cwd") or "/",
-        str(len(argv)),
-        *argv,
-        str(len(env)),
-        *env,
-    ]
-    return b"".join(os.fsencode(item) + b"\0" for item in fields)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -676,49 +484,9 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _pending_bytes(fd: int) -> int:
-    buf = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, buf, True)
-    return buf[0]
-
-
-def _read(fd: int, size: int = 65536) -> bytes | None:
-    """What the pipe holds, b"" at EOF, None if nothing is there yet."""
-    try:
-        return os.read(fd, size)
-    except BlockingIOError:
-        return None
-    except OSError as exc:
-        if exc.errno == errno.EINTR:
-            return None
-        raise
-
-
 def _drain(fd: int) -> None:
-    while _read(fd):
+    while read_some(fd):
         pass
-
-
-def _write_json(path: Path, value: Any) -> None:
-    """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f)
-    os.replace(tmp, path)
-
-
-def _valid_log_size(path: Path) -> int:
-    """Cut a log back to its whole frames (a crash may leave half of one); its new size."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return 0
-    try:
-        size = valid_size(fd)
-        os.ftruncate(fd, size)
-        return size
-    finally:
-        os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -736,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     libc_prctl(PR_SET_CHILD_SUBREAPER, 1)
     launcher = Launcher(state, detect_driver(args.cgroup_parent), args.warm_slots)
-    launcher.recover()
+    mark_lost(state / "jobs", launcher.driver)
     path = state / SOCKET_NAME
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -1,0 +1,91 @@
+"""The launcher's end of its connection to the server: one server at a time, never blocking.
+
+Messages to a server that is slow to read queue here, so no job waits on it; when the server
+goes away the queue is dropped (everything that matters is on disk) and the next one may
+connect.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+from collections.abc import Callable
+
+from ._protocol import Decoder, Message, encode
+
+
+class ServerChannel:
+    """Accepts the server on ``listener`` and hands each request to ``on_request``."""
+
+    def __init__(
+        self,
+        sel: selectors.BaseSelector,
+        listener: socket.socket,
+        on_request: Callable[[Message], None],
+    ) -> None:
+        self._sel = sel
+        self._on_request = on_request
+        self._conn: socket.socket | None = None
+        self._decoder = Decoder()
+        self._outbox = bytearray()
+        sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
+
+    def send(self, message: Message) -> None:
+        """Queue ``message`` for the server, if one is connected."""
+        if self._conn is not None:
+            self._outbox += encode(message)
+
+    def flush(self, blocking: bool = False) -> None:
+        """Send what is queued, as far as the socket takes it now (or all, if ``blocking``)."""
+        if self._conn is None:
+            return
+        if blocking:
+            self._conn.setblocking(True)
+        try:
+            while self._outbox:
+                sent = self._conn.send(self._outbox)
+                del self._outbox[:sent]
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            self._drop()
+            return
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
+        self._sel.modify(self._conn, events, self._on_ready)
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        if self._conn is not None:
+            conn.sendall(encode({"ev": "busy"}))  # one server per state dir at a time
+            conn.close()
+            return
+        conn.setblocking(False)
+        self._conn = conn
+        self._decoder = Decoder()
+        self._outbox.clear()
+        self._sel.register(conn, selectors.EVENT_READ, self._on_ready)
+
+    def _on_ready(self, mask: int) -> None:
+        assert self._conn is not None
+        if mask & selectors.EVENT_WRITE:
+            self.flush()
+        if not mask & selectors.EVENT_READ or self._conn is None:
+            return
+        try:
+            data = self._conn.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop()
+            return
+        for message in self._decoder.feed(data):
+            self._on_request(message)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._sel.unregister(self._conn)
+            self._conn.close()
+            self._conn = None
+            self._outbox.clear()

@@ -1,0 +1,67 @@
+"""What the launcher leaves on disk for a server that is not connected: ``job.json`` when a
+job starts and ``result.json`` when it ends, in the job's directory beside its output log.
+The worker folds them into its database when it (re)connects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ._outputlog import valid_size
+from ._status import JobState
+from .cgroups import CgroupDriver
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f)
+    os.replace(tmp, path)
+
+
+def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
+    """Record every job a dead launcher left unfinished as LOST; clear its cgroups.
+
+    Runs as a new launcher starts, so no process of those jobs can still be supervised.
+    """
+    jobs_dir.mkdir(mode=0o700, exist_ok=True)
+    for job_dir in jobs_dir.iterdir():
+        if (job_dir / "result.json").exists():
+            continue
+        if not (job_dir / "job.json").exists():
+            shutil.rmtree(job_dir, ignore_errors=True)
+            continue
+        result = {
+            "state": JobState.LOST.value,
+            "exit_code": None,
+            "signal": None,
+            "oom_killed": False,
+            "ended_at": time.time(),
+            "cpu_seconds": 0.0,
+            "peak_memory_bytes": 0,
+            "output_size": _cut_to_whole_frames(job_dir / "output.log"),
+            "output_truncated": False,
+            "reason": "its supervisor (the launcher) died; what was left of it was killed",
+        }
+        write_json(job_dir / "result.json", result)
+    for name in driver.existing():
+        driver.open(name).destroy()
+
+
+def _cut_to_whole_frames(path: Path) -> int:
+    """Cut a log back to its whole frames (a crash may leave half of one); its new size."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        size = valid_size(fd)
+        os.ftruncate(fd, size)
+        return size
+    finally:
+        os.close(fd)
