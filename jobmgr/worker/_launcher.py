@@ -54,7 +54,6 @@ from .cgroups import CgroupDriver, CgroupStats, detect_driver
 
 PR_SET_CHILD_SUBREAPER = 36
 F_SETPIPE_SZ = 1031
-SPLICE_MIN = 64 * 1024  # below this, read() + writev() costs less than three syscalls
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
 READY = b"ready\n"
