@@ -36,3 +36,8 @@ Feature: A job's output streams over gRPC
     When the user client reads the job's output without following it
     Then it receives stdout "early\n"
     And the admin sees that job RUNNING
+
+  Scenario: Clients that hang up in the middle of a stream leave the server serving
+    Given the admin has started "sh -c 'while :; do echo tick; sleep 0.05; done'"
+    When 20 user clients in turn read the first message of the job's output and hang up
+    Then the user can still read the job's status, and it is RUNNING

@@ -32,6 +32,7 @@ import pytest
 from jobmgr.api import JobServer, ServerTLS, channel_credentials, job_pb2_grpc, tls13_floor_active
 from jobmgr.worker import Worker
 
+from ._leftovers import clear_launcher, launcher_pid, unmount
 from .fixtures_pki import ScenarioPKI
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -185,11 +186,30 @@ class ServerProcess:
             "--cert", str(pair.cert_path), "--key", str(pair.key_path),
         ]  # fmt: skip
 
+    def channel(self, kind: str = "admin") -> grpc.Channel:
+        """A channel to this server presenting client certificate ``kind``; close it after."""
+        pair = self.pki.client(kind)
+        credentials = channel_credentials(
+            ca_pem=self.pki.ca_pem, cert_pem=pair.cert_pem, key_pem=pair.key_pem
+        )
+        target = f"localhost:{self.port}"
+        return grpc.secure_channel(target, credentials, options=CLIENT_OPTIONS)
+
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM, then wait for the exit status."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+    def crash(self) -> None:
+        """kill -9 the server, as a crash would; its launcher and jobs live on."""
+        self.process.kill()
+        self.process.wait(10)
+
+    @property
+    def launcher_pid(self) -> int | None:
+        """The pid of the state dir's launcher, if one is running."""
+        return launcher_pid(self.state_dir)
 
     @property
     def stderr(self) -> str:
@@ -215,19 +235,40 @@ StartServerProcess = Callable[..., ServerProcess]
 def start_server_process(
     tmp_path: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str
 ) -> Iterator[StartServerProcess]:
-    """Starts ``jobmgr-server --port 0`` (at most once per scenario); stops it by SIGTERM
-    after the scenario and checks it exited 0 leaving no cgroup behind."""
+    """Starts ``jobmgr-server --port 0``, one at a time, all on the scenario's state dir (so a
+    scenario may crash one and start the next on the same jobs). After the scenario: SIGTERM,
+    each must exit 0; then no launcher may be left running, no cgroup left, and the state
+    dir's tmpfs (if the scenario asked for one) is unmounted."""
     started: list[ServerProcess] = []
+    state_dir = tmp_path / "server-state"
+    mounts: list[Path] = []
 
-    def start(files: ServerFiles | None = None, *extra_args: str) -> ServerProcess:
-        assert not started, "one jobmgr-server per scenario"
+    def start(
+        files: ServerFiles | None = None,
+        *extra_args: str,
+        config: str | None = None,
+        state_tmpfs_bytes: int | None = None,
+    ) -> ServerProcess:
+        assert all(s.process.poll() is not None for s in started), "one jobmgr-server at a time"
         files = files or ServerFiles(
             scenario_pki.ca_path, scenario_pki.server.cert_path, scenario_pki.server.key_path
         )
-        state_dir = tmp_path / "server-state"
-        stderr_path = tmp_path / "server.stderr"
+        if state_tmpfs_bytes is not None and not mounts:
+            state_dir.mkdir(mode=0o700)
+            options = f"size={state_tmpfs_bytes},mode=0700"
+            mount = ["mount", "-t", "tmpfs", "-o", options, "jobmgr-test", str(state_dir)]
+            subprocess.run(mount, check=True, capture_output=True)
+            mounts.append(state_dir)
+        config_args: list[str] = []
+        if config is not None:
+            config_path = tmp_path / f"jobmgr-{len(started)}.toml"
+            config_path.write_text(config)
+            config_args = ["--config", str(config_path)]
+        stderr_path = tmp_path / (
+            "server.stderr" if not started else f"server-{len(started)}.stderr"
+        )
         argv = [
-            *program("jobmgr-server"), "--host", "localhost", "--port", "0",
+            *program("jobmgr-server"), *config_args, "--host", "localhost", "--port", "0",
             "--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key),
             "--state-dir", str(state_dir), "--cgroup-parent", server_cgroup_parent,
             "--grace", "2", *extra_args,
@@ -244,9 +285,19 @@ def start_server_process(
         return running
 
     yield start
-    for running in started:
-        returncode = _stop(running.process)
-        assert returncode == 0, f"jobmgr-server exited {returncode}: {running.stderr}"
+    failures = []
+    try:
+        for running in started:
+            still_running = running.process.poll() is None
+            returncode = _stop(running.process)
+            if still_running and returncode != 0:
+                failures.append(f"jobmgr-server exited {returncode}: {running.stderr}")
+    finally:
+        if clear_launcher(state_dir, server_cgroup_parent):
+            failures.append("a launcher outlived jobmgr-server")
+        for mount in mounts:
+            unmount(mount)
+    assert not failures, failures
     assert cgroup_dirs(server_cgroup_parent) == [], "job cgroups outlived jobmgr-server"
 
 
@@ -294,13 +345,18 @@ def _readline_within(process: subprocess.Popen[bytes], timeout: float) -> bytes:
 
 
 def run_program(
-    name: str, *args: str, timeout: float = 60.0, cwd: Path | None = None
+    name: str,
+    *args: str,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run one of our programs to completion, capturing its stdout and stderr as bytes."""
+    """Run one of our programs to completion, capturing its stdout and stderr as bytes;
+    ``env`` adds variables to its environment."""
     return subprocess.run(
         [*program(name), *args],
         capture_output=True,
-        env=program_env(),
+        env={**program_env(), **(env or {})},
         timeout=timeout,
         cwd=cwd,
         check=False,

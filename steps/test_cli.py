@@ -15,12 +15,14 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr import pki
 
+from ._cli_steps import *  # noqa: F403  # the shared steps
+from ._cli_steps import cli_server as _server
+from ._cli_steps import ran as _ran
 from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import KIND, ApiScenario, unescape
+from ._grpc_steps import ApiScenario
 from .fixtures_pki import ScenarioPKI
 from .fixtures_server import (
     ServerFiles,
-    ServerProcess,
     StartServerProcess,
     cgroup_dirs,
     program,
@@ -30,30 +32,7 @@ from .fixtures_server import (
 
 scenarios("cli.feature")
 
-UUID_LENGTH = 36
-
-
-def _server(api: ApiScenario) -> ServerProcess:
-    server: ServerProcess = api.notes["server_process"]
-    return server
-
-
-def _with_job(api: ApiScenario, text: str) -> str:
-    return text.replace("JOB", api.job) if api.job else text
-
-
-def _ran(api: ApiScenario) -> subprocess.CompletedProcess[bytes]:
-    ran: subprocess.CompletedProcess[bytes] = api.notes["ran"]
-    return ran
-
-
 # ---- when -------------------------------------------------------------------------------------
-
-
-@when(parsers.re(f"the {KIND} runs jobmgr-client (?P<arguments>.+)"))
-def _client_runs(api: ApiScenario, kind: str, arguments: str) -> None:
-    args = shlex.split(_with_job(api, arguments))
-    api.notes["ran"] = run_program("jobmgr-client", *_server(api).client_args(kind), *args)
 
 
 @when("the admin points jobmgr-client at a port where nothing listens")
@@ -119,62 +98,6 @@ def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
 
 
 # ---- then -------------------------------------------------------------------------------------
-
-
-@then(parsers.parse("it exits {code:d}"))
-def _exits(api: ApiScenario, code: int) -> None:
-    ran = _ran(api)
-    assert ran.returncode == code, (ran.returncode, ran.stdout, ran.stderr)
-    assert b"Traceback" not in ran.stderr, ran.stderr.decode()
-
-
-@then("it exits 0 and prints the new job's id")
-def _prints_id(api: ApiScenario) -> None:
-    _exits(api, 0)
-    text = _ran(api).stdout.decode().strip()
-    assert len(text) == UUID_LENGTH and text.count("-") == 4, text
-    api.job = text
-
-
-@then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))
-def _streams(api: ApiScenario, stdout: str, stderr: str) -> None:
-    ran = _ran(api)
-    assert (ran.stdout, ran.stderr) == (unescape(stdout).encode(), unescape(stderr).encode())
-
-
-@then(parsers.parse("its stdout is the bytes {hexdump}"))
-def _stdout_bytes(api: ApiScenario, hexdump: str) -> None:
-    assert _ran(api).stdout == bytes.fromhex(hexdump)
-
-
-@then(parsers.parse('its stdout contains "{text}"'))
-def _stdout_contains(api: ApiScenario, text: str) -> None:
-    assert text in _ran(api).stdout.decode(), _ran(api).stdout
-
-
-@then(parsers.parse('its stdout has a line with "{first}", "{second}" and "{third}"'))
-def _line_with(api: ApiScenario, first: str, second: str, third: str) -> None:
-    wanted = [_with_job(api, word) for word in (first, second, third)]
-    lines = _ran(api).stdout.decode().splitlines()
-    assert any(all(word in line for word in wanted) for line in lines), lines
-
-
-@then(parsers.parse('its stdout mentions "{first}", "{second}" and "{third}"'))
-def _mentions(api: ApiScenario, first: str, second: str, third: str) -> None:
-    text = _ran(api).stdout.decode()
-    assert all(word in text for word in (first, second, third)), text
-
-
-@then(parsers.parse('its stderr is one line: "{text}"'))
-def _stderr_exactly(api: ApiScenario, text: str) -> None:
-    assert _ran(api).stderr.decode() == text + "\n", _ran(api).stderr
-
-
-@then(parsers.parse('its stderr is one line containing "{text}"'))
-def _stderr_contains(api: ApiScenario, text: str) -> None:
-    stderr = _ran(api).stderr.decode()
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
-    assert text in stderr, stderr
 
 
 @then(parsers.parse('the JSON says state "{state}", exit_code {code:d} and owner "{owner}"'))

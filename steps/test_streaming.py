@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from jobmgr.api import job_pb2
+from jobmgr.api import job_pb2, job_pb2_grpc
 
 from ._grpc_steps import *  # noqa: F403  # the shared steps
 from ._grpc_steps import ApiScenario, call, collect, eventually, start_job, unescape
@@ -131,3 +131,24 @@ def _same_bytes(api: ApiScenario, count: int, size: int) -> None:
 def _message_size(api: ApiScenario) -> None:
     sizes = [len(m.output) for messages in api.notes["readers"] for m in messages]
     assert max(sizes) <= MiB, max(sizes)
+
+
+@when(
+    parsers.parse(
+        "{count:d} user clients in turn read the first message of the job's output and hang up"
+    )
+)
+def _hang_ups(job_server: RunningServer, api: ApiScenario, count: int) -> None:
+    for _ in range(count):
+        with job_server.channel("user") as channel:
+            stream = job_pb2_grpc.JobManagerStub(channel).Output(
+                job_pb2.OutputRequest(uuid=api.job), timeout=10
+            )
+            first = next(stream)
+            assert first.output, first
+            stream.cancel()
+
+
+@then("the user can still read the job's status, and it is RUNNING")
+def _still_running(job_server: RunningServer, api: ApiScenario) -> None:
+    assert _status(job_server, api.job).status == "RUNNING"

@@ -24,16 +24,21 @@ from ._tls import TLSFloorError, channel_credentials, set_tls13_floor, tls13_flo
 set_tls13_floor(only_if_possible=True)
 
 if TYPE_CHECKING:
-    from ._auth import ROLE_POLICY, Caller
+    from ._auth import CALL_NAMES, DEFAULT_ROLES, ROLE_POLICY, Caller, role_policy
     from ._guard import AccessGuard
     from ._proto import job_pb2, job_pb2_grpc
     from ._server import BindError, JobServer, ServerTLS
+    from ._service import JobVisibility
 
 _LAZY = {
     "AccessGuard": "._guard",
     "job_pb2": "._proto",
     "job_pb2_grpc": "._proto",
+    "CALL_NAMES": "._auth",
+    "DEFAULT_ROLES": "._auth",
     "ROLE_POLICY": "._auth",
+    "role_policy": "._auth",
+    "JobVisibility": "._service",
     "Caller": "._auth",
     "BindError": "._server",
     "JobServer": "._server",
@@ -41,16 +46,20 @@ _LAZY = {
 }
 
 __all__ = [
+    "CALL_NAMES",
+    "DEFAULT_ROLES",
     "ROLE_POLICY",
     "AccessGuard",
     "BindError",
     "Caller",
     "JobServer",
+    "JobVisibility",
     "ServerTLS",
     "TLSFloorError",
     "channel_credentials",
     "job_pb2",
     "job_pb2_grpc",
+    "role_policy",
     "set_tls13_floor",
     "tls13_floor_active",
 ]

@@ -15,17 +15,53 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 SERVICE = "job.JobManager"
+HEALTH_SERVICE = "grpc.health.v1.Health"
+REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 
 
-def _methods(*names: str) -> frozenset[str]:
-    return frozenset(f"/{SERVICE}/{name}" for name in names)
+def _methods(*names: str, service: str = SERVICE) -> frozenset[str]:
+    return frozenset(f"/{service}/{name}" for name in names)
+
+
+# The words a role policy is written in: each JobManager call by its short name, and the two
+# standard services (health checking, reflection) as a whole.
+CALL_NAMES: Mapping[str, frozenset[str]] = {
+    **{name: _methods(name) for name in ("Start", "Stop", "Status", "Output", "List")},
+    "Health": _methods("Check", "Watch", service=HEALTH_SERVICE),
+    "Reflection": _methods("ServerReflectionInfo", service=REFLECTION_SERVICE),
+}
+
+# Role -> what it may call, in CALL_NAMES words. Both roles may probe health and use
+# reflection: they reveal no job, and both roles are authenticated clients of this server.
+DEFAULT_ROLES: Mapping[str, tuple[str, ...]] = {
+    "admin": ("Start", "Stop", "Status", "Output", "List", "Health", "Reflection"),
+    "user": ("Status", "Output", "List", "Health", "Reflection"),
+}
+
+
+def role_policy(roles: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+    """A policy of full method names from one in CALL_NAMES words (or full method names,
+    ``/package.Service/Method``); ValueError names a word that is neither."""
+    policy: dict[str, frozenset[str]] = {}
+    for role, names in roles.items():
+        methods: set[str] = set()
+        for name in names:
+            if name in CALL_NAMES:
+                methods |= CALL_NAMES[name]
+            elif name.startswith("/") and name.count("/") == 2:
+                methods.add(name)
+            else:
+                known = ", ".join(CALL_NAMES)
+                raise ValueError(
+                    f"role {role!r}: unknown call {name!r} (use one of {known}, "
+                    "or a full method name such as /job.JobManager/Start)"
+                )
+        policy[role] = frozenset(methods)
+    return policy
 
 
 # Role -> the full gRPC method names it may call. Anything not listed is refused.
-ROLE_POLICY: Mapping[str, frozenset[str]] = {
-    "admin": _methods("Start", "Stop", "Status", "Output", "List"),
-    "user": _methods("Status", "Output", "List"),
-}
+ROLE_POLICY: Mapping[str, frozenset[str]] = role_policy(DEFAULT_ROLES)
 
 
 class AccessDenied(Exception):
@@ -88,7 +124,10 @@ def authorize(
             f"(known roles: {known})"
         )
     if method not in allowed:
-        may = ", ".join(sorted(m.rsplit("/", 1)[-1] for m in allowed)) or "nothing"
+        # Named within the service called: that is the list the caller can act on.
+        service = method.rsplit("/", 1)[0] + "/"
+        same = (m.rsplit("/", 1)[-1] for m in allowed if m.startswith(service))
+        may = ", ".join(sorted(same)) or "nothing"
         raise AccessDenied(f"role {caller.role!r} may not call {method} (it may call: {may})")
 
 

@@ -5,6 +5,8 @@ Every translation lives here, once; the servicer only strings them together.
 
 from __future__ import annotations
 
+import math
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import fields
@@ -27,6 +29,7 @@ from jobmgr.worker import (
     WorkerError,
     WorkerUnavailable,
 )
+from jobmgr.worker._spec import DEFAULT_ENV  # see job_spec: env adds to the clean default
 
 from ._proto import job_pb2 as pb
 
@@ -35,6 +38,8 @@ from ._proto import job_pb2 as pb
 OUTPUT_MESSAGE_BYTES = 1024 * 1024
 # Receive limit for requests (an argv is small) and both limits for clients reading output.
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# A command in a List reply is cut to this many bytes: 4 MiB then holds thousands of jobs.
+LIST_ARGV_BYTES = 1024
 
 # Worker error -> gRPC status code. Subclasses take their closest listed ancestor's code.
 STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
@@ -76,25 +81,51 @@ def job_id(text: str) -> str:
         return str(uuid.UUID(text))
     except ValueError:
         raise InvalidSpec(
-            f"{text!r} is not a job id; job ids are UUIDs such as "
+            f"{shown(text)} is not a job id; job ids are UUIDs such as "
             "'3f2b8c9e-6d1a-4f4e-9a57-0c1d2e3f4a5b'"
         ) from None
 
 
 def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
     """The job a StartRequest asks for, owned by ``owner``; InvalidSpec if malformed."""
-    if not request.cmd:
-        raise InvalidSpec("the command is empty: set cmd to the program to run")
+    if request.argv:
+        # Raw bytes; surrogateescape carries the ones that are not UTF-8 through to the job.
+        argv = [os.fsdecode(arg) for arg in request.argv]
+    elif request.cmd:
+        argv = [request.cmd, *request.args]
+    else:
+        raise InvalidSpec("the command is empty: set cmd (or argv) to the program to run")
+    timeout = None
+    if request.HasField("timeout"):
+        timeout = request.timeout.ToTimedelta().total_seconds()
+        if timeout <= 0:
+            raise InvalidSpec(f"the timeout must be > 0 seconds, got {timeout:g}")
     return JobSpec(
-        argv=[request.cmd, *request.args],
+        argv=argv,
         limits=limits_from_proto(request.limits),
         owner=owner,
+        # The proto's env adds to the clean default, so `--env K=V` keeps a usable PATH.
+        env={**DEFAULT_ENV, **request.env} if request.env else None,
+        cwd=request.cwd or None,
+        timeout=timeout,
+        run_as=request.run_as or None,
     )
+
+
+def output_tail(request: pb.OutputRequest) -> int | None:
+    """How many last lines an OutputRequest asks for; None for all of the output."""
+    if not request.HasField("tail"):
+        return None
+    if request.tail < 0:
+        raise InvalidSpec(f"tail must be >= 0 lines, got {request.tail}")
+    return request.tail
 
 
 def limits_from_proto(message: pb.Limits) -> Limits:
     """Limits with the unset fields left to the server's defaults."""
     given = {name: getattr(message, name) for name in _LIMIT_FIELDS if message.HasField(name)}
+    if "cpu" in given and not math.isfinite(given["cpu"]):  # a double may be NaN or infinite
+        raise InvalidSpec(f"limit cpu must be a finite number of CPUs, got {given['cpu']}")
     return Limits(**given)
 
 
@@ -122,19 +153,35 @@ def grace_to_proto(seconds: float) -> Duration:
 
 
 def state_from_proto(state: pb.JobState.ValueType) -> JobState | None:
-    """A wire state as a worker state; None for unspecified."""
-    return _STATES_FROM_PROTO.get(state)
+    """A wire state as a worker state; None for unspecified; InvalidSpec for a number that
+    names no state (proto3 lets any number through)."""
+    if state == pb.JOB_STATE_UNSPECIFIED:
+        return None
+    if state not in _STATES_FROM_PROTO:
+        known = ", ".join(s.name for s in JobState)
+        raise InvalidSpec(f"state {state} is not a job state (known: {known})")
+    return _STATES_FROM_PROTO[state]
 
 
-def status_to_proto(status: JobStatus) -> pb.StatusResponse:
-    """A job's status on the wire, reference fields included."""
+def status_to_proto(status: JobStatus, *, argv_limit: int | None = None) -> pb.StatusResponse:
+    """A job's status on the wire, reference fields included. With ``argv_limit``, a command
+    longer than that many bytes is cut short and marked abbreviated (List replies carry many
+    jobs in one message of at most MAX_MESSAGE_BYTES)."""
+    argv = [arg_bytes(arg) for arg in status.argv]
+    abbreviated = argv_limit is not None and sum(len(arg) for arg in argv) > argv_limit
+    if abbreviated:
+        argv = _cut(argv, argv_limit or 0)
+    texts = [arg.decode(errors="replace") for arg in argv]
     message = pb.StatusResponse(
         status=status.state.value,
         terminated=status.terminated,
         exit_code=status.exit_code if status.exit_code is not None else -1,
         uuid=status.id,
         state=STATES[status.state],
-        argv=status.argv,
+        argv=texts,
+        # Only when they differ: a command of 2 MiB would otherwise travel twice.
+        argv_bytes=argv if any("\ufffd" in text for text in texts) else [],
+        argv_abbreviated=abbreviated,
         owner=status.owner,
         limits=limits_to_proto(status.limits),
         started_at=_timestamp(status.started_at),
@@ -143,6 +190,7 @@ def status_to_proto(status: JobStatus) -> pb.StatusResponse:
         cpu_seconds=status.cpu_seconds,
         peak_memory_bytes=status.peak_memory_bytes,
         reason=status.reason,
+        output_truncated=status.output_truncated,
     )
     if status.ended_at is not None:
         message.ended_at.CopyFrom(_timestamp(status.ended_at))
@@ -158,6 +206,48 @@ def output_to_proto(chunk: OutputChunk) -> Iterator[pb.OutputResponse]:
             output=data[start : start + OUTPUT_MESSAGE_BYTES],
             stream=stream,  # type: ignore[arg-type]  # Stream's values are the wire's
         )
+
+
+TRUNCATION_NOTICE = pb.OutputResponse(truncated=True)
+
+
+MAX_DETAILS_BYTES = 1000  # of an error message (UTF-8): under 1 KiB
+
+
+def bounded(message: str) -> str:
+    """An error message cut to MAX_DETAILS_BYTES: input echoed in it may be huge, and gRPC's
+    metadata limits (8 KiB by default) would turn a long one into another error."""
+    data = message.encode(errors="replace")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    kept = data[: MAX_DETAILS_BYTES - 40].decode(errors="ignore")
+    return f"{kept}... ({len(message)} characters in all)"
+
+
+def shown(text: str, limit: int = 80) -> str:
+    """A piece of a request, quoted for an error message, cut to ``limit`` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def arg_bytes(arg: str) -> bytes:
+    """An argv item as the bytes the job received (see job_spec's os.fsdecode)."""
+    try:
+        return os.fsencode(arg)
+    except UnicodeEncodeError:  # a lone surrogate not made by surrogateescape
+        return arg.encode(errors="replace")
+
+
+def _cut(argv: list[bytes], limit: int) -> list[bytes]:
+    """The first ``limit`` bytes of argv, in whole arguments but the last one."""
+    kept: list[bytes] = []
+    for arg in argv:
+        if limit <= 0:
+            break
+        kept.append(arg[:limit])
+        limit -= len(arg)
+    return kept
 
 
 def _timestamp(epoch_seconds: float) -> Timestamp:

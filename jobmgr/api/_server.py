@@ -1,4 +1,5 @@
-"""Assembly: a ``grpc.aio`` server with mTLS, the access guard and the JobManager service."""
+"""Assembly: a ``grpc.aio`` server with mTLS, the call log, the access guard, the JobManager
+service, standard health checking and server reflection."""
 
 from __future__ import annotations
 
@@ -7,14 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
 
 from jobmgr.worker import Worker
 
-from ._auth import ROLE_POLICY
+from ._auth import HEALTH_SERVICE, ROLE_POLICY, SERVICE
+from ._calllog import CallLog
 from ._guard import AccessGuard
 from ._mapping import MAX_MESSAGE_BYTES
 from ._proto import job_pb2_grpc as pb_grpc
-from ._service import JobManagerService
+from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
 from ._tls import check_server_material, server_credentials
 
 SERVER_OPTIONS = (
@@ -54,8 +59,9 @@ class JobServer:
     """Serves ``worker`` over gRPC with mutual TLS 1.3 on ``host:port``.
 
     Create and use it inside a running event loop. ``port`` 0 picks a free port; ``start``
-    returns the one bound. ``policy`` maps each role to the methods it may call. Closing the
-    worker is the caller's business.
+    returns the one bound. ``policy`` maps each role to the methods it may call (health
+    checking and reflection included: every call is guarded); ``visibility`` says which roles
+    see only their own jobs. Closing the worker is the caller's business.
     """
 
     def __init__(
@@ -66,10 +72,13 @@ class JobServer:
         host: str = "localhost",
         port: int = 31234,
         policy: Mapping[str, frozenset[str]] = ROLE_POLICY,
+        visibility: JobVisibility = ALL_JOBS_VISIBLE,
     ) -> None:
         self._worker = worker
         self._tls = tls
         self._policy = policy
+        self._visibility = visibility
+        self._health: HealthServicer | None = None
         self.host = host
         self.port = port
         self._server: grpc.aio.Server | None = None
@@ -85,8 +94,16 @@ class JobServer:
         credentials = server_credentials(
             ca_pem=self._tls.ca_pem, cert_pem=self._tls.cert_pem, key_pem=self._tls.key_pem
         )
-        server = grpc.aio.server(interceptors=[AccessGuard(self._policy)], options=SERVER_OPTIONS)
-        pb_grpc.add_JobManagerServicer_to_server(JobManagerService(self._worker), server)
+        # The call log first, so it wraps the guard and also records the calls refused.
+        interceptors = [CallLog(), AccessGuard(self._policy)]
+        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        service = JobManagerService(self._worker, self._visibility)
+        pb_grpc.add_JobManagerServicer_to_server(service, server)
+        health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        reflection.enable_server_reflection(
+            (SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
         try:
             port: int = server.add_secure_port(self.address, credentials)
         except RuntimeError:
@@ -95,11 +112,20 @@ class JobServer:
             raise BindError(f"cannot listen on {self.address}")
         self.port = port
         await server.start()
-        self._server = server
+        await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self._server, self._health = server, health
         return port
+
+    async def not_serving(self) -> None:
+        """Tell health checkers this server is going away (NOT_SERVING), before it stops."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float | None = 1.0) -> None:
         """Refuse new RPCs, give running ones ``grace`` seconds, then cancel them."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()  # watchers learn NOT_SERVING
+            self._health = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

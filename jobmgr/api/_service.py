@@ -1,22 +1,43 @@
 """The JobManager servicer: each RPC is one worker call between two translations.
 
-Access has been checked before any method here runs (see _guard); worker errors become status
-codes in one place, ``_WorkerErrorsAsStatus``.
+Access to the method has been checked before any method here runs (see _guard); which jobs a
+caller may see is decided here, by ``JobVisibility``. Worker errors become status codes in one
+place, ``_WorkerErrorsAsStatus``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
 
 import grpc
 
-from jobmgr.worker import Worker, WorkerError
+from jobmgr.worker import JobNotFound, JobStatus, Worker, WorkerError
 
 from . import _mapping as mapping
-from ._auth import identify
+from ._auth import Caller, identify
 from ._proto import job_pb2 as pb
 from ._proto import job_pb2_grpc as pb_grpc
+
+
+@dataclass(frozen=True)
+class JobVisibility:
+    """Which jobs a caller may see: all of them, unless its role is in ``own_jobs_only``, in
+    which case only those it started (owner == its CN). Another's job is NOT_FOUND to it,
+    exactly like a job that does not exist, so its id reveals nothing."""
+
+    own_jobs_only: frozenset[str] = frozenset()
+
+    @classmethod
+    def restricting(cls, roles: Collection[str]) -> JobVisibility:
+        return cls(frozenset(roles))
+
+    def sees(self, caller: Caller, status: JobStatus) -> bool:
+        return caller.role not in self.own_jobs_only or status.owner == caller.name
+
+
+ALL_JOBS_VISIBLE = JobVisibility()
 
 
 class _WorkerErrorsAsStatus:
@@ -32,20 +53,21 @@ class _WorkerErrorsAsStatus:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if isinstance(exc, WorkerError):
-            await self._context.abort(mapping.status_code(exc), str(exc))
+            await self._context.abort(mapping.status_code(exc), mapping.bounded(str(exc)))
 
 
 class JobManagerService(pb_grpc.JobManagerServicer):
     """Serves the job.JobManager API from a worker."""
 
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, visibility: JobVisibility = ALL_JOBS_VISIBLE) -> None:
         self._worker = worker
+        self._visibility = visibility
 
     async def Start(
         self, request: pb.StartRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartResponse:
         async with _WorkerErrorsAsStatus(context):
-            owner = identify(context.auth_context()).name
+            owner = _caller(context).name
             spec = mapping.job_spec(request, owner=owner)
             return pb.StartResponse(uuid=await self._worker.astart(spec))
 
@@ -53,7 +75,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         self, request: pb.StopRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopResponse:
         async with _WorkerErrorsAsStatus(context):
-            job_id = mapping.job_id(request.uuid)
+            job_id = await self._visible_job(request.uuid, context)
             status = await self._worker.astop(job_id, grace=mapping.grace(request))
             return pb.StopResponse(job=mapping.status_to_proto(status))
 
@@ -61,31 +83,55 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusResponse:
         async with _WorkerErrorsAsStatus(context):
-            status = await self._worker.astatus(mapping.job_id(request.uuid))
-            return mapping.status_to_proto(status)
+            job_id = await self._visible_job(request.uuid, context)
+            return mapping.status_to_proto(await self._worker.astatus(job_id))
 
     async def Output(
         self, request: pb.OutputRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.OutputResponse]:
         async with _WorkerErrorsAsStatus(context):
+            job_id = await self._visible_job(request.uuid, context)
             chunks = self._worker.aoutput(
-                mapping.job_id(request.uuid), follow=not request.no_follow
+                job_id, follow=not request.no_follow, tail=mapping.output_tail(request)
             )
             async for chunk in chunks:
                 for message in mapping.output_to_proto(chunk):
                     yield message
+            if await self._truncated(job_id):
+                yield mapping.TRUNCATION_NOTICE
 
     async def List(
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListResponse:
         async with _WorkerErrorsAsStatus(context):
+            caller = _caller(context)
             wanted = mapping.state_from_proto(request.state)
             # list() is a blocking call (it takes the worker's lock): keep it off the loop.
             statuses = await asyncio.to_thread(self._worker.list)
             return pb.ListResponse(
                 jobs=[
-                    mapping.status_to_proto(s)
+                    mapping.status_to_proto(s, argv_limit=mapping.LIST_ARGV_BYTES)
                     for s in statuses
-                    if wanted is None or s.state is wanted
+                    if (wanted is None or s.state is wanted)
+                    and (not request.owner or s.owner == request.owner)
+                    and self._visibility.sees(caller, s)
                 ]
             )
+
+    async def _visible_job(self, text: str, context: grpc.aio.ServicerContext) -> str:
+        """The job id a request names, if the caller may see that job; else JobNotFound."""
+        job_id = mapping.job_id(text)
+        status = await self._worker.astatus(job_id)
+        if not self._visibility.sees(_caller(context), status):
+            raise JobNotFound(job_id)  # word for word what an unknown id gets
+        return job_id
+
+    async def _truncated(self, job_id: str) -> bool:
+        try:
+            return (await self._worker.astatus(job_id)).output_truncated
+        except JobNotFound:  # pruned while its output was being sent
+            return False
+
+
+def _caller(context: grpc.aio.ServicerContext) -> Caller:
+    return identify(context.auth_context())

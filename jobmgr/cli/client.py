@@ -1,21 +1,17 @@
-"""jobmgr-client: start, stop, inspect and read jobs on a jobmgr server.
+"""jobmgr-client: start, follow, stop, inspect, list and read jobs on a jobmgr server.
 
-Errors are one line on stderr, ``error: ...``, and exit status 1 (2 for bad usage).
+Errors are one line on stderr, ``error: ...``, and exit status 1 (2 for bad usage). ``run``
+(``start --follow``) exits with the job's own exit status instead (see _follow).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 # Before grpc is imported, or its C core prints log lines of its own on stderr, around our
 # one-line errors. GRPC_VERBOSITY=DEBUG in the environment still turns them on.
@@ -26,22 +22,37 @@ import grpc
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 from jobmgr.cli import HelpFormatter
 
+from . import _render
+from ._follow import follow, write_output
+from ._jobflags import add_grace_flag, add_job_flags, duration, start_request
+
 DEFAULT_PORT = 31234
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the server sends output in messages of up to 1 MiB
+STATES = ("running", "exited", "stopped", "failed", "lost")
 
 Command = Callable[[job_pb2_grpc.JobManagerStub, argparse.Namespace], int]
 
+EPILOG = """\
+examples:
+  jobmgr-client run -- sh -c 'make test'         # stream its output, exit with its status
+  jobmgr-client start --memory 256M --cpu 0.5 --timeout 10m -- ./build.sh
+  jobmgr-client output --tail 20 JOB             # its last 20 lines, then follow it
+  jobmgr-client list --state running
+  jobmgr-client --cert certs/client_user.pem --key certs/client_user.key list --json
+
+Run `jobmgr-client COMMAND --help` for a command's own options and examples.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    defaults = HelpFormatter
     parser = argparse.ArgumentParser(
         prog="jobmgr-client",
-        formatter_class=defaults,
+        formatter_class=HelpFormatter,
         description=(
             "Talk to a jobmgr server over mutual TLS 1.3. The client certificate's Subject O "
             "is your role: admin may start and stop jobs, user may only read them."
         ),
-        epilog="Run `jobmgr-client COMMAND --help` for a command's own options.",
+        epilog=EPILOG,
     )
     parser.add_argument("--host", default="localhost", help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
@@ -52,65 +63,126 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", default="./certs/client_admin.key", help="client private key")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    start = commands.add_parser(
-        "start",
-        formatter_class=defaults,
-        help="start a job and print its id",
-        description=(
-            "Start CMD with ARGS on the server and print the job's id. No shell is involved; "
-            "put `--` before CMD when it or its arguments start with a dash."
-        ),
-        epilog="example: jobmgr-client start -- sh -c 'echo hello; sleep 5'",
-    )
-    start.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
-    start.set_defaults(run=_start)
+    def command(
+        name: str, run: Command, *, help: str, description: str, epilog: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name, formatter_class=HelpFormatter, help=help, description=description, epilog=epilog
+        )
+        sub.set_defaults(run=run)
+        return sub
 
-    stop = commands.add_parser(
+    # `run` is `start --follow` under a name of its own (not an argparse alias: it follows
+    # by default, so its defaults differ).
+    for name in ("start", "run"):
+        following = name == "run"
+        start = command(
+            name,
+            _start,
+            help="start a job and follow it to its end" if following else "start a job",
+            description=_RUN_DESCRIPTION if following else _START_DESCRIPTION,
+            epilog=_RUN_EPILOG if following else _START_EPILOG,
+        )
+        start.set_defaults(follow=following)
+        if not following:
+            start.add_argument(
+                "--follow", action="store_true", help="the same as `run`: follow it to its end"
+            )
+        start.add_argument(
+            "--stop-on-interrupt",
+            action="store_true",
+            help="while following, Ctrl-C stops the job instead of detaching from it",
+        )
+        add_grace_flag(start, what="--stop-on-interrupt stops the job")
+        add_job_flags(start)
+        start.add_argument("argv", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+
+    stop = command(
         "stop",
-        formatter_class=defaults,
+        _stop,
         help="stop a job",
-        description="Stop a job: SIGTERM, then SIGKILL after the server's grace period. "
-        "Returns once nothing of the job is left running.",
+        description="Stop a job: SIGTERM, then SIGKILL after the grace period. Returns once "
+        "nothing of the job is left running.",
+        epilog="example: jobmgr-client stop --grace 30s JOB",
     )
     stop.add_argument("id", help="the job's id, as printed by start")
-    stop.set_defaults(run=_stop)
+    add_grace_flag(stop, what="stopping")
 
-    status = commands.add_parser(
+    status = command(
         "status",
-        formatter_class=defaults,
+        _status,
         help="show a job's state",
-        description="Show a job's state, exit code or signal, times and resource usage.",
+        description="Show a job's state, exit code or signal, times, resource usage and "
+        "whether its output was truncated.",
+        epilog="example: jobmgr-client status --json JOB | jq .exit_code",
     )
     status.add_argument("id", help="the job's id, as printed by start")
     status.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    status.set_defaults(run=_status)
 
-    output = commands.add_parser(
+    output = command(
         "output",
-        formatter_class=defaults,
+        _output,
         help="print a job's output",
         description="Print a job's output from its start, following it until the job ends: "
         "its stdout to stdout and its stderr to stderr, byte for byte.",
+        epilog="examples:\n  jobmgr-client output JOB\n  jobmgr-client output --no-follow "
+        "JOB > job.log\n  jobmgr-client output --tail 50 JOB",
     )
     output.add_argument("id", help="the job's id, as printed by start")
-    output.set_defaults(run=_output)
-
-    listing = commands.add_parser(
-        "list",
-        formatter_class=defaults,
-        help="list jobs",
-        description="List every job the server knows, oldest first.",
+    output.add_argument("--no-follow", action="store_true", help="print what is there now and exit")
+    output.add_argument(
+        "--tail", type=_lines, metavar="N", help="start from the last N lines, not the first byte"
     )
-    listing.set_defaults(run=_list)
+
+    listing = command(
+        "list",
+        _list,
+        help="list jobs",
+        description="List the jobs the server knows (those you may see), oldest first: id, "
+        "state, exit code or signal, owner, start time and command.",
+        epilog="examples:\n  jobmgr-client list --state running\n  jobmgr-client list "
+        "--owner client_admin --json",
+    )
+    listing.add_argument("--state", choices=STATES, help="only jobs in this state")
+    listing.add_argument("--owner", metavar="CN", help="only jobs this client (CN) started")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
     return parser
+
+
+_START_DESCRIPTION = (
+    "Start CMD with ARGS on the server and print the job's id. No shell is involved; put "
+    "`--` before CMD when it or its arguments start with a dash. Arguments pass byte for "
+    "byte, even when they are not UTF-8."
+)
+_START_EPILOG = """\
+examples:
+  jobmgr-client start -- sh -c 'echo hello; sleep 5'
+  jobmgr-client start --memory 256M --cpu 0.5 --pids 100 -- ./crunch --fast
+  jobmgr-client start --env MODE=fast --cwd /srv/app --timeout 30s -- ./job.sh
+  jobmgr-client start --follow -- make test        # the same as `run`
+"""
+_RUN_DESCRIPTION = (
+    "Start CMD with ARGS, stream its stdout and stderr to ours until it ends, and exit with "
+    "its exit code (128 + the signal when a signal ended it: 137 for SIGKILL, 143 for "
+    "SIGTERM; 1 if the server lost it). Ctrl-C detaches, leaving the job running, and says "
+    "how to reattach; with --stop-on-interrupt it stops the job instead."
+)
+_RUN_EPILOG = """\
+examples:
+  jobmgr-client run -- sh -c 'echo hello; exit 3'; echo $?     # hello, then 3
+  jobmgr-client run --timeout 5m --memory 1G -- ./nightly.sh
+  jobmgr-client run --stop-on-interrupt --grace 10s -- ./server --port 8080
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "start":
+    if args.command in ("start", "run"):
         args.argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not args.argv:
-            return _fail("start needs a command, e.g. `jobmgr-client start -- ls -l /`")
+            return _fail(f"{args.command} needs a command, e.g. `jobmgr-client start -- ls -l /`")
+        if not args.follow and (args.stop_on_interrupt or args.grace is not None):
+            return _fail("--stop-on-interrupt and --grace apply only with --follow (or `run`)")
     try:
         credentials = channel_credentials(
             ca_pem=_read(args.ca, "--ca"),
@@ -137,146 +209,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _start(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
-    reply = stub.Start(job_pb2.StartRequest(cmd=args.argv[0], args=args.argv[1:]))
-    print(reply.uuid)
-    return 0
+    reply = stub.Start(start_request(args))
+    if not args.follow:
+        print(reply.uuid)
+        return 0
+    grace = None if args.grace is None else duration(args.grace)
+    return follow(stub, reply.uuid, stop_on_interrupt=args.stop_on_interrupt, grace=grace)
 
 
 def _stop(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
-    reply = stub.Stop(job_pb2.StopRequest(uuid=args.id))
-    job = reply.job
-    print(f"stopped job {args.id}: {_outcome(job)}" if job.uuid else f"stopped job {args.id}")
+    grace = None if args.grace is None else duration(args.grace)
+    job = stub.Stop(job_pb2.StopRequest(uuid=args.id, grace=grace)).job
+    print(f"stopped job {args.id}: {_render.outcome(job)}" if job.uuid else f"stopped {args.id}")
     return 0
 
 
 def _status(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
     job = stub.Status(job_pb2.StatusRequest(uuid=args.id))
-    if args.json:
-        print(json.dumps(_as_json(job), indent=2))
-    else:
-        print(_summary(job))
+    print(json.dumps(_render.as_json(job), indent=2) if args.json else _render.summary(job))
     return 0
 
 
 def _output(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
-    stdout, stderr = sys.stdout.buffer, sys.stderr.buffer
-    for message in stub.Output(job_pb2.OutputRequest(uuid=args.id)):
-        sink: IO[bytes] = stderr if message.stream == job_pb2.STREAM_STDERR else stdout
-        sink.write(message.output)
-        sink.flush()
+    request = job_pb2.OutputRequest(uuid=args.id, no_follow=args.no_follow)
+    if args.tail is not None:
+        request.tail = args.tail
+    write_output(stub.Output(request))
     return 0
 
 
 def _list(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
-    jobs = stub.List(job_pb2.ListRequest()).jobs
-    rows = [("ID", "STATE", "EXIT", "OWNER", "STARTED", "COMMAND")]
-    rows += [
-        (
-            job.uuid,
-            job.status,
-            _exit_column(job),
-            job.owner or "-",
-            _time(job.started_at) if job.HasField("started_at") else "-",
-            shlex.join(job.argv),
-        )
-        for job in jobs
-    ]
-    widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    state = job_pb2.JobState.Value(f"JOB_STATE_{(args.state or 'unspecified').upper()}")
+    jobs = stub.List(job_pb2.ListRequest(state=state, owner=args.owner or "")).jobs
+    if args.json:
+        print(json.dumps([_render.as_json(job) for job in jobs], indent=2))
+    else:
+        print(_render.table(jobs))
     return 0
 
 
-def _summary(job: job_pb2.StatusResponse) -> str:
-    lines = [
-        ("job", job.uuid),
-        ("command", shlex.join(job.argv)),
-        ("owner", job.owner or "-"),
-        ("state", _outcome(job)),
-        ("started", _time(job.started_at) if job.HasField("started_at") else "-"),
-    ]
-    if job.HasField("ended_at"):
-        lines.append(("ended", _time(job.ended_at)))
-    lines.append(("cpu time", f"{job.cpu_seconds:.2f} s"))
-    lines.append(("peak memory", _bytes(job.peak_memory_bytes)))
-    lines.append(("limits", _limits(job.limits)))
-    if job.reason:
-        lines.append(("reason", job.reason))
-    return "\n".join(f"{name + ':':<13}{value}" for name, value in lines)
-
-
-def _outcome(job: job_pb2.StatusResponse) -> str:
-    words = [job.status]
-    if job.status == "EXITED":
-        words.append(f"with code {job.exit_code}")
-    elif job.signal:
-        words.append(f"by signal {job.signal}")
-    if job.oom_killed:
-        words.append("(out of memory)")
-    return " ".join(words)
-
-
-def _as_json(job: job_pb2.StatusResponse) -> dict[str, Any]:
-    return {
-        "id": job.uuid,
-        "state": job.status,
-        "terminated": job.terminated,
-        "exit_code": job.exit_code if job.status == "EXITED" else None,
-        "signal": job.signal or None,
-        "oom_killed": job.oom_killed,
-        "argv": list(job.argv),
-        "owner": job.owner,
-        "started_at": _epoch(job.started_at) if job.HasField("started_at") else None,
-        "ended_at": _epoch(job.ended_at) if job.HasField("ended_at") else None,
-        "cpu_seconds": job.cpu_seconds,
-        "peak_memory_bytes": job.peak_memory_bytes,
-        "limits": {
-            name: getattr(job.limits, name) if job.limits.HasField(name) else None
-            for name in ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids")
-        },
-        "reason": job.reason,
-    }
-
-
-def _exit_column(job: job_pb2.StatusResponse) -> str:
-    if job.status == "EXITED":
-        return str(job.exit_code)
-    return f"sig {job.signal}" if job.signal else "-"
-
-
-def _epoch(stamp: Timestamp) -> float:
-    return float(stamp.seconds) + stamp.nanos / 1e9
-
-
-def _time(stamp: Timestamp) -> str:
-    moment = datetime.datetime.fromtimestamp(_epoch(stamp)).astimezone()
-    return moment.isoformat(sep=" ", timespec="seconds")
-
-
-def _bytes(count: float) -> str:
-    if count < 1024:
-        return f"{count:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        count /= 1024
-        if count < 1024 or unit == "GiB":
-            break
-    return f"{count:.1f} {unit}"
-
-
-def _limits(limits: job_pb2.Limits) -> str:
-    """The limits in force, in words; 0 (or unset) means unlimited."""
-    words = [
-        f"cpu {limits.cpu:g}" if limits.cpu else "cpu unlimited",
-        f"memory {_bytes(limits.memory_bytes)}" if limits.memory_bytes else "memory unlimited",
-        f"io read {_bytes(limits.io_read_bps)}/s" if limits.io_read_bps else "io read unlimited",
-        f"io write {_bytes(limits.io_write_bps)}/s"
-        if limits.io_write_bps
-        else "io write unlimited",
-        f"pids {limits.pids}" if limits.pids else "pids unlimited",
-    ]
-    return ", ".join(words)
+def _lines(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines")
+    return int(text)
 
 
 class _UnreadableFile(Exception):

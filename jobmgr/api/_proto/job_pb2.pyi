@@ -7,8 +7,9 @@ Wire-compatible with the reference job manager: a client built from its messages
 fields numbered 1-3 below, marked "reference") works unchanged. Everything else is
 additive, with new field numbers or new RPCs, so old clients simply ignore it.
 
-Access is decided by the Subject O of the client certificate: "admin" may call every
-RPC; "user" may call Status, Output and List.
+Access is decided by the Subject O of the client certificate: by default "admin" may call
+every RPC; "user" may call Status, Output and List (the server's role policy may differ).
+The server also serves grpc.health.v1.Health and server reflection, behind the same mTLS.
 """
 
 from collections import abc as _abc
@@ -140,11 +141,40 @@ Global___Limits: _TypeAlias = Limits  # noqa: Y015
 class StartRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CMD_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    CWD_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    RUN_AS_FIELD_NUMBER: _builtins.int
+    ARGV_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
     """(reference) the program, looked up in PATH; no shell involved"""
+    cwd: _builtins.str
+    """absolute working directory; empty: /"""
+    run_as: _builtins.str
+    """user name or uid; empty: the server's default user"""
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """(reference)"""
@@ -153,16 +183,38 @@ class StartRequest(_message.Message):
     def limits(self) -> Global___Limits:
         """unset: the server's defaults"""
 
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Variables added to the job's environment, which otherwise is a minimal clean one
+        (PATH, HOME, LANG); a variable given here replaces the default of the same name.
+        """
+
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """maximum runtime, then stopped; unset: none"""
+
+    @_builtins.property
+    def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The command and its arguments as raw bytes; when set it replaces cmd and args, so
+        arguments that are not UTF-8 reach the job exactly.
+        Numbers 9-15 are kept for further per-job settings.
+        """
+
     def __init__(
         self,
         *,
         cmd: _builtins.str = ...,
         args: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___Limits | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cwd: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        run_as: _builtins.str = ...,
+        argv: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "cmd", b"cmd", "limits", b"limits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,6 +327,9 @@ class StatusResponse(_message.Message):
     CPU_SECONDS_FIELD_NUMBER: _builtins.int
     PEAK_MEMORY_BYTES_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    OUTPUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    ARGV_BYTES_FIELD_NUMBER: _builtins.int
+    ARGV_ABBREVIATED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """(reference) the state's name: RUNNING, EXITED, STOPPED, FAILED, LOST"""
     terminated: _builtins.bool
@@ -293,9 +348,16 @@ class StatusResponse(_message.Message):
     peak_memory_bytes: _builtins.int
     reason: _builtins.str
     """why it ended, in words, when not obvious"""
+    output_truncated: _builtins.bool
+    """output was dropped past the server's cap or on a full disk"""
+    argv_abbreviated: _builtins.bool
+    """In List replies, a long command is cut to its first KiB (and argv, argv_bytes say only
+    that much); Status always gives it whole.
+    Numbers 19-31 are kept for further job details (settings echoed back).
+    """
     @_builtins.property
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """the command and its arguments"""
+        """the command and its arguments (see 17, 18)"""
 
     @_builtins.property
     def limits(self) -> Global___Limits:
@@ -306,6 +368,12 @@ class StatusResponse(_message.Message):
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp:
         """unset while running"""
+
+    @_builtins.property
+    def argv_bytes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """argv exactly, as bytes, set only when an argument is not UTF-8 (argv, a string field,
+        shows such bytes as U+FFFD).
+        """
 
     def __init__(
         self,
@@ -325,10 +393,13 @@ class StatusResponse(_message.Message):
         cpu_seconds: _builtins.float = ...,
         peak_memory_bytes: _builtins.int = ...,
         reason: _builtins.str = ...,
+        output_truncated: _builtins.bool = ...,
+        argv_bytes: _abc.Iterable[_builtins.bytes] | None = ...,
+        argv_abbreviated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "limits", b"limits", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "cpu_seconds", b"cpu_seconds", "ended_at", b"ended_at", "exit_code", b"exit_code", "limits", b"limits", "oom_killed", b"oom_killed", "owner", b"owner", "peak_memory_bytes", b"peak_memory_bytes", "reason", b"reason", "signal", b"signal", "started_at", b"started_at", "state", b"state", "status", b"status", "terminated", b"terminated", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["argv", b"argv", "argv_abbreviated", b"argv_abbreviated", "argv_bytes", b"argv_bytes", "cpu_seconds", b"cpu_seconds", "ended_at", b"ended_at", "exit_code", b"exit_code", "limits", b"limits", "oom_killed", b"oom_killed", "output_truncated", b"output_truncated", "owner", b"owner", "peak_memory_bytes", b"peak_memory_bytes", "reason", b"reason", "signal", b"signal", "started_at", b"started_at", "state", b"state", "status", b"status", "terminated", b"terminated", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -340,21 +411,27 @@ class OutputRequest(_message.Message):
 
     UUID_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """(reference)"""
     no_follow: _builtins.bool
     """send what is there now and end, instead of following a running job"""
+    tail: _builtins.int
+    """start from the last N lines instead of the first byte"""
     def __init__(
         self,
         *,
         uuid: _builtins.str = ...,
         no_follow: _builtins.bool = ...,
+        tail: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "tail", b"tail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["no_follow", b"no_follow", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__tail: _TypeAlias = _typing.Literal["tail"]  # noqa: Y015
+    _WhichOneofArgType__tail: _TypeAlias = _typing.Literal["_tail", b"_tail"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tail) -> _WhichOneofReturnType__tail | None: ...
 
 Global___OutputRequest: _TypeAlias = OutputRequest  # noqa: Y015
 
@@ -364,19 +441,26 @@ class OutputResponse(_message.Message):
 
     OUTPUT_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
     """(reference) the bytes, as the job wrote them"""
     stream: Global___Stream.ValueType
     """which stream they came from"""
+    truncated: _builtins.bool
+    """Set, on a last message with no output, when the job's output was truncated (the
+    server's output cap, or a full disk): the stream holds what was kept.
+    Numbers 4-7 are kept for further output metadata.
+    """
     def __init__(
         self,
         *,
         output: _builtins.bytes = ...,
         stream: Global___Stream.ValueType = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stream", b"stream"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -387,16 +471,20 @@ class ListRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """only jobs in this state; unspecified: all jobs"""
+    owner: _builtins.str
+    """only jobs started by this client (certificate CN); empty: anyone's"""
     def __init__(
         self,
         *,
         state: Global___JobState.ValueType = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

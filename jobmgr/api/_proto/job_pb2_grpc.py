@@ -95,7 +95,7 @@ class JobManagerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def List(self, request, context):
-        """Every job the server knows, oldest first.
+        """Every job the server knows (or those in one state, or of one owner), oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,8 +7,9 @@ Wire-compatible with the reference job manager: a client built from its messages
 fields numbered 1-3 below, marked "reference") works unchanged. Everything else is
 additive, with new field numbers or new RPCs, so old clients simply ignore it.
 
-Access is decided by the Subject O of the client certificate: "admin" may call every
-RPC; "user" may call Status, Output and List.
+Access is decided by the Subject O of the client certificate: by default "admin" may call
+every RPC; "user" may call Status, Output and List (the server's role policy may differ).
+The server also serves grpc.health.v1.Health and server reflection, behind the same mTLS.
 """
 
 from collections import abc as _abc
@@ -52,7 +53,7 @@ class JobManagerStub:
     Each message carries bytes of one stream, up to 1 MiB. (reference)
     """
     List: _grpc.UnaryUnaryMultiCallable[_job_pb2.ListRequest, _job_pb2.ListResponse]
-    """Every job the server knows, oldest first."""
+    """Every job the server knows (or those in one state, or of one owner), oldest first."""
 
 @_typing.type_check_only
 class JobManagerAsyncStub(JobManagerStub):
@@ -70,7 +71,7 @@ class JobManagerAsyncStub(JobManagerStub):
     Each message carries bytes of one stream, up to 1 MiB. (reference)
     """
     List: _aio.UnaryUnaryMultiCallable[_job_pb2.ListRequest, _job_pb2.ListResponse]  # type: ignore[assignment]
-    """Every job the server knows, oldest first."""
+    """Every job the server knows (or those in one state, or of one owner), oldest first."""
 
 class JobManagerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -115,6 +116,6 @@ class JobManagerServicer(metaclass=_abc_1.ABCMeta):
         request: _job_pb2.ListRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_job_pb2.ListResponse, _abc.Awaitable[_job_pb2.ListResponse]]:
-        """Every job the server knows, oldest first."""
+        """Every job the server knows (or those in one state, or of one owner), oldest first."""
 
 def add_JobManagerServicer_to_server(servicer: JobManagerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

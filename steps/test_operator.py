@@ -1,0 +1,365 @@
+"""Steps for features/operator.feature: the real programs, a configuration file, gRPC probes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from pytest_bdd import given, parsers, scenarios, then, when
+
+from jobmgr.api import job_pb2, job_pb2_grpc
+from jobmgr.cli._units import parse_size
+
+from ._cli_steps import *  # noqa: F403  # the shared steps
+from ._cli_steps import cli_server, ran, run_client, with_job
+from ._grpc_steps import *  # noqa: F403  # the shared steps
+from ._grpc_steps import KIND, ApiScenario, call, eventually, unescape
+from .fixtures_server import (
+    CLIENT_OPTIONS,
+    ServerProcess,
+    program,
+    program_env,
+    run_program,
+)
+
+scenarios("operator.feature")
+
+
+# ---- a jobmgr-client following a job in the background ----------------------------------------
+
+
+@dataclass
+class Follower:
+    """A ``jobmgr-client run`` left running, its stdout and stderr collected as they come."""
+
+    process: subprocess.Popen[bytes]
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def collect(self) -> None:
+        for pipe, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
+            reader = threading.Thread(target=_drain, args=(pipe, sink), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def finish(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(5)
+        return code
+
+
+def _drain(pipe: Any, sink: bytearray) -> None:
+    for chunk in iter(lambda: pipe.read1(65536), b""):
+        sink.extend(chunk)
+
+
+@pytest.fixture
+def followers() -> Iterator[list[Follower]]:
+    running: list[Follower] = []
+    yield running
+    for follower in running:
+        if follower.process.poll() is None:
+            follower.process.kill()
+        follower.finish(10)
+
+
+@given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
+def _following(
+    server_process: ServerProcess,
+    api: ApiScenario,
+    followers: list[Follower],
+    kind: str,
+    command: str,
+    flags: str,
+) -> None:
+    api.notes["server_process"] = server_process
+    argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
+    argv += [*shlex.split(flags), "--", *shlex.split(command)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
+    )
+    follower = Follower(process)
+    follower.collect()
+    followers.append(follower)
+    api.notes["follower"] = follower
+    eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
+    with server_process.channel("admin") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        jobs = stub.List(job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=10).jobs
+    assert len(jobs) == 1, jobs
+    api.job = jobs[0].uuid
+
+
+@when("the follower gets Ctrl-C")
+def _ctrl_c(api: ApiScenario) -> None:
+    api.notes["follower"].process.send_signal(signal.SIGINT)
+
+
+@then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
+def _follower_exits(api: ApiScenario, code: int, seconds: int) -> None:
+    follower: Follower = api.notes["follower"]
+    assert follower.finish(seconds) == code, bytes(follower.stderr)
+    assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
+
+
+@then(parsers.parse('the follower\'s stdout is "{text}"'))
+def _follower_stdout(api: ApiScenario, text: str) -> None:
+    assert bytes(api.notes["follower"].stdout) == unescape(text).encode()
+
+
+@then(parsers.parse('the follower\'s stderr contains "{text}"'))
+def _follower_stderr(api: ApiScenario, text: str) -> None:
+    stderr = bytes(api.notes["follower"].stderr).decode()
+    assert with_job(api, text) in stderr, stderr
+
+
+# ---- jobs -------------------------------------------------------------------------------------
+
+
+@when(
+    parsers.re(
+        f"the {KIND}, with (?P<variable>[A-Z_]+=\\S*) in its environment, runs jobmgr-client "
+        "(?P<arguments>.+)"
+    )
+)
+def _runs_with_env(api: ApiScenario, kind: str, variable: str, arguments: str) -> None:
+    name, _, value = variable.partition("=")
+    run_client(api, kind, arguments, env={name: value})
+
+
+@when(
+    parsers.re(
+        f"the {KIND} starts (?P<command>.+), plus an argument of the bytes "
+        "(?P<hexdump>[0-9a-f ]+), with jobmgr-client start$"
+    )
+)
+def _starts_with_bytes(api: ApiScenario, kind: str, command: str, hexdump: str) -> None:
+    # subprocess passes a str argument as os.fsencode() of it: these very bytes.
+    raw = os.fsdecode(bytes.fromhex(hexdump))
+    args = [*cli_server(api).client_args(kind), "start", "--", *shlex.split(command), raw]
+    api.notes["ran"] = run_program("jobmgr-client", *args)
+
+
+@then(
+    parsers.re(
+        r"the status of the job has argv_bytes (?P<words>.+) and the bytes "
+        r"(?P<hexdump>[0-9a-f ]+)$"
+    )
+)
+def _argv_bytes(api: ApiScenario, words: str, hexdump: str) -> None:
+    with cli_server(api).channel("user") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        status = stub.Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
+    want = [word.encode() for word in re.findall(r'"([^"]*)"', words)]
+    assert list(status.argv_bytes) == [*want, bytes.fromhex(hexdump)], status.argv_bytes
+
+
+@then(parsers.re(r"its stdout lists (?P<count>\d+) jobs?$"))
+def _lists_jobs(api: ApiScenario, count: str) -> None:
+    header, *rows = ran(api).stdout.decode().splitlines()
+    assert header.split() == ["ID", "STATE", "EXIT", "OWNER", "STARTED", "COMMAND"], header
+    assert len(rows) == int(count), rows
+
+
+@then(
+    parsers.parse(
+        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner "{owner}", '
+        'command "{command}"'
+    )
+)
+def _json_lists(api: ApiScenario, state: str, code: int, owner: str, command: str) -> None:
+    (job,) = json.loads(ran(api).stdout)
+    assert (job["state"], job["exit_code"], job["owner"]) == (state, code, owner), job
+    assert job["argv"] == shlex.split(command), job
+
+
+@then(parsers.re(r"its stdout lists exactly the variables (?P<names>.+)$"))
+def _variables(api: ApiScenario, names: str) -> None:
+    wanted = re.split(r", | and ", names)
+    lines = ran(api).stdout.decode().splitlines()
+    assert len(lines) == len(wanted), lines
+    for want, line in zip(sorted(wanted), sorted(lines), strict=True):
+        assert line == want if "=" in want else line.startswith(want + "="), (want, line)
+
+
+# ---- configuration ----------------------------------------------------------------------------
+
+
+@given("a configuration file:")
+def _config_file(api: ApiScenario, tmp_path: Path, docstring: str) -> None:
+    path = tmp_path / "jobmgr.toml"
+    path.write_text(docstring)
+    api.notes["config_file"] = path
+
+
+@when(parsers.parse("jobmgr-server {arguments} is run"))
+def _server_run(api: ApiScenario, arguments: str) -> None:
+    args = [str(api.notes["config_file"]) if a == "FILE" else a for a in shlex.split(arguments)]
+    api.notes["ran"] = run_program("jobmgr-server", *args)
+
+
+@when("jobmgr-server --print-config is run with and without --config docs/jobmgr.example.toml")
+def _print_example(api: ApiScenario) -> None:
+    example = Path(__file__).resolve().parent.parent / "docs" / "jobmgr.example.toml"
+    api.notes["printed"] = [
+        run_program("jobmgr-server", *args, "--print-config")
+        for args in ((), ("--config", str(example)))
+    ]
+
+
+@then("both print the same configuration")
+def _same_printed(api: ApiScenario) -> None:
+    plain, example = api.notes["printed"]
+    assert plain.returncode == example.returncode == 0, (plain.stderr, example.stderr)
+    assert plain.stdout == example.stdout
+
+
+@then("the printed configuration says")
+def _printed_config(api: ApiScenario, datatable: list[list[str]]) -> None:
+    printed = tomllib.loads(ran(api).stdout.decode())
+    header, *rows = datatable
+    assert header == ["setting", "value"], header
+    for setting, value in rows:
+        found: Any = printed
+        for key in setting.split("."):
+            found = found[key]
+        assert found == tomllib.loads(f"v = {value}")["v"], (setting, found, value)
+
+
+# Flags of jobmgr-client -> the Limits field and how to read the value.
+_LIMIT_FLAGS: dict[str, tuple[str, Callable[[str], float]]] = {
+    "--cpu": ("cpu", float),
+    "--memory": ("memory_bytes", parse_size),
+    "--io-read": ("io_read_bps", parse_size),
+    "--io-write": ("io_write_bps", parse_size),
+    "--pids": ("pids", int),
+}
+
+
+@when(parsers.re(f'the {KIND} asks jobmgr-server to start "(?P<command>[^"]+)"(?P<limit>.*)$'))
+def _asks_to_start(api: ApiScenario, kind: str, command: str, limit: str) -> None:
+    argv = shlex.split(command)
+    request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:])
+    if limit:
+        flag, value = limit.removeprefix(" with ").split()
+        name, read = _LIMIT_FLAGS[flag]
+        setattr(request.limits, name, read(value))
+    with cli_server(api).channel(kind) as channel:
+        api.result = call(job_pb2_grpc.JobManagerStub(channel).Start, request)
+
+
+# ---- health checking and reflection -----------------------------------------------------------
+
+
+def _health(server: ServerProcess, kind: str | None, service: str) -> Any:
+    if kind is None:
+        credentials = grpc.ssl_channel_credentials(root_certificates=server.pki.ca_pem)
+        channel = grpc.secure_channel(f"localhost:{server.port}", credentials, CLIENT_OPTIONS)
+    else:
+        channel = server.channel(kind)
+    with channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout=10)
+
+
+@then(parsers.re(f'the {KIND}\'s health check of "(?P<service>[^"]*)" answers SERVING'))
+def _serving(api: ApiScenario, kind: str, service: str) -> None:
+    result = _health(cli_server(api), kind, service)
+    assert result.code == grpc.StatusCode.OK, result
+    assert result.value.status == health_pb2.HealthCheckResponse.SERVING, result.value
+
+
+@then(parsers.re(f"the {KIND} client's health check fails with (?P<code>[A-Z_]+)"))
+def _health_refused(api: ApiScenario, kind: str, code: str) -> None:
+    result = _health(cli_server(api), kind, "")
+    assert result.code == grpc.StatusCode[code], result
+
+
+@then(parsers.parse("a health check without a client certificate fails with {code}"))
+def _health_without_certificate(api: ApiScenario, code: str) -> None:
+    result = _health(cli_server(api), None, "")
+    assert result.code == grpc.StatusCode[code], result
+
+
+def _reflect(server: ServerProcess, kind: str, request: Any) -> Any:
+    with server.channel(kind) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
+    return reply
+
+
+@then(
+    parsers.re(
+        f"reflection, asked by the {KIND}, lists the services (?P<names>.+)$",
+    )
+)
+def _reflection_lists(api: ApiScenario, kind: str, names: str) -> None:
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reply = _reflect(cli_server(api), kind, request)
+    listed = sorted(service.name for service in reply.list_services_response.service)
+    assert listed == sorted(re.findall(r'"([^"]+)"', names)), listed
+
+
+@then(parsers.re(r"reflection describes (?P<service>[\w.]+) with the methods (?P<methods>.+)$"))
+def _reflection_describes(api: ApiScenario, service: str, methods: str) -> None:
+    from google.protobuf import descriptor_pb2
+
+    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
+    reply = _reflect(cli_server(api), "user", request)
+    package, _, name = service.rpartition(".")
+    found = []
+    for blob in reply.file_descriptor_response.file_descriptor_proto:
+        proto = descriptor_pb2.FileDescriptorProto.FromString(blob)
+        if proto.package == package:
+            found += [m.name for s in proto.service if s.name == name for m in s.method]
+    assert found == re.split(r", | and ", methods), found
+
+
+# ---- logs -------------------------------------------------------------------------------------
+
+
+def _log_entries(server: ServerProcess) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in server.stderr.splitlines() if line.startswith("{")]
+
+
+@then(
+    parsers.parse(
+        'the server logged method "{method}", caller "{caller}", role "{role}", job JOB and '
+        'code "{code}"'
+    )
+)
+def _logged(api: ApiScenario, method: str, caller: str, role: str, code: str) -> None:
+    wanted = {"method": method, "caller": caller, "role": role, "job": api.job, "code": code}
+
+    def logged() -> bool:
+        entries = _log_entries(cli_server(api))
+        return any(wanted.items() <= entry.items() for entry in entries)
+
+    eventually(logged, 10, f"a log line with {wanted}")
+    entry = next(e for e in _log_entries(cli_server(api)) if wanted.items() <= e.items())
+    assert isinstance(entry["duration_ms"], float) and entry["msg"] == "rpc", entry
+
+
+@then("no log line holds certificate or key material")
+def _no_secrets(api: ApiScenario) -> None:
+    server = cli_server(api)
+    text = server.stderr
+    assert "-----BEGIN" not in text and "PRIVATE" not in text, text
+    key = server.pki.client("admin").key_pem.decode().splitlines()[1]
+    assert key not in text
