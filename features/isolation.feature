@@ -35,3 +35,12 @@ Feature: Isolation
     And the job ends
     Then reading the output gives stdout "job-inside-test\n"
     And the host's hostname is unchanged
+
+  Scenario: /sys shows only the job's own network interfaces
+    When I start "ls /sys/class/net"
+    And the job ends
+    Then reading the output gives stdout "lo\n"
+
+  Scenario: A job running as root cannot move itself out of its cgroup
+    When I start a job that tries every way to move itself into the root cgroup
+    Then all of the job's processes are still in its own cgroup

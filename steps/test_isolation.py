@@ -91,3 +91,27 @@ def _invisible(worker: Worker, ctx: dict[str, Any]) -> None:
 def _hostname(ctx: dict[str, Any]) -> None:
     time.sleep(0)
     assert socket.gethostname() != "job-inside-test"
+
+
+@when("I start a job that tries every way to move itself into the root cgroup")
+def _escape(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+    mnt = tmp_path / "cg"
+    mnt.mkdir()
+    script = (
+        "for c in /sys/fs/cgroup/*; do echo $$ > $c/cgroup.procs; done 2>/dev/null;"
+        f" mount -t cgroup -o pids none {mnt} && echo $$ > {mnt}/cgroup.procs;"
+        " echo tried; exec sleep 1000"
+    )
+    start(worker, ctx, ["sh", "-c", script])
+    for chunk in worker.output(ctx["job"]):
+        if b"tried" in chunk.data:
+            return
+    raise AssertionError("the job ended early")
+
+
+@then("all of the job's processes are still in its own cgroup")
+def _still_inside(worker: Worker, ctx: dict[str, Any], cgroup_parent: str) -> None:
+    for hierarchy in ("pids", "cpu", "memory"):
+        procs = Path(f"/sys/fs/cgroup/{hierarchy}/{cgroup_parent}/{ctx['job']}/cgroup.procs")
+        assert len(procs.read_text().split()) == 2, (hierarchy, "init and sleep should be there")
+    worker.stop(ctx["job"], grace=1)

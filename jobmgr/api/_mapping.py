@@ -5,7 +5,6 @@ Every translation lives here, once; the servicer only strings them together.
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobmgr.worker import (
+    DEFAULT_ENV,
     CapacityError,
     InvalidSpec,
     JobNotFound,
@@ -29,7 +29,6 @@ from jobmgr.worker import (
     WorkerError,
     WorkerUnavailable,
 )
-from jobmgr.worker._spec import DEFAULT_ENV  # see job_spec: env adds to the clean default
 
 from ._proto import job_pb2 as pb
 
@@ -124,9 +123,7 @@ def output_tail(request: pb.OutputRequest) -> int | None:
 def limits_from_proto(message: pb.Limits) -> Limits:
     """Limits with the unset fields left to the server's defaults."""
     given = {name: getattr(message, name) for name in _LIMIT_FIELDS if message.HasField(name)}
-    if "cpu" in given and not math.isfinite(given["cpu"]):  # a double may be NaN or infinite
-        raise InvalidSpec(f"limit cpu must be a finite number of CPUs, got {given['cpu']}")
-    return Limits(**given)
+    return Limits(**given)  # which checks the ranges, NaN and infinities included
 
 
 def limits_to_proto(limits: Limits) -> pb.Limits:

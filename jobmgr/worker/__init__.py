@@ -17,11 +17,12 @@ from ._errors import (
     WorkerError,
     WorkerUnavailable,
 )
-from ._spec import DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk, Stream
 from ._worker import Retention, Worker
 
 __all__ = [
+    "DEFAULT_ENV",
     "DEFAULT_LIMITS",
     "UNLIMITED",
     "CapacityError",

@@ -25,6 +25,7 @@ Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, 
 from __future__ import annotations
 
 import argparse
+import errno
 import fcntl
 import heapq
 import os
@@ -46,7 +47,7 @@ from ._channel import ServerChannel
 from ._errors import WorkerError
 from ._outputlog import MAX_CHUNK
 from ._protocol import Message
-from ._records import mark_lost, write_json
+from ._records import mark_lost, reserve_result, write_json, write_result
 from ._slot import Slot, encode_order
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
@@ -57,6 +58,15 @@ F_SETPIPE_SZ = 1031
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
 READY = b"ready\n"
+
+
+class StartRefused(Exception):
+    """A start the launcher turns down; ``stage`` tells the worker which error to raise."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(message)
+        self.stage = stage
+
 
 Handler = Callable[[int], None]
 
@@ -145,7 +155,10 @@ class Launcher:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:  # a bad request must not take every job down with it
-            self._channel.send({"ev": "reply", "req": req, "ok": False, "error": str(exc)})
+            reply = {"ev": "reply", "req": req, "ok": False, "error": str(exc)}
+            if isinstance(exc, StartRefused):
+                reply["stage"] = exc.stage
+            self._channel.send(reply)
 
     # ---- starting ---------------------------------------------------------------------------
 
@@ -199,20 +212,7 @@ class Launcher:
         job.assigned = True
         job.start_req = req.get("req")
         try:
-            job.cgroup.set_limits(limits)
-            job.started_at = time.time()
-            job.dir = self._jobs_dir / job.id
-            job.dir.mkdir(mode=0o700)
-            record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
-            write_json(job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at})
-            log_fd = os.open(
-                # Not O_APPEND: splice() refuses it. This process is the only writer.
-                job.dir / "output.log",
-                os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                0o600,
-            )
-            cap = int(req.get("output_cap") or 0)
-            job.log = LogWriter(log_fd, cap, lambda reason: self._truncated(job, reason))
+            self._prepare(job, req, limits)
         except BaseException:
             job.launch_failed = True
             self._discard(job)
@@ -227,6 +227,34 @@ class Launcher:
         timeout = req.get("timeout")
         if timeout:
             self._add_deadline(time.monotonic() + float(timeout), "timeout", job.id)
+
+    def _prepare(self, job: Slot, req: Message, limits: Limits) -> None:
+        """Limit the slot's cgroup and give the job its directory, records and log."""
+        try:
+            job.cgroup.set_limits(limits)
+        except WorkerError as exc:
+            raise StartRefused("limits", f"the kernel refused the job's limits: {exc}") from exc
+        try:
+            job.started_at = time.time()
+            job.dir = self._jobs_dir / job.id
+            job.dir.mkdir(mode=0o700)
+            # Room for result.json, taken now: a job ending on a full disk is still recorded.
+            reserve_result(job.dir)
+            record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
+            write_json(job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at})
+            log_fd = os.open(
+                # Not O_APPEND: splice() refuses it. This process is the only writer.
+                job.dir / "output.log",
+                os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StartRefused("space", f"the server's state directory is full: {exc}") from exc
+            raise
+        cap = int(req.get("output_cap") or 0)
+        job.log = LogWriter(log_fd, cap, lambda reason: self._truncated(job, reason))
+        job.grace = float(req.get("grace") or 5.0)
 
     def _discard(self, job: Slot) -> None:
         """Give up a slot: closing its order pipe makes a waiting init exit."""
@@ -378,7 +406,7 @@ class Launcher:
                 self._kill(job)
             elif kind == "timeout" and not job.stop_requested:
                 limit = job.started_at
-                self._request_stop(job, 5.0, f"timed out after {time.time() - limit:.1f}s")
+                self._request_stop(job, job.grace, f"timed out after {time.time() - limit:.1f}s")
 
     # ---- reaping and finishing ---------------------------------------------------------------
 
@@ -461,7 +489,7 @@ class Launcher:
             "reason": reason,
         }
         try:
-            write_json(job.dir / "result.json", result)
+            write_result(job.dir, result)
         except OSError as exc:  # a full disk: the connected server still gets the result
             self._log(f"job {job.id}: could not record its result: {exc}")
         self._announce_sizes()

@@ -91,7 +91,12 @@ static int mounts_inside(void) {
     /* Without MS_PRIVATE, mounts propagate back to the host through shared peer groups. */
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return -1;
-    return mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return -1;
+    /* A sysfs of the job's own network namespace: /sys/class/net shows only lo, and the
+     * host's cgroup mounts under /sys/fs/cgroup are hidden, so even a root job cannot write
+     * itself out of its cgroup through them (and a cgroupfs it mounts starts at its own). */
+    return mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
 }
 
 static int network_inside(void) {
@@ -116,10 +121,12 @@ static const struct step {
     int (*inside)(void); /* run as PID 1 before the job starts; NULL: nothing to do */
 } STEPS[] = {
     {"pid namespace", CLONE_NEWPID, NULL},
-    {"mount namespace (private mounts, fresh /proc)", CLONE_NEWNS, mounts_inside},
+    {"mount namespace (private mounts, fresh /proc and /sys)", CLONE_NEWNS, mounts_inside},
     {"network namespace (loopback up)", CLONE_NEWNET, network_inside},
     {"uts namespace", CLONE_NEWUTS, NULL},
     {"ipc namespace", CLONE_NEWIPC, NULL},
+    /* After the mid joined the job's cgroup: that cgroup becomes the root the job sees. */
+    {"cgroup namespace", CLONE_NEWCGROUP, NULL},
 };
 #define NSTEPS (sizeof STEPS / sizeof STEPS[0])
 

@@ -15,13 +15,46 @@ from ._outputlog import valid_size
 from ._status import JobState
 from .cgroups import CgroupDriver
 
+RESERVE = "result.reserve"
+RESERVED_BYTES = 4096  # a result is a few hundred bytes of JSON
+
 
 def write_json(path: Path, value: Any) -> None:
     """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(value, f)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def reserve_result(job_dir: Path) -> None:
+    """Allocate the disk space of the job's result.json ahead of time."""
+    fd = os.open(job_dir / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, RESERVED_BYTES)
+    finally:
+        os.close(fd)
+
+
+def write_result(job_dir: Path, result: dict[str, Any]) -> None:
+    """Write result.json into the space reserved at start, then put it in place: no new
+    blocks are needed, so this works on a full disk."""
+    data = json.dumps(result).encode()
+    reserve = job_dir / RESERVE
+    if len(data) > RESERVED_BYTES or not reserve.exists():
+        write_json(job_dir / "result.json", result)
+        return
+    fd = os.open(reserve, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    os.replace(reserve, job_dir / "result.json")
 
 
 def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
@@ -48,7 +81,7 @@ def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
             "output_truncated": False,
             "reason": "its supervisor (the launcher) died; what was left of it was killed",
         }
-        write_json(job_dir / "result.json", result)
+        write_result(job_dir, result)
     for name in driver.existing():
         driver.open(name).destroy()
 

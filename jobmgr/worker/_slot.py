@@ -37,6 +37,7 @@ class Slot:
     stop_requested: bool = False
     reason: str = ""
     stop_reqs: list[int] = field(default_factory=list)
+    grace: float = 5.0  # for a stop on timeout
 
     @property
     def size(self) -> int:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from ._errors import InvalidSpec
 
 MiB = 1024 * 1024
+
+# What the kernel can take, and what leaves a job room to run: a pids limit of 1 would leave
+# none beside its init, a memory limit under 1 MiB none for anything at all.
+_LIMIT_RANGES: dict[str, tuple[float, float, str]] = {
+    "cpu": (0.01, 4096, " CPUs"),
+    "memory_bytes": (MiB, 2**60, " bytes"),
+    "io_read_bps": (1, 2**60, " bytes/s"),
+    "io_write_bps": (1, 2**60, " bytes/s"),
+    "pids": (2, 4194304, ""),
+}
 
 
 @dataclass(frozen=True)
@@ -30,13 +41,18 @@ class Limits:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None and value < 0:
-                raise InvalidSpec(f"limit {f.name} must be >= 0, got {value}")
-        if self.cpu is not None and self.cpu != 0 and self.cpu < 0.01:
-            raise InvalidSpec(f"limit cpu must be 0 (unlimited) or >= 0.01, got {self.cpu}")
-        if self.pids is not None and 0 < self.pids < 2:
-            # The in-namespace init counts against pids.max, so 1 would leave no room for the job.
-            raise InvalidSpec(f"limit pids must be 0 (unlimited) or >= 2, got {self.pids}")
+            if value is None or value == 0:
+                continue
+            low, high, unit = _LIMIT_RANGES[f.name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidSpec(f"limit {f.name} must be a number, got {value!r}")
+            if f.name != "cpu" and not isinstance(value, int):
+                raise InvalidSpec(f"limit {f.name} must be a whole number, got {value!r}")
+            if not (math.isfinite(value) and low <= value <= high):
+                raise InvalidSpec(
+                    f"limit {f.name} must be 0 (unlimited) or between {low} and {high}{unit},"
+                    f" got {value}"
+                )
 
     def merged_over(self, defaults: Limits) -> Limits:
         """These limits, with every unset (``None``) field taken from ``defaults``."""

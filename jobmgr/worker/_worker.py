@@ -253,6 +253,7 @@ class Worker:
             "uid": uid,
             "gid": gid,
             "timeout": spec.timeout,
+            "grace": self._default_grace,
             "output_cap": self._output_cap,
         }
 
@@ -421,8 +422,13 @@ class Worker:
 def _started(reply: Message) -> str:
     if not reply.get("ok"):
         error = str(reply.get("error", "unknown error"))
-        if reply.get("stage") in ("exec", "cwd", "user"):
+        stage = reply.get("stage")
+        if stage in ("exec", "cwd", "user"):
             raise LaunchError(error)
+        if stage == "limits":
+            raise InvalidSpec(error)
+        if stage == "space":
+            raise CapacityError(error)
         raise WorkerError(f"starting the job failed: {error}")
     return str(reply["id"])
 
