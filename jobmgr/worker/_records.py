@@ -23,8 +23,11 @@ def write_json(path: Path, value: Any) -> None:
     """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
     tmp = path.with_suffix(".tmp")
     try:
-        with open(tmp, "w") as f:
-            json.dump(value, f)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(value).encode())
+        finally:
+            os.close(fd)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

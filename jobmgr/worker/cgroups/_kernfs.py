@@ -6,6 +6,7 @@ Everything here works on paths handed in by a driver; nothing knows which versio
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import signal
 import time
@@ -148,8 +149,11 @@ def make_dirs(dirs: Sequence[str]) -> None:
     made: list[str] = []
     try:
         for path in dirs:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.mkdir(path)
+            try:
+                os.mkdir(path)
+            except FileNotFoundError:  # the parent is made once, not checked every time
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.mkdir(path)
             made.append(path)
     except OSError as e:
         remove_dirs(made)
@@ -185,16 +189,20 @@ def child_dirs(path: str) -> set[str]:
 
 
 def apply_limits(table: KnobTable, limits: Limits, dirs: Mapping[str, str]) -> None:
-    """Write every knob of ``table`` for ``limits``; ``dirs`` maps controller -> cgroup dir."""
+    """Write the knobs of ``table`` for ``limits`` into a fresh cgroup (``dirs`` maps
+    controller -> its directory). A fresh cgroup is unlimited already, so an unlimited
+    field writes nothing: a job slot is created without a single write."""
     for field, knobs in table.items():
         value = limits.effective(field)
+        if value is None:
+            continue
         for knob in knobs:
             _apply_knob(knob, value, dirs)
 
 
 def _apply_knob(knob: Knob, value: LimitValue, dirs: Mapping[str, str]) -> None:
-    path = os.path.join(dirs[knob.controller], knob.filename)
-    if not os.path.exists(path):
+    directory = dirs[knob.controller]
+    if not _kernel_has(os.path.dirname(directory), knob.filename):
         if knob.fallback is not None:
             _apply_knob(knob.fallback, value, dirs)
             return
@@ -202,7 +210,13 @@ def _apply_knob(knob: Knob, value: LimitValue, dirs: Mapping[str, str]) -> None:
             return
     text = knob.render(value)
     if text is not None:
-        write_text(path, text)
+        write_text(os.path.join(directory, knob.filename), text)
+
+
+@functools.cache
+def _kernel_has(parent: str, filename: str) -> bool:
+    """Whether cgroups in this hierarchy have ``filename`` (asked of the parent, once)."""
+    return os.path.exists(os.path.join(parent, filename))
 
 
 def write_device_rules(path: str, rule: str) -> None:
