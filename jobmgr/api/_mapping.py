@@ -96,7 +96,7 @@ def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
         raise InvalidSpec("the command is empty: set cmd (or argv) to the program to run")
     timeout = None
     if request.HasField("timeout"):
-        timeout = request.timeout.ToTimedelta().total_seconds()
+        timeout = _seconds(request.timeout, "timeout")
         if timeout <= 0:
             raise InvalidSpec(f"the timeout must be > 0 seconds, got {timeout:g}")
     return JobSpec(
@@ -136,10 +136,17 @@ def grace(request: pb.StopRequest) -> float | None:
     """The stop grace period in seconds, or None for the server's default."""
     if not request.HasField("grace"):
         return None
-    seconds = request.grace.ToTimedelta().total_seconds()
+    seconds = _seconds(request.grace, "grace")
     if seconds < 0:
         raise InvalidSpec(f"the grace period must be >= 0 seconds, got {seconds:g}")
     return seconds
+
+
+def _seconds(duration: Duration, name: str) -> float:
+    """A Duration in seconds; one too long for any clock is refused by name."""
+    if abs(duration.seconds) > 100 * 365 * 86400:
+        raise InvalidSpec(f"the {name} of {duration.seconds} s is beyond any sensible length")
+    return float(duration.seconds) + duration.nanos / 1e9
 
 
 def grace_to_proto(seconds: float) -> Duration:
