@@ -12,31 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 from ._auth import NotAuthenticated, identify
-from ._handlers import Behaviour, as_async_iter, as_awaited, rewrap
+from ._handlers import Behaviour, WrappingInterceptor, as_async_iter, as_awaited
 
 log = logging.getLogger("jobmgr.rpc")
 
 
-class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallLog(WrappingInterceptor):
     """Logs every RPC once it has ended, however it ended. Put it first, so that it also
     sees the calls the access guard refuses."""
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        method: str = handler_call_details.method
-        return rewrap(handler, lambda behaviour: _logged(method, behaviour, handler))
+    def wrap(self, method: str, behaviour: Behaviour, handler: Any) -> Behaviour:
+        return _logged(method, behaviour, handler)
 
 
 def _logged(method: str, behaviour: Behaviour, handler: Any) -> Behaviour:

@@ -7,36 +7,32 @@ guarded: the interceptor wraps each handler (see _handlers), whatever its kind.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
 
 from ._auth import ROLE_POLICY, AccessDenied, NotAuthenticated, authorize, identify
-from ._handlers import Behaviour, UndecodableRequest, as_async_iter, as_awaited, rewrap
+from ._handlers import (
+    Behaviour,
+    UndecodableRequest,
+    WrappingInterceptor,
+    as_async_iter,
+    as_awaited,
+)
 from ._tls import negotiated_tls13, negotiated_version
 
 
-class AccessGuard(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessGuard(WrappingInterceptor):
     """Refuses every RPC that is not over TLS 1.3 or whose caller's role may not make it."""
+
+    lenient_requests = True
 
     def __init__(self, policy: Mapping[str, frozenset[str]] = ROLE_POLICY) -> None:
         self._policy = policy
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # unknown method: gRPC answers UNIMPLEMENTED
-        method: str = handler_call_details.method
-        return rewrap(
-            handler,
-            lambda behaviour: self._guarded(method, behaviour, handler),
-            lenient_requests=True,
-        )
+    def wrap(self, method: str, behaviour: Behaviour, handler: Any) -> Behaviour:
+        return self._guarded(method, behaviour, handler)
 
     def _guarded(self, method: str, behaviour: Behaviour, handler: Any) -> Behaviour:
         if handler.response_streaming:

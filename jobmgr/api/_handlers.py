@@ -9,7 +9,7 @@ all four handler kinds, so streaming RPCs are covered exactly like unary ones.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,32 @@ def _lenient(deserializer: Deserializer) -> Deserializer:
             return UndecodableRequest(name, str(exc))
 
     return deserialize
+
+
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """An interceptor that hands every method's behaviour, whichever of the four kinds, to
+    ``wrap`` (Python server interceptors cannot see a call's context; the behaviour can)."""
+
+    lenient_requests = False  # see rewrap
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: gRPC answers UNIMPLEMENTED
+        method: str = handler_call_details.method
+        return rewrap(
+            handler,
+            lambda behaviour: self.wrap(method, behaviour, handler),
+            lenient_requests=self.lenient_requests,
+        )
+
+    def wrap(self, method: str, behaviour: Behaviour, handler: Any) -> Behaviour:
+        """The behaviour to run instead of ``behaviour`` for calls of ``method``."""
+        raise NotImplementedError
 
 
 async def as_async_iter(responses: Any) -> AsyncIterator[Any]:
