@@ -118,3 +118,16 @@ def test_valid_size_drops_a_half_written_frame(tmp_path: Path) -> None:
         assert valid_size(fd) == size
     finally:
         os.close(fd)
+
+
+def test_the_record_frame_is_never_handed_out(tmp_path: Path) -> None:
+    from jobmgr.worker._records import read_record, record_frame, write_result
+
+    path = tmp_path / "out.log"
+    path.write_bytes(record_frame({"id": "j", "argv": ["x" * 100_000]}))
+    size = write_log(path, [(OUT, b"one\n"), (ERR, b"two\n")])
+    write_result(path, {"id": "j", "argv": ["x" * 100_000]}, {"state": "EXITED"})
+    log = OutputLog(path, size, done=True)
+    assert chunks(log) == [(OUT, b"one\n"), (ERR, b"two\n")]
+    assert chunks(log, tail=5) == [(OUT, b"one\n"), (ERR, b"two\n")]
+    assert read_record(path) == ({"id": "j", "argv": ["x" * 100_000]}, {"state": "EXITED"})

@@ -47,7 +47,7 @@ from ._channel import ServerChannel
 from ._errors import WorkerError
 from ._outputlog import MAX_CHUNK
 from ._protocol import Message
-from ._records import mark_lost, reserve_result, write_json, write_result
+from ._records import LOG_NAME, mark_lost, record_frame, write_result
 from ._slot import Slot, encode_order
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
@@ -238,22 +238,28 @@ class Launcher:
             job.started_at = time.time()
             job.dir = self._jobs_dir / job.id
             job.dir.mkdir(mode=0o700)
-            # Room for result.json, taken now: a job ending on a full disk is still recorded.
-            reserve_result(job.dir)
             record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
-            write_json(job.dir / "job.json", {**record, "id": job.id, "started_at": job.started_at})
+            job.record = {**record, "id": job.id, "started_at": job.started_at}
             log_fd = os.open(
                 # Not O_APPEND: splice() refuses it. This process is the only writer.
-                job.dir / "output.log",
+                job.dir / LOG_NAME,
                 os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
                 0o600,
             )
+            header = record_frame(job.record)
+            try:
+                if os.write(log_fd, header) != len(header):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                os.close(log_fd)
+                raise
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StartRefused("space", f"the server's state directory is full: {exc}") from exc
             raise
         cap = int(req.get("output_cap") or 0)
         job.log = LogWriter(log_fd, cap, lambda reason: self._truncated(job, reason))
+        job.log.size = len(header)
         job.grace = float(req.get("grace") or 5.0)
 
     def _discard(self, job: Slot) -> None:
@@ -489,7 +495,7 @@ class Launcher:
             "reason": reason,
         }
         try:
-            write_result(job.dir, result)
+            write_result(job.dir / LOG_NAME, job.record, result)
         except OSError as exc:  # a full disk: the connected server still gets the result
             self._log(f"job {job.id}: could not record its result: {exc}")
         self._announce_sizes()

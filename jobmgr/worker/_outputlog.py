@@ -1,7 +1,8 @@
 """A job's output on disk: one append-only file of framed chunks, and followers reading it.
 
-Frame: 1 byte stream (1 = stdout, 2 = stderr), 4 bytes big-endian length, the bytes, and the
-length again (so ``--tail`` can walk back from the end).  One file for both streams keeps
+Frame: 1 byte stream (1 = stdout, 2 = stderr, 0 = the job's record, see _records), 4 bytes
+big-endian length, the bytes, and the length again (so ``--tail`` can walk back from the end).
+Readers hand out only stdout and stderr.  One file for both streams keeps
 their true relative order; the launcher appends whole frames and announces each new
 committed size, so readers never see a partial frame.
 
@@ -24,6 +25,8 @@ from ._status import OutputChunk, Stream
 FRAME = struct.Struct("!BI")
 TRAILER = struct.Struct("!I")
 OVERHEAD = FRAME.size + TRAILER.size
+RECORD_STREAM = 0
+OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
 MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
 BIG_FRAME = 64 * 1024  # frames this large are read on their own rather than with neighbours
 
@@ -165,6 +168,10 @@ class _Reader:
         while end > 0:
             (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
             start = end - OVERHEAD - length
+            (stream,) = os.pread(self._fd, 1, start)
+            if stream not in OUTPUT_STREAMS:
+                end = start
+                continue
             data = os.pread(self._fd, length, start + FRAME.size)
             stop = len(data)
             if first and data.endswith(b"\n"):
@@ -201,6 +208,9 @@ class _Reader:
                 if pos == 0:  # a frame bigger than the window: read it whole
                     return self._read_big(frame_stream, length)
                 break
+            if frame_stream not in OUTPUT_STREAMS:
+                pos = end
+                continue
             if frame_stream != stream and pieces:
                 chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
                 pieces = []
@@ -218,6 +228,9 @@ class _Reader:
         return chunks
 
     def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
+        if stream not in OUTPUT_STREAMS:
+            self.offset += OVERHEAD + length
+            return []
         data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
         self._skip = 0
         self.offset += OVERHEAD + length

@@ -1,6 +1,12 @@
-"""What the launcher leaves on disk for a server that is not connected: ``job.json`` when a
-job starts and ``result.json`` when it ends, in the job's directory beside its output log.
-The worker folds them into its database when it (re)connects."""
+"""What the launcher leaves on disk for a server that is not connected: the job's record, as
+the first frame of its output log.
+
+The record frame (stream 0, which readers skip) holds ``{"job": ..., "result": ...}`` as JSON,
+padded with spaces. It is written when the job starts, with ``result`` null, and overwritten
+in place when the job ends: the space is the file's already, so a job that ends on a full disk
+is still recorded, and a start costs one file, not three. The worker folds these records into
+its database when it (re)connects.
+"""
 
 from __future__ import annotations
 
@@ -11,53 +17,47 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._outputlog import valid_size
+from ._outputlog import FRAME, RECORD_STREAM, TRAILER, valid_size
 from ._status import JobState
 from .cgroups import CgroupDriver
 
-RESERVE = "result.reserve"
-RESERVED_BYTES = 4096  # a result is a few hundred bytes of JSON
+LOG_NAME = "output.log"
+RESULT_ROOM = 2048  # a result is a few hundred bytes of JSON
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Replace ``path`` atomically: a crash leaves the old file or the new, never half of one."""
-    tmp = path.with_suffix(".tmp")
+def record_frame(job: dict[str, Any]) -> bytes:
+    """The first frame of a job's log: its record, with room for its result."""
+    body = json.dumps({"job": job, "result": None}).encode() + b" " * RESULT_ROOM
+    return FRAME.pack(RECORD_STREAM, len(body)) + body + TRAILER.pack(len(body))
+
+
+def read_record(log: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The job record and result (None while it runs) from a log; None if it has none."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(value).encode())
-        finally:
-            os.close(fd)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+        with open(log, "rb") as f:
+            head = f.read(FRAME.size)
+            if len(head) < FRAME.size:
+                return None
+            stream, length = FRAME.unpack(head)
+            if stream != RECORD_STREAM:
+                return None
+            record = json.loads(f.read(length))
+    except (OSError, ValueError):
+        return None
+    return record["job"], record["result"]
 
 
-def reserve_result(job_dir: Path) -> None:
-    """Allocate the disk space of the job's result.json ahead of time."""
-    fd = os.open(job_dir / RESERVE, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+def write_result(log: Path, job: dict[str, Any], result: dict[str, Any]) -> None:
+    """Put ``result`` into the record frame, in place."""
+    fd = os.open(log, os.O_RDWR | os.O_CLOEXEC)
     try:
-        os.posix_fallocate(fd, 0, RESERVED_BYTES)
+        _, length = FRAME.unpack(os.pread(fd, FRAME.size, 0))
+        body = json.dumps({"job": job, "result": result}).encode()
+        if len(body) > length:
+            raise OSError(f"the result of {log.parent.name} does not fit its record frame")
+        os.pwrite(fd, body.ljust(length), FRAME.size)
     finally:
         os.close(fd)
-
-
-def write_result(job_dir: Path, result: dict[str, Any]) -> None:
-    """Write result.json into the space reserved at start, then put it in place: no new
-    blocks are needed, so this works on a full disk."""
-    data = json.dumps(result).encode()
-    reserve = job_dir / RESERVE
-    if len(data) > RESERVED_BYTES or not reserve.exists():
-        write_json(job_dir / "result.json", result)
-        return
-    fd = os.open(reserve, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-    finally:
-        os.close(fd)
-    os.replace(reserve, job_dir / "result.json")
 
 
 def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
@@ -67,10 +67,13 @@ def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
     """
     jobs_dir.mkdir(mode=0o700, exist_ok=True)
     for job_dir in jobs_dir.iterdir():
-        if (job_dir / "result.json").exists():
+        log = job_dir / LOG_NAME
+        record = read_record(log)
+        if record is None:
+            shutil.rmtree(job_dir, ignore_errors=True)  # never got as far as starting
             continue
-        if not (job_dir / "job.json").exists():
-            shutil.rmtree(job_dir, ignore_errors=True)
+        job, result = record
+        if result is not None:
             continue
         result = {
             "state": JobState.LOST.value,
@@ -80,21 +83,18 @@ def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
             "ended_at": time.time(),
             "cpu_seconds": 0.0,
             "peak_memory_bytes": 0,
-            "output_size": _cut_to_whole_frames(job_dir / "output.log"),
+            "output_size": _cut_to_whole_frames(log),
             "output_truncated": False,
             "reason": "its supervisor (the launcher) died; what was left of it was killed",
         }
-        write_result(job_dir, result)
+        write_result(log, job, result)
     for name in driver.existing():
         driver.open(name).destroy()
 
 
 def _cut_to_whole_frames(path: Path) -> int:
     """Cut a log back to its whole frames (a crash may leave half of one); its new size."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return 0
+    fd = os.open(path, os.O_RDWR)
     try:
         size = valid_size(fd)
         os.ftruncate(fd, size)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._capture import LogWriter
 from ._protocol import Message
@@ -38,6 +39,7 @@ class Slot:
     reason: str = ""
     stop_reqs: list[int] = field(default_factory=list)
     grace: float = 5.0  # for a stop on timeout
+    record: dict[str, Any] = field(default_factory=dict)  # what the log's record frame says
 
     @property
     def size(self) -> int:

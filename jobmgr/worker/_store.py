@@ -1,9 +1,10 @@
 """Durable job records: one SQLite database (WAL mode) in the state dir.
 
-Written at each state change, read once at start-up.  The launcher's per-job ``job.json`` and
-``result.json`` files are the hand-off for what happens while no server is connected; the
-worker folds them in here when it comes back.  A failed write (disk full) is logged and the
-record kept in memory: SQLite's journal keeps the file consistent either way.
+Written at each state change, read once at start-up.  The record frame the launcher keeps at
+the head of each job's output log (see _records) is the hand-off for what happens while no
+server is connected; the worker folds it in here when it comes back.  A failed write (disk
+full) is logged and the record kept in memory: SQLite's journal keeps the file consistent
+either way.
 """
 
 from __future__ import annotations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import fcntl
-import json
 import os
 import pwd
 import shutil
@@ -28,6 +27,7 @@ from ._errors import (
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
 from ._protocol import Message
+from ._records import LOG_NAME, read_record
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -272,7 +272,7 @@ class Worker:
                 state=JobState.RUNNING,
                 started_at=float(reply["started_at"]),
             )
-            log = OutputLog(self._state / "jobs" / job_id / "output.log")
+            log = OutputLog(self._state / "jobs" / job_id / LOG_NAME)
             with self._lock:
                 self._jobs[job_id] = _Entry(status, log)
             self._store.save(status)
@@ -380,18 +380,18 @@ class Worker:
         known = {status.id: status for status in self._store.load()}
         for job_dir in (self._state / "jobs").iterdir():
             status = known.get(job_dir.name)
-            if status is None:
-                status = _from_job_file(job_dir)
-                if status is None:
-                    continue
-            if status.state is JobState.RUNNING:
-                result = _read_json(job_dir / "result.json")
+            if status is None or status.state is JobState.RUNNING:
+                record = read_record(job_dir / LOG_NAME)
+                if record is None:
+                    continue  # a start that never got as far as its record
+                job, result = record
+                status = status or _status_from_record(job)
                 if result is not None:
                     status = _apply_result(status, result)
                 self._store.save(status)
-            log = OutputLog(job_dir / "output.log")
+            log = OutputLog(job_dir / LOG_NAME)
             if status.terminated:
-                log.advance(_file_size(job_dir / "output.log"), done=True)
+                log.advance(_file_size(job_dir / LOG_NAME), done=True)
             self._jobs[status.id] = _Entry(status, log)
         for job_id in set(known) - set(self._jobs):
             self._store.delete([job_id])  # its directory is gone: pruned by hand
@@ -406,9 +406,9 @@ class Worker:
             if job_id in running:
                 entry.log.advance(running[job_id])
                 continue
-            result = _read_json(entry.log.path.parent / "result.json")
-            if result is not None:
-                self._record_exit(job_id, result)
+            record = read_record(entry.log.path)
+            if record is not None and record[1] is not None:
+                self._record_exit(job_id, record[1])
                 continue
             self._update(
                 job_id,
@@ -444,13 +444,6 @@ def _check_tail(tail: int | None) -> int | None:
     return tail
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -458,10 +451,7 @@ def _file_size(path: Path) -> int:
         return 0
 
 
-def _from_job_file(job_dir: Path) -> JobStatus | None:
-    record = _read_json(job_dir / "job.json")
-    if record is None:
-        return None
+def _status_from_record(record: dict[str, Any]) -> JobStatus:
     return JobStatus(
         id=record["id"],
         argv=tuple(record["argv"]),
