@@ -4,6 +4,7 @@ detection from fake mountinfo files."""
 from __future__ import annotations
 
 import errno
+import contextlib
 import os
 import signal
 import subprocess
@@ -129,7 +130,10 @@ class FakeCgroup2:
             p.write_text("".join(f"{r}\n" for r in [*rules, text]))
         elif p.name == "cgroup.kill" and text == "1":
             for pid in (p.parent / "cgroup.procs").read_text().split():
-                os.kill(int(pid), signal.SIGKILL)
+                # As in the kernel, a member that is already dead (listed until the thread
+                # that reaps it catches up) is no error.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
         else:
             p.write_text(text)
 
