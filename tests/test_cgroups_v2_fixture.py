@@ -3,8 +3,8 @@ detection from fake mountinfo files."""
 
 from __future__ import annotations
 
-import errno
 import contextlib
+import errno
 import os
 import signal
 import subprocess
