@@ -19,8 +19,9 @@ from pathlib import Path
 # Before grpc is imported anywhere: its C core would log connection chatter on stderr.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
+from jobmgr.cli._malloc import keep_freed_memory
+
 from ._context import QUICK, Context, Sizes
-from ._malloc import keep_freed_memory
 from ._rows_output import fan_out, flat_memory, follow_latency, output_throughput
 from ._rows_scale import scale
 from ._rows_start import start_latency, start_throughput

@@ -16,8 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from jobmgr.api import job_pb2, set_tls13_floor
-
-from ._malloc import keep_freed_memory
+from jobmgr.cli._malloc import keep_freed_memory
 
 import grpc  # isort: skip
 

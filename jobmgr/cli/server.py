@@ -25,6 +25,7 @@ from jobmgr.worker import Retention, Worker, WorkerError
 
 from . import _config, _logs
 from ._config import ConfigError, ServerConfig
+from ._malloc import keep_freed_memory
 from ._tlsfiles import UnsafeTLSFiles, read_server_tls
 from ._units import format_duration, format_size, parse_duration, parse_size
 
@@ -230,6 +231,7 @@ def effective_config(args: argparse.Namespace) -> ServerConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         config = effective_config(args)
         if args.print_config:

@@ -29,6 +29,7 @@ import errno
 import fcntl
 import heapq
 import os
+import resource
 import selectors
 import shutil
 import signal
@@ -164,8 +165,8 @@ class Launcher:
 
     def _warm_up(self) -> None:
         """Keep ``spares`` slots warming or ready, so a start finds its namespaces made."""
-        if self._shutdown_req is not None or self._warming_broken or self._launching():
-            return  # forking a spare now would delay the reply of the start under way
+        if self._shutdown_req is not None or self._warming_broken:
+            return
         idle = sum(1 for job in self._jobs.values() if not job.assigned)
         for _ in range(self._spares - idle):
             self._new_slot()
@@ -536,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"another launcher is running for {state}", file=sys.stderr)
         return 3
     libc_prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # Each running job holds a few fds here (its pipes, its log); a soft limit of 1024 would
+    # cap a server at about 250 jobs.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     launcher = Launcher(state, detect_driver(args.cgroup_parent), args.warm_slots)
     mark_lost(state / "jobs", launcher.driver)
     path = state / SOCKET_NAME

@@ -1,11 +1,11 @@
-"""glibc malloc settings for the bench's own processes (the client and the bare server).
+"""glibc malloc settings for processes that stream 1 MiB messages (jobmgr-server, the bench).
 
 Streaming 1 MiB messages allocates and frees several 1 MiB buffers per message. With glibc's
 defaults each one is mmap()ed or grows the heap and is handed back to the kernel when freed,
 so every message pays fresh page faults: measured here, pread + join + protobuf + serialize
-of 1 MiB took 2.6-3.2 ms with the defaults and 0.25 ms with these settings. The client is not
-under test, and the bare server is meant to be the best grpcio can do, so both get them.
-jobmgr-server is left as it is: what it does about this is its own business.
+of 1 MiB took 2.6-3.2 ms with the defaults and 0.25 ms with these settings, and
+jobmgr-server's CPU per streamed GiB fell from 1.84-3.11 s to 1.46-1.73 s. Freed memory is
+kept for reuse, so the heap stays as large as the busiest moment needed, not larger.
 """
 
 from __future__ import annotations
