@@ -12,7 +12,6 @@ from __future__ import annotations
 import jobmgr.api  # noqa: F401  # isort: skip
 
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -28,7 +27,7 @@ import pytest
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 
 from .fixtures_pki import ScenarioPKI
-from .fixtures_server import cgroup_dirs, program, program_env
+from .fixtures_server import LISTENING, cgroup_dirs, program, program_env
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 60.0
@@ -37,7 +36,6 @@ CLIENT_OPTIONS = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
 ]
-_LISTENING = re.compile(rb"^server listening at (\S+):(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ class HostileServer:
             )  # fmt: skip
         self.starts += 1
         line = _first_line(self.process, START_TIMEOUT)
-        match = _LISTENING.match(line.strip())
+        match = LISTENING.match(line.strip())
         if match is None:
             self.process.kill()
             self.process.wait()

@@ -216,7 +216,7 @@ class ServerProcess:
         return self.stderr_path.read_text(errors="replace")
 
 
-_LISTENING = re.compile(rb"^server listening at (\S+):(\d+)$")
+LISTENING = re.compile(rb"^server listening at (\S+):(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
 def _await_listening(process: subprocess.Popen[bytes], stderr_path: Path) -> int:
     assert process.stdout is not None
     line = _readline_within(process, START_TIMEOUT)
-    match = _LISTENING.match(line.strip())
+    match = LISTENING.match(line.strip())
     if match is None:
         process.kill()
         process.wait()
