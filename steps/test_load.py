@@ -12,6 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2, job_pb2_grpc
+from jobmgr.cli._malloc import TRIM_EVERY
 
 from ._hostile_h2 import MAX_WINDOW, ClientTLS, RawCall
 from ._hostile_load import Load, check_accounts, run_load
@@ -163,10 +164,22 @@ def _vanishers(hostile: Hostile, count: int) -> None:
 
 @then(parsers.parse("its memory grew by less than {mib:d} MiB"))
 def _rss_after(hostile: Hostile, mib: int) -> None:
+    # The server keeps freed buffers for reuse and hands them back every TRIM_EVERY seconds:
+    # what is still held after that is what the disconnects left behind.
     server = hostile.srv
-    grew = usage(server.pid).rss_bytes - hostile.notes["before"].server.rss_bytes
-    report(f"server RSS after the disconnects: {grew / MiB:+.1f} MiB")
-    assert grew < mib * MiB, grew
+    growth: list[int] = []
+
+    def settled() -> bool:
+        growth.append(usage(server.pid).rss_bytes - hostile.notes["before"].server.rss_bytes)
+        return growth[-1] < mib * MiB
+
+    try:
+        eventually(settled, TRIM_EVERY + 2.0, f"server RSS back within {mib} MiB")
+    finally:
+        report(
+            f"server RSS after the disconnects: {growth[0] / MiB:+.1f} MiB at first, "
+            f"{growth[-1] / MiB:+.1f} MiB at last"
+        )
 
 
 # ---- many clients -----------------------------------------------------------------------------

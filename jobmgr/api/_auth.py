@@ -8,6 +8,7 @@ unknown one, or several are refused, never guessed at.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -90,8 +91,15 @@ def identify(auth_context: Mapping[str, Sequence[bytes]]) -> Caller:
     pems = auth_context.get("x509_pem_cert")
     if not pems:
         raise NotAuthenticated("no client certificate was presented")
+    return _caller_from_pem(pems[0])
+
+
+# The same few certificates arrive on every call: parsing one costs more than the rest of a
+# Status call, and a certificate's subject never changes.
+@functools.lru_cache(maxsize=1024)
+def _caller_from_pem(pem: bytes) -> Caller:
     try:
-        cert = x509.load_pem_x509_certificate(pems[0])
+        cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
         raise NotAuthenticated(f"the client certificate cannot be parsed: {exc}") from exc
     subject = cert.subject

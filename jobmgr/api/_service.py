@@ -75,7 +75,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         self, request: pb.StopRequest, context: grpc.aio.ServicerContext
     ) -> pb.StopResponse:
         async with _WorkerErrorsAsStatus(context):
-            job_id = await self._visible_job(request.uuid, context)
+            job_id = (await self._visible_job(request.uuid, context)).id
             status = await self._worker.astop(job_id, grace=mapping.grace(request))
             return pb.StopResponse(job=mapping.status_to_proto(status))
 
@@ -83,14 +83,13 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         self, request: pb.StatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.StatusResponse:
         async with _WorkerErrorsAsStatus(context):
-            job_id = await self._visible_job(request.uuid, context)
-            return mapping.status_to_proto(await self._worker.astatus(job_id))
+            return mapping.status_to_proto(await self._visible_job(request.uuid, context))
 
     async def Output(
         self, request: pb.OutputRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.OutputResponse]:
         async with _WorkerErrorsAsStatus(context):
-            job_id = await self._visible_job(request.uuid, context)
+            job_id = (await self._visible_job(request.uuid, context)).id
             chunks = self._worker.aoutput(
                 job_id, follow=not request.no_follow, tail=mapping.output_tail(request)
             )
@@ -118,13 +117,14 @@ class JobManagerService(pb_grpc.JobManagerServicer):
                 ]
             )
 
-    async def _visible_job(self, text: str, context: grpc.aio.ServicerContext) -> str:
-        """The job id a request names, if the caller may see that job; else JobNotFound."""
+    async def _visible_job(self, text: str, context: grpc.aio.ServicerContext) -> JobStatus:
+        """The status of the job a request names, if the caller may see that job; else
+        JobNotFound."""
         job_id = mapping.job_id(text)
         status = await self._worker.astatus(job_id)
         if not self._visibility.sees(_caller(context), status):
             raise JobNotFound(job_id)  # word for word what an unknown id gets
-        return job_id
+        return status
 
     async def _truncated(self, job_id: str) -> bool:
         try:

@@ -25,7 +25,7 @@ from jobmgr.worker import Retention, Worker, WorkerError
 
 from . import _config, _logs
 from ._config import ConfigError, ServerConfig
-from ._malloc import keep_freed_memory
+from ._malloc import hand_back_freed_memory, keep_freed_memory
 from ._tlsfiles import UnsafeTLSFiles, read_server_tls
 from ._units import format_duration, format_size, parse_duration, parse_size
 
@@ -310,7 +310,9 @@ async def _serve(worker: Worker, server: JobServer) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     print(f"server listening at {server.address}", flush=True)
+    trimmer = asyncio.create_task(hand_back_freed_memory())
     await stopping.wait()
+    trimmer.cancel()
     log.info("shutting down: stopping running jobs")
     # Health checkers learn first; then the jobs, so clients following their output see it
     # end; then the RPCs still open.

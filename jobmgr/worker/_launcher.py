@@ -42,7 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import _pid1
 from ._capture import LogWriter, read_some
 from ._channel import ServerChannel
 from ._errors import WorkerError
@@ -59,6 +58,7 @@ F_SETPIPE_SZ = 1031
 SOCKET_NAME = "launcher.sock"
 LOCK_NAME = "launcher.lock"
 READY = b"ready\n"
+ZYGOTE = Path(__file__).with_name("_pid1")  # built from _pid1.c by setup.py
 
 
 class StartRefused(Exception):
@@ -87,9 +87,8 @@ class Launcher:
         self._sizes_to_announce: dict[str, int] = {}
         self._shutdown_req: int | None = None
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        # Forked now, while this process is small: see _pid1.c for why slots come from it.
         self._zygote, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._zygote_pid = _pid1.start_zygote(zygote_end.fileno())
+        self._zygote_pid = _spawn_zygote(zygote_end)
         zygote_end.close()
 
     # ---- the loop -------------------------------------------------------------------------
@@ -516,6 +515,14 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _spawn_zygote(sock: socket.socket) -> int:
+    """Run the zygote program that forks every slot (see _pid1.c), on its end of ``sock``."""
+    if not os.access(ZYGOTE, os.X_OK):
+        raise WorkerError(f"{ZYGOTE} is missing or not executable: reinstall jobmgr")
+    sock.set_inheritable(True)
+    return os.posix_spawn(ZYGOTE, [str(ZYGOTE), str(sock.fileno())], {})
 
 
 def _drain(fd: int) -> None:

@@ -1,14 +1,15 @@
-/* The in-namespace init of every job, and the zygote that forks it.
+/* The in-namespace init of every job, and the zygote that forks it: a small program.
  *
- * Why C, and why a zygote: a job's init lives as long as the job. A forked Python process
- * dirties over 1 MiB of private memory just by running (the interpreter's after-fork work and
- * reference counts), and any child of the launcher keeps a private copy of every page the
- * launcher writes after the fork. So the launcher forks one zygote at start-up, which runs
- * only the C below and never writes its memory again; every job's init is forked from it and
- * costs about 150 KiB.
+ * Why C, and why a zygote program: a job's init lives as long as the job. A forked Python
+ * process dirties over 1 MiB of private memory just by running (the interpreter's after-fork
+ * work and reference counts), and a fork copies the page tables of everything its parent
+ * maps: forking from the launcher's 15 MiB Python heap made every start copy and then tear
+ * down thousands of page-table entries twice. So the launcher execs this program once, as the
+ * zygote, which maps little and never writes its memory again; every job's init is forked
+ * from it and costs little to make and to keep.
  *
- * start_zygote(sock) -> pid  (Python API)
- *   forks the zygote. Each SOCK_SEQPACKET message on sock asks for one slot: the data is the
+ * _pid1 SOCKET_FD  (run by the launcher, never by hand)
+ *   the zygote. Each SOCK_SEQPACKET message on SOCKET_FD asks for one slot: the data is the
  *   cgroup.procs paths, NUL-separated; five fds ride along (stdin, stdout, stderr, order,
  *   report). The zygote forks a "mid" child per message and reaps it (SIGCHLD ignored); it
  *   exits when the launcher closes the socket.
@@ -16,9 +17,6 @@
  *         each cgroup.procs), unshares the namespaces of STEPS, forks the init, reports
  *         "pid <init's host pid>" and exits. The launcher is a child subreaper, so the init
  *         is reparented to it.
- *   mid:  resets signals, closes every other fd, joins the job's cgroup (writes its pid into
- *         each cgroup.procs), unshares the namespaces of STEPS, forks the init, reports
- *         "pid <init's host pid>" and exits.
  *   init: PID 1 of the new PID namespace. Runs each step's inside() (private mounts and a
  *         fresh /proc, loopback up), reports "ready", then waits for its order on order_fd:
  *         NUL-terminated fields  uid gid cwd argc argv... envc env...  (empty uid: stay root).
@@ -36,13 +34,11 @@
  *
  * Everything goes to the launcher as one line on report_fd (one write, under PIPE_BUF).
  */
-#define PY_SSIZE_T_CLEAN
 #define _GNU_SOURCE
-#include <Python.h>
-
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -336,13 +332,13 @@ static void close_all_but(const int *fds) {
     close_range(low, ~0U, 0);
 }
 
-static _Noreturn void run_mid(const char **procs, Py_ssize_t nprocs, const int *fds) {
+static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds) {
     int rep = fds[FD_REPORT];
     signal(SIGCHLD, SIG_DFL); /* the zygote ignores it; the init must not */
     close_all_but(fds);
     char pid[32];
     int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
-    for (Py_ssize_t i = 0; i < nprocs; i++) {
+    for (size_t i = 0; i < nprocs; i++) {
         int fd = open(procs[i], O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, pid, (size_t)len) != len) {
             int saved = errno;
@@ -402,7 +398,7 @@ static _Noreturn void run_zygote(int sock) {
         memcpy(fds, CMSG_DATA(cmsg), sizeof fds);
         data[n] = '\0';
         const char *procs[MAX_PROCS_FILES];
-        Py_ssize_t nprocs = 0;
+        size_t nprocs = 0;
         for (char *p = data; p < data + n && nprocs < MAX_PROCS_FILES; p += strlen(p) + 1)
             procs[nprocs++] = p;
         pid_t pid = fork();
@@ -415,35 +411,13 @@ static _Noreturn void run_zygote(int sock) {
     }
 }
 
-static PyObject *start_zygote(PyObject *self, PyObject *args) {
-    int sock;
-    if (!PyArg_ParseTuple(args, "i", &sock))
-        return NULL;
-    /* Blocked across fork, so no signal reaches the child before it drops our handlers. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = fork();
-    if (pid == 0)
-        run_zygote(sock);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (pid < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLong(pid);
+int main(int argc, char **argv) {
+    char *end = NULL;
+    long sock = argc == 2 ? strtol(argv[1], &end, 10) : -1;
+    if (sock < 0 || sock > INT_MAX || end == argv[1] || *end != '\0') {
+        fprintf(stderr, "usage: %s SOCKET_FD\n(the jobmgr launcher runs this; see its source)\n",
+                argv[0]);
+        return 2;
+    }
+    run_zygote((int)sock);
 }
-
-static PyMethodDef methods[] = {
-    {"start_zygote", start_zygote, METH_VARARGS,
-     "start_zygote(sock) -> pid\n\n"
-     "Fork the zygote, which makes a job slot (a child that joins the cgroup, unshares the\n"
-     "namespaces and forks their init) for each request on the SOCK_SEQPACKET socket sock."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_pid1",
-    "The in-namespace init of every job, and the zygote that forks it (see _pid1.c).", -1,
-    methods,
-};
-
-PyMODINIT_FUNC PyInit__pid1(void) { return PyModule_Create(&module); }

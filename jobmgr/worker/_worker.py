@@ -101,6 +101,10 @@ class Worker:
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
         self._jobs: dict[str, _Entry] = {}
+        # Kept in step with _jobs by _track, so that a Start or an exit costs the same with
+        # 100 000 jobs known as with ten.
+        self._running: set[str] = set()
+        self._ended: dict[str, float] = {}  # finished job -> ended_at, oldest first
         self._lock = threading.Lock()
         self._closed = False
         self._starting = 0
@@ -235,9 +239,7 @@ class Worker:
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
-            running = self._starting + sum(
-                1 for e in self._jobs.values() if e.status.state is JobState.RUNNING
-            )
+            running = self._starting + len(self._running)
             if self._max_running is not None and running >= self._max_running:
                 raise CapacityError(
                     f"{running} jobs are running, the server's limit; stop one or wait"
@@ -275,6 +277,7 @@ class Worker:
             log = OutputLog(self._state / "jobs" / job_id / LOG_NAME)
             with self._lock:
                 self._jobs[job_id] = _Entry(status, log)
+                self._track(status)
             self._store.save(status)
 
         try:
@@ -341,6 +344,7 @@ class Worker:
             if entry is None:
                 return
             entry.status = dataclasses.replace(entry.status, **changes)
+            self._track(entry.status)
         self._store.save(entry.status)
 
     def _record_exit(self, job_id: str, result: dict[str, Any]) -> None:
@@ -349,6 +353,7 @@ class Worker:
             if entry is None:
                 return
             entry.status = _apply_result(entry.status, result)
+            self._track(entry.status)
         self._store.save(entry.status)
         entry.log.advance(int(result["output_size"]), done=True)
 
@@ -357,21 +362,28 @@ class Worker:
         count, max_age = self._retention.count, self._retention.max_age
         if count is None and max_age is None:
             return
+        cutoff = -1.0 if max_age is None else time.time() - max_age
+        doomed: list[str] = []
         with self._lock:
-            finished = sorted(
-                (e.status for e in self._jobs.values() if e.status.terminated),
-                key=lambda s: s.ended_at or 0.0,
-            )
-            doomed = finished[: max(0, len(finished) - count)] if count is not None else []
-            if max_age is not None:
-                cutoff = time.time() - max_age
-                doomed += [s for s in finished if (s.ended_at or 0.0) < cutoff]
-            for status in doomed:
-                self._jobs.pop(status.id, None)
+            while self._ended:
+                oldest, ended_at = next(iter(self._ended.items()))
+                if (count is None or len(self._ended) <= count) and ended_at >= cutoff:
+                    break
+                del self._ended[oldest]
+                self._jobs.pop(oldest, None)
+                doomed.append(oldest)
         if doomed:
-            self._store.delete(s.id for s in doomed)
-            for status in doomed:
-                shutil.rmtree(self._state / "jobs" / status.id, ignore_errors=True)
+            self._store.delete(doomed)
+            for job_id in doomed:
+                shutil.rmtree(self._state / "jobs" / job_id, ignore_errors=True)
+
+    def _track(self, status: JobStatus) -> None:
+        """Note a job's new status in the running set and the order of ends (lock held)."""
+        if not status.terminated:
+            self._running.add(status.id)
+        elif status.id not in self._ended:
+            self._running.discard(status.id)
+            self._ended[status.id] = _ended_at(status)
 
     # ---- history ------------------------------------------------------------------------------
 
@@ -379,28 +391,50 @@ class Worker:
         """Jobs from the database, plus what the launcher recorded while no server was here."""
         known = {status.id: status for status in self._store.load()}
         for job_dir in (self._state / "jobs").iterdir():
-            status = known.get(job_dir.name)
-            if status is None or status.state is JobState.RUNNING:
-                record = read_record(job_dir / LOG_NAME)
-                if record is None:
-                    continue  # a start that never got as far as its record
-                job, result = record
-                status = status or _status_from_record(job)
-                if result is not None:
-                    status = _apply_result(status, result)
-                self._store.save(status)
-            log = OutputLog(job_dir / LOG_NAME)
-            if status.terminated:
-                log.advance(_file_size(job_dir / LOG_NAME), done=True)
-            self._jobs[status.id] = _Entry(status, log)
+            entry = self._load_job(job_dir.name, known.get(job_dir.name))
+            if entry is not None:
+                self._jobs[job_dir.name] = entry
+        for status in sorted((e.status for e in self._jobs.values()), key=_ended_at):
+            self._track(status)
         for job_id in set(known) - set(self._jobs):
             self._store.delete([job_id])  # its directory is gone: pruned by hand
 
+    def _load_job(self, job_id: str, status: JobStatus | None) -> _Entry | None:
+        """A job from its database row and its log's record frame, whichever knows more."""
+        path = self._state / "jobs" / job_id / LOG_NAME
+        if status is None or status.state is JobState.RUNNING:
+            record = read_record(path)
+            if record is None:
+                return None  # a start that never got as far as its record
+            job, result = record
+            status = status or _status_from_record(job)
+            if result is not None:
+                status = _apply_result(status, result)
+            self._store.save(status)
+        log = OutputLog(path)
+        if status.terminated:
+            log.advance(_file_size(path), done=True)
+        return _Entry(status, log)
+
     def _adopt(self, hello: Message) -> None:
-        """Take the running jobs' output sizes; a job the launcher does not know is lost."""
+        """Take the running jobs (with their output sizes) from the launcher's hello; a job
+        the launcher does not know is lost."""
         running = {job["id"]: int(job["size"]) for job in hello.get("running", [])}
+        for job_id in running.keys() - self._jobs.keys():
+            # Started on the request of a server that died before the reply, after
+            # _load_history looked: the launcher wrote its record before answering hello.
+            entry = self._load_job(job_id, None)
+            if entry is None:
+                continue
+            with self._lock:
+                self._jobs[job_id] = entry
+                self._track(entry.status)
+            # Its exit may have been announced before it was in the table; the record has it.
+            record = read_record(entry.log.path)
+            if record is not None and record[1] is not None:
+                self._record_exit(job_id, record[1])
         with self._lock:
-            entries = [e for e in self._jobs.values() if e.status.state is JobState.RUNNING]
+            entries = [self._jobs[job_id] for job_id in self._running]
         for entry in entries:
             job_id = entry.status.id
             if job_id in running:
@@ -449,6 +483,10 @@ def _file_size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def _ended_at(status: JobStatus) -> float:
+    return status.ended_at or 0.0
 
 
 def _status_from_record(record: dict[str, Any]) -> JobStatus:
