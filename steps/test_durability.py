@@ -236,7 +236,8 @@ def _pruned(api: ApiScenario, command: str) -> None:
     job_id = api.notes["jobs"][command]
     done = run_client(api, "admin", f"status {job_id}")
     assert done.returncode == 1 and b"no job with id" in done.stderr, done
-    assert not (cli_server(api).state_dir / "jobs" / job_id).exists()
+    left = list((cli_server(api).state_dir / "jobs").glob(f"{job_id}*"))
+    assert not left, left
 
 
 def _quoted(text: str) -> list[str]:

@@ -76,7 +76,7 @@ def _read(cgroup: v1.Cgroup, controller: str, filename: str) -> str:
 def test_this_machine_is_driven_with_v1_and_every_job_hierarchy() -> None:
     d = _v1_or_skip("jobmgr-test-cg-unused")
     assert d.version == 1
-    assert set(v1.REQUIRED_CONTROLLERS) <= set(d.mounts)
+    assert set(v1.CONTROLLERS) <= set(d.mounts)
     assert d.mounts == v1_controller_mounts(read_mounts("/proc/self/mountinfo"))
 
 

@@ -47,7 +47,7 @@ from ._channel import ServerChannel
 from ._errors import WorkerError
 from ._outputlog import MAX_CHUNK
 from ._protocol import Message
-from ._records import LOG_NAME, mark_lost, record_frame, write_result
+from ._records import log_path, mark_lost, record_frame, write_result
 from ._slot import Slot, encode_order
 from ._spec import UNLIMITED, Limits
 from ._status import JobState, Stream
@@ -78,6 +78,11 @@ class Launcher:
         self._spares = spares
         self._warming_broken = False
         self._jobs_dir = state_dir / "jobs"
+        # A slot's log is made as it warms, here, and moved into jobs/ with its record written:
+        # a start then creates no file, and jobs/ holds only logs that have a record.
+        self._spares_dir = state_dir / "spares"
+        shutil.rmtree(self._spares_dir, ignore_errors=True)  # a dead launcher's
+        self._spares_dir.mkdir(mode=0o700)
         self.driver = driver
         self._sel = selectors.DefaultSelector()
         self._jobs: dict[str, Slot] = {}
@@ -167,12 +172,26 @@ class Launcher:
         if self._shutdown_req is not None or self._warming_broken:
             return
         idle = sum(1 for job in self._jobs.values() if not job.assigned)
-        for _ in range(self._spares - idle):
-            self._new_slot()
+        try:
+            for _ in range(self._spares - idle):
+                self._new_slot()
+        except StartRefused:
+            pass  # the disk is full: a start will say so
 
     def _new_slot(self) -> Slot:
         slot_id = str(uuid.uuid4())
-        cgroup = self.driver.create(slot_id, UNLIMITED)
+        path = self._spares_dir / slot_id
+        try:
+            log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            _refuse_if_full(exc)
+            raise
+        try:
+            cgroup = self.driver.create(slot_id, UNLIMITED)
+        except BaseException:
+            os.close(log_fd)
+            path.unlink()
+            raise
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         report_r, report_w = os.pipe()
@@ -189,6 +208,8 @@ class Launcher:
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
             report_fd=report_r,
             order_fd=order_w,
+            path=path,
+            log_fd=log_fd,
         )
         self._jobs[slot_id] = job
         for fd in (out_r, err_r, report_r):
@@ -229,36 +250,29 @@ class Launcher:
             self._add_deadline(time.monotonic() + float(timeout), "timeout", job.id)
 
     def _prepare(self, job: Slot, req: Message, limits: Limits) -> None:
-        """Limit the slot's cgroup and give the job its directory, records and log."""
+        """Limit the slot's cgroup, and make its file the job's log, record first."""
         try:
             job.cgroup.set_limits(limits)
         except WorkerError as exc:
             raise StartRefused("limits", f"the kernel refused the job's limits: {exc}") from exc
+        assert job.path is not None and job.log_fd is not None
+        job.started_at = time.time()
+        record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
+        job.record = {**record, "id": job.id, "started_at": job.started_at}
+        header = record_frame(job.record)
         try:
-            job.started_at = time.time()
-            job.dir = self._jobs_dir / job.id
-            job.dir.mkdir(mode=0o700)
-            record = {k: req.get(k) for k in ("argv", "owner", "limits", "env", "cwd")}
-            job.record = {**record, "id": job.id, "started_at": job.started_at}
-            log_fd = os.open(
-                # Not O_APPEND: splice() refuses it. This process is the only writer.
-                job.dir / LOG_NAME,
-                os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
-                0o600,
-            )
-            header = record_frame(job.record)
-            try:
-                if os.write(log_fd, header) != len(header):
-                    raise OSError(errno.ENOSPC, "No space left on device")
-            except OSError:
-                os.close(log_fd)
-                raise
+            if os.write(job.log_fd, header) != len(header):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            path = log_path(self._jobs_dir, job.id)
+            os.rename(job.path, path)
+            job.path = path
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StartRefused("space", f"the server's state directory is full: {exc}") from exc
+            _refuse_if_full(exc)
             raise
         cap = int(req.get("output_cap") or 0)
-        job.log = LogWriter(log_fd, cap, lambda reason: self._truncated(job, reason))
+        # Not O_APPEND, which splice() refuses: this process is the file's only writer.
+        job.log = LogWriter(job.log_fd, cap, lambda reason: self._truncated(job, reason))
+        job.log_fd = None
         job.log.size = len(header)
         job.grace = float(req.get("grace") or 5.0)
 
@@ -369,7 +383,8 @@ class Launcher:
         if not job.stop_requested:
             job.stop_requested = True
             job.reason = reason
-            self._signal_all(job, signal.SIGTERM)
+            if grace > 0:  # no grace means SIGKILL only: a SIGTERM first could end it instead
+                self._signal_all(job, signal.SIGTERM)
         self._add_deadline(time.monotonic() + grace, "kill", job.id)
 
     def _signal_all(self, job: Slot, signo: int) -> None:
@@ -445,6 +460,8 @@ class Launcher:
         self._discard(job)
         if job.log is not None:
             os.close(job.log.fd)
+        elif job.log_fd is not None:
+            os.close(job.log_fd)
         try:
             stats = job.cgroup.stats()
         except (OSError, WorkerError) as exc:
@@ -455,8 +472,8 @@ class Launcher:
         except (OSError, WorkerError) as exc:  # retried at the next launcher start
             self._log(f"job {job.id}: its cgroup could not be removed: {exc}")
         if not job.launched:
-            if job.dir is not None:
-                shutil.rmtree(job.dir, ignore_errors=True)
+            if job.path is not None:
+                job.path.unlink(missing_ok=True)
             if job.assigned and not job.launch_failed:
                 # It died before exec without saying why (killed while warming).
                 self._channel.send(
@@ -468,7 +485,7 @@ class Launcher:
                     }
                 )
             return
-        assert job.dir is not None
+        assert job.path is not None
         status = job.job_status if job.job_status is not None else job.init_status
         assert status is not None  # a launched job had an init, and it has been reaped
         exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
@@ -495,7 +512,7 @@ class Launcher:
             "reason": reason,
         }
         try:
-            write_result(job.dir / LOG_NAME, job.record, result)
+            write_result(job.path, job.record, result)
         except OSError as exc:  # a full disk: the connected server still gets the result
             self._log(f"job {job.id}: could not record its result: {exc}")
         self._announce_sizes()
@@ -515,6 +532,12 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _refuse_if_full(exc: OSError) -> None:
+    """A write or create in the state dir failed: if the disk is full, refuse the start."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StartRefused("space", f"the server's state directory is full: {exc}") from exc
 
 
 def _spawn_zygote(sock: socket.socket) -> int:

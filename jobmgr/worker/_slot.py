@@ -25,7 +25,8 @@ class Slot:
     order_fd: int | None
     ready: bool = False
     assigned: bool = False
-    dir: Path | None = None
+    path: Path | None = None  # its spare file while it warms, then the job's log
+    log_fd: int | None = None  # that file, until ``log`` takes it over
     log: LogWriter | None = None
     start_req: int | None = None
     started_at: float = 0.0

@@ -7,7 +7,6 @@ import dataclasses
 import fcntl
 import os
 import pwd
-import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
@@ -27,7 +26,7 @@ from ._errors import (
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
 from ._protocol import Message
-from ._records import LOG_NAME, read_record
+from ._records import log_path, logged_jobs, read_record
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -85,7 +84,8 @@ class Worker:
     ) -> None:
         self._state = Path(state_dir).resolve()
         self._state.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (self._state / "jobs").mkdir(mode=0o700, exist_ok=True)
+        self._jobs_dir = self._state / "jobs"
+        self._jobs_dir.mkdir(mode=0o700, exist_ok=True)
         self._lock_fd = os.open(self._state / "worker.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -274,7 +274,7 @@ class Worker:
                 state=JobState.RUNNING,
                 started_at=float(reply["started_at"]),
             )
-            log = OutputLog(self._state / "jobs" / job_id / LOG_NAME)
+            log = OutputLog(log_path(self._jobs_dir, job_id))
             with self._lock:
                 self._jobs[job_id] = _Entry(status, log)
                 self._track(status)
@@ -375,7 +375,7 @@ class Worker:
         if doomed:
             self._store.delete(doomed)
             for job_id in doomed:
-                shutil.rmtree(self._state / "jobs" / job_id, ignore_errors=True)
+                log_path(self._jobs_dir, job_id).unlink(missing_ok=True)
 
     def _track(self, status: JobStatus) -> None:
         """Note a job's new status in the running set and the order of ends (lock held)."""
@@ -390,18 +390,18 @@ class Worker:
     def _load_history(self) -> None:
         """Jobs from the database, plus what the launcher recorded while no server was here."""
         known = {status.id: status for status in self._store.load()}
-        for job_dir in (self._state / "jobs").iterdir():
-            entry = self._load_job(job_dir.name, known.get(job_dir.name))
+        for job_id in logged_jobs(self._jobs_dir):
+            entry = self._load_job(job_id, known.get(job_id))
             if entry is not None:
-                self._jobs[job_dir.name] = entry
+                self._jobs[job_id] = entry
         for status in sorted((e.status for e in self._jobs.values()), key=_ended_at):
             self._track(status)
         for job_id in set(known) - set(self._jobs):
-            self._store.delete([job_id])  # its directory is gone: pruned by hand
+            self._store.delete([job_id])  # its log is gone: pruned by hand
 
     def _load_job(self, job_id: str, status: JobStatus | None) -> _Entry | None:
         """A job from its database row and its log's record frame, whichever knows more."""
-        path = self._state / "jobs" / job_id / LOG_NAME
+        path = log_path(self._jobs_dir, job_id)
         if status is None or status.state is JobState.RUNNING:
             record = read_record(path)
             if record is None:

@@ -68,7 +68,7 @@ def detect_driver(
     if v2_root is not None:
         return v2.Driver(root=v2_root, parent=parent)
     v1_mounts = v1_controller_mounts(mounts)
-    missing = [c for c in v1.REQUIRED_CONTROLLERS if c not in v1_mounts]
+    missing = [c for c in v1.CONTROLLERS if c not in v1_mounts]
     if not missing:
         return v1.Driver(v1_mounts, parent)
     raise CgroupsUnavailable(
@@ -102,7 +102,7 @@ def v1_controller_mounts(mounts: list[Mount]) -> dict[str, str]:
     for mount in mounts:
         if mount.fstype != "cgroup":
             continue
-        for controller in v1.REQUIRED_CONTROLLERS + v1.OPTIONAL_CONTROLLERS:
+        for controller in v1.CONTROLLERS:
             if controller in mount.super_options:
                 found.setdefault(controller, mount.mount_point)
     return found

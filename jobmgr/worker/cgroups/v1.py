@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 from .._spec import Limits
 from ._base import CgroupStats
 from ._kernfs import (
-    POLL_SECONDS,
     Knob,
     KnobTable,
     LimitValue,
@@ -24,25 +22,23 @@ from ._kernfs import (
     check_name,
     check_parent,
     child_dirs,
+    destroy_dirs,
     keyed_int,
     kill_until_empty,
     make_dirs,
     read_pids,
     read_stats,
-    read_text,
-    remove_dirs,
     sigkill,
     write_device_rules,
-    write_text,
 )
 
-REQUIRED_CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
-# With the freezer, kill_all signals a snapshot no process can fork its way out of.
-OPTIONAL_CONTROLLERS = ("freezer",)
+# No freezer: every job is a PID namespace, and its init's death kills the rest at once (the
+# kernel stops forks in a dying namespace), so freezing adds a hierarchy to each job's creation,
+# join and removal and buys nothing.
+CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
 
-CFS_PERIOD_US = 100_000
+CFS_PERIOD_US = 100_000  # a new cgroup's period: the kernel default, so never written
 NO_LIMIT = "-1"
-FREEZE_WAIT_SECONDS = 0.5
 
 
 def _cfs_quota(cpu: LimitValue) -> str:
@@ -62,10 +58,7 @@ def _no_swap(value: LimitValue) -> str | None:
 
 
 LIMIT_KNOBS: KnobTable = {
-    "cpu": (
-        Knob("cpu", "cpu.cfs_period_us", lambda _: str(CFS_PERIOD_US)),
-        Knob("cpu", "cpu.cfs_quota_us", _cfs_quota),
-    ),
+    "cpu": (Knob("cpu", "cpu.cfs_quota_us", _cfs_quota),),
     # memsw (RAM + swap) caps swap too, so a job over its limit is OOM-killed instead of swapping.
     # The kernel refuses memsw below memory.limit_in_bytes; create() starts from a fresh cgroup
     # (both unlimited) and only lowers, so memory goes first. (Raising would need memsw first.)
@@ -108,8 +101,6 @@ class Cgroup:
         self.hierarchy_dirs = tuple(dict.fromkeys(self.dirs.values()))
         """The distinct directories (controllers sharing a hierarchy share one)."""
         self._procs_files = tuple(os.path.join(d, "cgroup.procs") for d in self.hierarchy_dirs)
-        freezer = self.dirs.get("freezer")
-        self._freezer_state = os.path.join(freezer, "freezer.state") if freezer else None
 
     @property
     def procs_files(self) -> list[str]:
@@ -131,31 +122,7 @@ class Cgroup:
 
     def kill_all(self) -> None:
         """SIGKILL every process in the cgroup, including ones forking meanwhile."""
-        kill_until_empty(self._procs_files, self._kill_round)
-
-    def _kill_round(self) -> None:
-        with self._frozen():
-            sigkill(read_pids(self._procs_files))
-
-    @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
-        """Freeze the cgroup (if the freezer is mounted) so its process list stays put.
-
-        A frozen process that gets SIGKILL dies only when thawed, hence the thaw in ``finally``.
-        """
-        if self._freezer_state is None or not os.path.exists(self._freezer_state):
-            yield
-            return
-        write_text(self._freezer_state, "FROZEN")
-        try:
-            # FREEZING lasts while a task is in uninterruptible sleep; killing the rest anyway and
-            # letting kill_until_empty come back is better than waiting on it.
-            deadline = time.monotonic() + FREEZE_WAIT_SECONDS
-            while read_text(self._freezer_state) != "FROZEN" and time.monotonic() < deadline:
-                time.sleep(POLL_SECONDS)
-            yield
-        finally:
-            write_text(self._freezer_state, "THAWED")
+        kill_until_empty(self._procs_files, lambda: sigkill(read_pids(self._procs_files)))
 
     def stats(self) -> CgroupStats:
         """CPU time, peak memory and whether the OOM killer fired, read now."""
@@ -163,8 +130,7 @@ class Cgroup:
 
     def destroy(self) -> None:
         """Kill what is left and remove every directory; returns once they are gone."""
-        self.kill_all()
-        remove_dirs(self.hierarchy_dirs)
+        destroy_dirs(self.hierarchy_dirs, self.kill_all)
 
 
 class Driver:
@@ -173,13 +139,12 @@ class Driver:
     version: int = 1
 
     def __init__(self, mounts: Mapping[str, str], parent: str) -> None:
-        """``mounts``: controller -> mount point; needs every REQUIRED_CONTROLLERS entry."""
-        missing = [c for c in REQUIRED_CONTROLLERS if c not in mounts]
+        """``mounts``: controller -> mount point; needs every CONTROLLERS entry."""
+        missing = [c for c in CONTROLLERS if c not in mounts]
         if missing:
             raise ValueError(f"cgroup v1 needs mounts for {', '.join(missing)}")
         self.parent = check_parent(parent)
-        used = REQUIRED_CONTROLLERS + OPTIONAL_CONTROLLERS
-        self.mounts = {c: mounts[c] for c in used if c in mounts}
+        self.mounts = {c: mounts[c] for c in CONTROLLERS}
         """Controller -> mount point of its hierarchy, for the controllers a job uses."""
         self._parent_dirs = tuple(
             dict.fromkeys(os.path.join(m, self.parent) for m in self.mounts.values())

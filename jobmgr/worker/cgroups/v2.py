@@ -19,12 +19,12 @@ from ._kernfs import (
     check_name,
     check_parent,
     child_dirs,
+    destroy_dirs,
     keyed_int,
     kill_until_empty,
     make_dirs,
     read_pids,
     read_stats,
-    remove_dirs,
     sigkill,
     write_device_rules,
     write_text,
@@ -130,8 +130,7 @@ class Cgroup:
 
     def destroy(self) -> None:
         """Kill what is left and remove the directory; returns once it is gone."""
-        self.kill_all()
-        remove_dirs([self.path])
+        destroy_dirs([self.path], self.kill_all)
 
 
 class Driver:
