@@ -106,6 +106,7 @@ class HostileServer:
     port: int = 0
     starts: int = 0
     _channels: list[grpc.Channel] = field(default_factory=list)
+    _stubs: dict[str, job_pb2_grpc.JobManagerStub] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -225,9 +226,15 @@ class HostileServer:
         return channel
 
     def stub(self, kind: str = "admin") -> job_pb2_grpc.JobManagerStub:
-        return job_pb2_grpc.JobManagerStub(self.channel(kind))
+        """A stub on one shared channel per certificate kind, until the server stops. (A
+        channel per call kept thousands of connections open through a long scenario.)"""
+        self.assert_up()
+        if kind not in self._stubs:
+            self._stubs[kind] = job_pb2_grpc.JobManagerStub(self.channel(kind))
+        return self._stubs[kind]
 
     def close_channels(self) -> None:
+        self._stubs.clear()
         for channel in self._channels:
             channel.close()
         self._channels.clear()

@@ -17,7 +17,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2, job_pb2_grpc
 
-from ._hostile_server import CLIENT_OPTIONS, HostileServer, marked_processes
+from ._hostile_server import CLIENT_OPTIONS, HostileServer, alive, marked_processes
 from ._hostile_steps import *  # noqa: F403  # the shared steps
 from ._hostile_steps import Hostile, report
 
@@ -27,6 +27,7 @@ scenarios("crash.feature")
 # crash, its start confirmed or not, can be checked byte for byte.
 LINES = "i=0; while [ $i -lt {count} ]; do echo line-$i; i=$((i+1)); sleep {every}; done"
 BYTES = "import random, sys; sys.stdout.buffer.write(random.Random({seed}).randbytes({size}))"
+FORK_SETTLE = 0.5  # seconds; see _audit
 
 
 def lines_job(server: HostileServer, count: int, every: float) -> list[str]:
@@ -244,13 +245,31 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
     spare = cgroups - set(listed)
     if len(spare) > ledger.spares + 1:
         ledger.orphans.append(f"after kill {ledger.kills}: {len(spare)} cgroups of no job")
-    for pid in marked_processes(server.marker):
-        try:
-            where = Path(f"/proc/{pid}/cgroup").read_text()
-        except OSError:
-            continue
-        if not any(job in where for job in running):
-            ledger.orphans.append(f"after kill {ledger.kills}: process {pid} of no running job")
+    # A child shows the root cgroup for a moment while fork() sets it up, so a process outside
+    # every running job's cgroup is looked at again before it counts as an orphan.
+    suspects = [pid for pid in marked_processes(server.marker) if _outside(pid, running)]
+    if suspects:
+        time.sleep(FORK_SETTLE)
+    for pid in suspects:
+        where = _outside(pid, running)
+        if where:
+            name = next((j for j in listed if j in where), None)
+            state = listed[name].status if name is not None else "not listed"
+            cgroup = next((line for line in where.splitlines() if ":pids:" in line), where)
+            ledger.orphans.append(
+                f"after kill {ledger.kills}: process {pid} of no running job ({cgroup}: {state})"
+            )
+
+
+def _outside(pid: int, running: set[str]) -> str:
+    """``pid``'s /proc cgroup lines if it is alive and in no running job's cgroup, else ""."""
+    try:
+        where = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""
+    if not alive(pid) or any(job in where for job in running):
+        return ""
+    return where
 
 
 # ---- the verdicts -----------------------------------------------------------------------------

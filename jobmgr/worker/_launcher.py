@@ -160,9 +160,11 @@ class Launcher:
             else:
                 raise ValueError(f"unknown request {op!r}")
         except Exception as exc:  # a bad request must not take every job down with it
-            reply = {"ev": "reply", "req": req, "ok": False, "error": str(exc)}
+            reply = {"ev": "reply", "req": req, "ok": False, "error": str(exc) or repr(exc)}
             if isinstance(exc, StartRefused):
                 reply["stage"] = exc.stage
+            else:
+                self._log(f"request {op!r} failed:\n" + traceback.format_exc())
             self._channel.send(reply)
 
     # ---- starting ---------------------------------------------------------------------------
