@@ -430,9 +430,7 @@ class Worker:
                 self._jobs[job_id] = entry
                 self._track(entry.status)
             # Its exit may have been announced before it was in the table; the record has it.
-            record = read_record(entry.log.path)
-            if record is not None and record[1] is not None:
-                self._record_exit(job_id, record[1])
+            self._exit_if_recorded(entry)
         with self._lock:
             entries = [self._jobs[job_id] for job_id in self._running]
         for entry in entries:
@@ -440,9 +438,7 @@ class Worker:
             if job_id in running:
                 entry.log.advance(running[job_id])
                 continue
-            record = read_record(entry.log.path)
-            if record is not None and record[1] is not None:
-                self._record_exit(job_id, record[1])
+            if self._exit_if_recorded(entry):
                 continue
             self._update(
                 job_id,
@@ -451,6 +447,14 @@ class Worker:
                 reason="the launcher has no record of it",
             )
             entry.log.advance(_file_size(entry.log.path), done=True)
+
+    def _exit_if_recorded(self, entry: _Entry) -> bool:
+        """Take the job's result from its log's record, if the launcher wrote one there."""
+        record = read_record(entry.log.path)
+        if record is None or record[1] is None:
+            return False
+        self._record_exit(entry.status.id, record[1])
+        return True
 
 
 def _started(reply: Message) -> str:
