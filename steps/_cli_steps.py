@@ -113,7 +113,6 @@ def _status_says(api: ApiScenario, state: str) -> None:
     assert json.loads(done.stdout)["state"] == state, done.stdout
 
 
-
 @then(parsers.parse("it exits {code:d}"))
 def _exits(api: ApiScenario, code: int) -> None:
     done = ran(api)

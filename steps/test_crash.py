@@ -253,8 +253,8 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
     for pid in suspects:
         where = _outside(pid, running)
         if where:
-            name = next((j for j in listed if j in where), None)
-            state = listed[name].status if name is not None else "not listed"
+            owner = next((j for j in listed if j in where), None)
+            state = listed[owner].status if owner is not None else "not listed"
             cgroup = next((line for line in where.splitlines() if ":pids:" in line), where)
             ledger.orphans.append(
                 f"after kill {ledger.kills}: process {pid} of no running job ({cgroup}: {state})"

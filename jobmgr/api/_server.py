@@ -17,8 +17,8 @@ from jobmgr.worker import Worker
 from ._auth import HEALTH_SERVICE, ROLE_POLICY, SERVICE
 from ._calllog import CallLog
 from ._guard import AccessGuard
-from ._mapping import MAX_MESSAGE_BYTES
-from ._proto import job_pb2_grpc as pb_grpc
+from ._mapping import MAX_MESSAGE_BYTES, encoded
+from ._proto import job_pb2 as pb
 from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
 from ._tls import check_server_material, server_credentials
 
@@ -49,6 +49,28 @@ class ServerTLS:
         """Read the three PEM files: OSError if one cannot be read, ValueError if they are
         not a CA certificate, a certificate and its key."""
         return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+
+
+def _add_job_manager(service: JobManagerService, server: grpc.aio.Server) -> None:
+    """What ``add_JobManagerServicer_to_server`` does, but Output's handler yields its
+    messages already encoded (see ``output_to_wire``) and they are sent as they are."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["JobManager"].methods:
+        assert not method.client_streaming, "no JobManager RPC streams requests"
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if method.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = make(
+            getattr(service, method.name),
+            request_deserializer=request.FromString,
+            response_serializer=encoded if method.name == "Output" else response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class BindError(RuntimeError):
@@ -98,7 +120,7 @@ class JobServer:
         interceptors = [CallLog(), AccessGuard(self._policy)]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         service = JobManagerService(self._worker, self._visibility)
-        pb_grpc.add_JobManagerServicer_to_server(service, server)
+        _add_job_manager(service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(

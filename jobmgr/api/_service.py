@@ -85,16 +85,18 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         async with _WorkerErrorsAsStatus(context):
             return mapping.status_to_proto(await self._visible_job(request.uuid, context))
 
-    async def Output(
+    # Yields OutputResponse messages already encoded, which the server sends as they are
+    # (_server._add_job_manager): hence bytes where the generated base says messages.
+    async def Output(  # type: ignore[override]
         self, request: pb.OutputRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.OutputResponse]:
+    ) -> AsyncIterator[bytes]:
         async with _WorkerErrorsAsStatus(context):
             job_id = (await self._visible_job(request.uuid, context)).id
             chunks = self._worker.aoutput(
                 job_id, follow=not request.no_follow, tail=mapping.output_tail(request)
             )
             async for chunk in chunks:
-                for message in mapping.output_to_proto(chunk):
+                for message in mapping.output_to_wire(chunk):
                     yield message
             if await self._truncated(job_id):
                 yield mapping.TRUNCATION_NOTICE

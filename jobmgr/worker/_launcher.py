@@ -272,7 +272,7 @@ class Launcher:
             _refuse_if_full(exc)
             raise
         cap = int(req.get("output_cap") or 0)
-        # Not O_APPEND, which splice() refuses: this process is the file's only writer.
+        # No O_APPEND needed: this process is the file's only writer.
         job.log = LogWriter(job.log_fd, cap, lambda reason: self._truncated(job, reason))
         job.log_fd = None
         job.log.size = len(header)
@@ -343,10 +343,18 @@ class Launcher:
         return lambda _: self._on_pipe(job, fd)
 
     def _on_pipe(self, job: Slot, fd: int) -> None:
-        if job.log is not None:
-            more = job.log.take(fd, job.pipes[fd])
-        else:  # a spare: its init never writes there, so this is EOF
-            more = False if read_some(fd) == b"" else None
+        try:
+            if job.log is not None:
+                more = job.log.take(fd, job.pipes[fd])
+            else:  # a spare: its init never writes there, so this is EOF
+                more = False if read_some(fd) == b"" else None
+        except Exception as exc:
+            # The pipe stays readable, so carrying on would spin this loop on the same error
+            # (and fill launcher.log). Give the pipe up: the job's next write to it fails.
+            self._log(f"job {job.id}: reading its output failed:\n{traceback.format_exc()}")
+            if job.log is not None:
+                job.log.give_up(f"reading the job's output failed: {exc}")
+            more = False
         if more is False:
             self._close_fd(job, fd)
             del job.pipes[fd]
