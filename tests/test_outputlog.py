@@ -43,6 +43,18 @@ def test_big_frames_come_whole_and_no_chunk_exceeds_the_cap(tmp_path: Path) -> N
     assert all(len(c.data) <= MAX_CHUNK for c in got)
 
 
+def test_mid_sized_frames_merge_into_chunks_of_up_to_the_cap(tmp_path: Path) -> None:
+    # A launcher that keeps up with a fast job writes many frames of a few hundred KiB: a
+    # message per frame would cost gRPC several times as many messages per GiB.
+    path = tmp_path / "out.log"
+    pieces = [os.urandom(200 * 1024) for _ in range(12)]
+    size = write_log(path, [(OUT, piece) for piece in pieces])
+    got = list(OutputLog(path, size, done=True).follow())
+    assert b"".join(c.data for c in got) == b"".join(pieces)
+    assert all(len(c.data) <= MAX_CHUNK for c in got)
+    assert len(got) == 3  # five frames of 200 KiB to a chunk
+
+
 @pytest.mark.parametrize(
     ("lines", "expected"),
     [

@@ -28,7 +28,11 @@ OVERHEAD = FRAME.size + TRAILER.size
 RECORD_STREAM = 0
 OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
 MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
-BIG_FRAME = 64 * 1024  # frames this large are read on their own rather than with neighbours
+# Frames this large are read on their own (one copy fewer); smaller ones are merged with
+# their neighbours, since a message per frame costs more than the copy: a launcher that keeps
+# up with a fast job writes frames of 128-512 KiB, and a finished 1 GiB job's output streamed
+# at 420-469 MB/s read alone from 64 KiB up, 591-816 MB/s merged below 512 KiB.
+BIG_FRAME = 512 * 1024
 
 
 def frame(stream: Stream, data: bytes) -> list[bytes]:
