@@ -25,6 +25,7 @@ Requests (see _protocol): start, stop, hello, shutdown.  Events: reply, output, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import fcntl
 import heapq
@@ -38,7 +39,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,25 +184,24 @@ class Launcher:
     def _new_slot(self) -> Slot:
         slot_id = str(uuid.uuid4())
         path = self._spares_dir / slot_id
-        try:
+        # Whatever is made before a failure (out of fds, say) is undone: each failed warm-up
+        # would otherwise keep a file, a cgroup and up to eight fds.
+        with contextlib.ExitStack() as undo, _refused_if_exhausted():
             log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            _refuse_if_full(exc)
-            raise
-        try:
+            undo.callback(path.unlink, missing_ok=True)
+            undo.callback(os.close, log_fd)
             cgroup = self.driver.create(slot_id, UNLIMITED)
-        except BaseException:
-            os.close(log_fd)
-            path.unlink()
-            raise
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        report_r, report_w = os.pipe()
-        order_r, order_w = os.pipe()
-        for fd in (out_w, err_w):
-            fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
-        procs = b"\0".join(os.fsencode(path) for path in cgroup.procs_files)
-        socket.send_fds(self._zygote, [procs], [self._devnull, out_w, err_w, order_r, report_w])
+            undo.callback(cgroup.destroy)
+            out_r, out_w = _pipe(undo)
+            err_r, err_w = _pipe(undo)
+            report_r, report_w = _pipe(undo)
+            order_r, order_w = _pipe(undo)
+            for fd in (out_w, err_w):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
+            procs = b"\0".join(os.fsencode(path) for path in cgroup.procs_files)
+            fds = [self._devnull, out_w, err_w, order_r, report_w]
+            socket.send_fds(self._zygote, [procs], fds)
+            undo.pop_all()
         for fd in (out_w, err_w, report_w, order_r):
             os.close(fd)
         job = Slot(
@@ -538,6 +538,14 @@ class Launcher:
         print(f"jobmgr-launcher: {message}", file=sys.stderr, flush=True)
 
 
+def _pipe(undo: contextlib.ExitStack) -> tuple[int, int]:
+    """A new pipe whose ends ``undo`` closes."""
+    read_end, write_end = os.pipe()
+    undo.callback(os.close, read_end)
+    undo.callback(os.close, write_end)
+    return read_end, write_end
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -548,6 +556,20 @@ def _refuse_if_full(exc: OSError) -> None:
     """A write or create in the state dir failed: if the disk is full, refuse the start."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         raise StartRefused("space", f"the server's state directory is full: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _refused_if_exhausted() -> Iterator[None]:
+    """A full disk or no file descriptors left: refuse the start, saying which."""
+    try:
+        yield
+    except OSError as exc:
+        _refuse_if_full(exc)
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # Stage "space" (no room for a job: CapacityError) is the name the worker knows.
+            message = f"the server has no file descriptors left for a new job: {exc}"
+            raise StartRefused("space", message) from exc
+        raise
 
 
 def _spawn_zygote(sock: socket.socket) -> int:

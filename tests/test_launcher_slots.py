@@ -1,0 +1,56 @@
+"""The launcher out of file descriptors: starts are refused as over capacity, saying why, and
+nothing leaks."""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from jobmgr.worker import CapacityError, JobSpec, JobState, Worker
+from steps.fixtures_worker import cgroup_dirs, wait_until_ended
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the launcher did not settle"
+        time.sleep(0.05)
+
+
+def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
+    worker: Worker, cgroup_parent: str, tmp_path: Path
+) -> None:
+    process = worker._launcher.process
+    assert process is not None
+    spares = tmp_path / "state" / "spares"
+    settled(lambda: len(os.listdir(spares)) == 4)  # the warm slots are made
+    fds_before = open_fds(process.pid)
+    soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
+    # A new slot needs nine descriptors (its log and four pipes): with four to spare, making
+    # one fails part way.
+    resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (fds_before + 4, hard))
+    started: list[str] = []
+    refused: list[str] = []
+    try:
+        for _ in range(8):  # running jobs keep their slots: past the four spares, new ones
+            try:
+                started.append(worker.start(JobSpec(["sleep", "1"])))
+            except CapacityError as exc:
+                refused.append(str(exc))
+    finally:
+        resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert refused, "every start found a slot: the limit was not reached"
+    assert all("no file descriptors left" in reason for reason in refused), refused
+    for job_id in started:
+        assert wait_until_ended(worker, job_id).state is JobState.EXITED
+    wait_until_ended(worker, worker.start(JobSpec(["true"])))  # slots warm again
+    settled(lambda: len(os.listdir(spares)) == 4 and open_fds(process.pid) == fds_before)
+    slot_cgroups = [path for path in cgroup_dirs(cgroup_parent, "*") if os.path.isdir(path)]
+    assert len(slot_cgroups) == 4 * 5  # each spare's cgroup, in five hierarchies
