@@ -24,7 +24,7 @@ Feature: Garbage in any request gets a clear answer, and the server shrugs it of
     And a canonical id got NOT_FOUND and an id that is no UUID got INVALID_ARGUMENT
     And every answer came with a message of at most 1 KiB
 
-  Scenario: Generated grace periods, tails and List filters get a fair answer
+  Scenario: Generated grace periods, tails, List filters and page tokens get a fair answer
     Given the admin has run "echo done" to its end
     When the admin sends 30 generated Stop, Output and List requests for that job
     Then the server still serves and holds nothing more than before

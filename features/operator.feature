@@ -22,6 +22,15 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Then it exits 0
     And the JSON lists 1 job: state "EXITED", exit_code 3, owner "client_admin", command "sh -c 'exit 3'"
 
+  Scenario: A long list comes in pages, and jobmgr-client list fetches every page
+    Given the jobmgr-server program is running
+    When the admin starts 7 jobs of "true" over gRPC
+    Then the user's List, 3 jobs at a time, gives pages of 3, 3 and 1 jobs, oldest first
+    And a List with the page token "nonsense" fails with INVALID_ARGUMENT naming "page_token"
+    When the user runs jobmgr-client list --page-size 2
+    Then it exits 0
+    And its stdout lists 7 jobs
+
   Scenario Outline: run streams the job's output and exits with the job's exit code
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run -- sh -c 'echo out; echo err >&2; exit <code>'

@@ -200,13 +200,18 @@ def _gen_misc(hostile: Hostile, count: int) -> None:
     tails = st.one_of(st.none(), int_values)
     states = st.one_of(st.sampled_from(sorted(KNOWN_STATES)), st.integers(-(2**31), 2**31 - 1))
 
-    def check(value: tuple[Duration | None, int | None, bool, int, str]) -> str:
-        grace, tail, no_follow, state, owner = value
+    def check(value: tuple[Duration | None, int | None, bool, int, str, int, str]) -> str:
+        grace, tail, no_follow, state, owner, page_size, page_token = value
         stop = job_pb2.StopRequest(uuid=job, grace=grace)
         output = job_pb2.OutputRequest(uuid=job, no_follow=no_follow)
         if tail is not None:
             output.tail = tail
-        listing = job_pb2.ListRequest(state=state, owner=owner)  # type: ignore[arg-type]
+        listing = job_pb2.ListRequest(
+            state=state,  # type: ignore[arg-type]
+            owner=owner,
+            page_size=page_size,
+            page_token=page_token,
+        )
         violations = []
         for name, call, request in (
             ("Stop", stub.Stop, stop),
@@ -222,7 +227,13 @@ def _gen_misc(hostile: Hostile, count: int) -> None:
         return "; ".join(v for v in violations if v)
 
     strategy = st.tuples(
-        st.one_of(st.none(), durations), tails, st.booleans(), states, garbage_text
+        st.one_of(st.none(), durations),
+        tails,
+        st.booleans(),
+        states,
+        garbage_text,
+        st.integers(0, 2**32 - 1),
+        garbage_text,
     )
     run_property(run, strategy, check, count)
     run.tried *= 3

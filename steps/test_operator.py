@@ -170,6 +170,47 @@ def _argv_bytes(api: ApiScenario, words: str, hexdump: str) -> None:
     assert list(status.argv_bytes) == [*want, bytes.fromhex(hexdump)], status.argv_bytes
 
 
+@when(parsers.parse('the admin starts {count:d} jobs of "{command}" over gRPC'))
+def _admin_starts_many(api: ApiScenario, count: int, command: str) -> None:
+    with cli_server(api).channel("admin") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        request = job_pb2.StartRequest(cmd=command)
+        api.notes["started"] = [stub.Start(request, timeout=10).uuid for _ in range(count)]
+
+
+@then(
+    parsers.parse(
+        "the user's List, {size:d} jobs at a time, gives pages of {sizes} jobs, oldest first"
+    )
+)
+def _pages(api: ApiScenario, size: int, sizes: str) -> None:
+    pages: list[list[job_pb2.StatusResponse]] = []
+    with cli_server(api).channel("user") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        request = job_pb2.ListRequest(page_size=size)
+        while True:
+            reply = stub.List(request, timeout=10)
+            pages.append(list(reply.jobs))
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+    wanted = [int(n) for n in re.findall(r"\d+", sizes)]
+    assert [len(jobs) for jobs in pages] == wanted, pages
+    listed = [job for jobs in pages for job in jobs]
+    assert [job.uuid for job in listed] == api.notes["started"]  # each once, oldest first
+    stamps = [(job.started_at.ToNanoseconds(), job.uuid) for job in listed]
+    assert stamps == sorted(stamps)
+
+
+@then(parsers.parse('a List with the page token "{token}" fails with {code} naming "{field_name}"'))
+def _bad_token(api: ApiScenario, token: str, code: str, field_name: str) -> None:
+    with cli_server(api).channel("user") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        result = call(stub.List, job_pb2.ListRequest(page_token=token))
+    assert result.code is getattr(grpc.StatusCode, code), result
+    assert field_name in result.details, result.details
+
+
 @then(parsers.re(r"its stdout lists (?P<count>\d+) jobs?$"))
 def _lists_jobs(api: ApiScenario, count: str) -> None:
     header, *rows = ran(api).stdout.decode().splitlines()

@@ -16,6 +16,7 @@ import grpc
 from jobmgr.worker import JobNotFound, JobStatus, Worker, WorkerError
 
 from . import _mapping as mapping
+from . import _paging as paging
 from ._auth import Caller, identify
 from ._proto import job_pb2 as pb
 from ._proto import job_pb2_grpc as pb_grpc
@@ -109,14 +110,17 @@ class JobManagerService(pb_grpc.JobManagerServicer):
             wanted = mapping.state_from_proto(request.state)
             # list() is a blocking call (it takes the worker's lock): keep it off the loop.
             statuses = await asyncio.to_thread(self._worker.list)
-            return pb.ListResponse(
-                jobs=[
-                    mapping.status_to_proto(s, argv_limit=mapping.LIST_ARGV_BYTES)
+            return paging.page(
+                (
+                    s
                     for s in statuses
                     if (wanted is None or s.state is wanted)
                     and (not request.owner or s.owner == request.owner)
                     and self._visibility.sees(caller, s)
-                ]
+                ),
+                lambda s: mapping.status_to_proto(s, argv_limit=mapping.LIST_ARGV_BYTES),
+                page_size=request.page_size,
+                token=request.page_token,
             )
 
     async def _visible_job(self, text: str, context: grpc.aio.ServicerContext) -> JobStatus:

@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("id", help="the job's id, as printed by start")
     output.add_argument("--no-follow", action="store_true", help="print what is there now and exit")
     output.add_argument(
-        "--tail", type=_lines, metavar="N", help="start from the last N lines, not the first byte"
+        "--tail",
+        type=_number_of("lines", 63),
+        metavar="N",
+        help="start from the last N lines, not the first byte",
     )
 
     listing = command(
@@ -146,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
     listing.add_argument("--owner", metavar="CN", help="only jobs this client (CN) started")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
+    listing.add_argument(
+        "--page-size",
+        type=_number_of("jobs", 32),
+        default=0,
+        metavar="N",
+        help="ask for at most N jobs per request (default: as many as fit in one reply); "
+        "every page is fetched either way",
+    )
     return parser
 
 
@@ -240,7 +251,14 @@ def _output(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
 
 def _list(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
     state = job_pb2.JobState.Value(f"JOB_STATE_{(args.state or 'unspecified').upper()}")
-    jobs = stub.List(job_pb2.ListRequest(state=state, owner=args.owner or "")).jobs
+    request = job_pb2.ListRequest(state=state, owner=args.owner or "", page_size=args.page_size)
+    jobs = []
+    while True:  # a long list comes in pages
+        reply = stub.List(request)
+        jobs += reply.jobs
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
     if args.json:
         print(json.dumps([_render.as_json(job) for job in jobs], indent=2))
     else:
@@ -248,10 +266,17 @@ def _list(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lines")
-    return int(text)
+def _number_of(what: str, bits: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of ``what`` that fits the field's ``bits``."""
+
+    def parse(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of {what}")
+        if int(text) >= 2**bits:
+            raise argparse.ArgumentTypeError(f"{text} {what} is more than the server takes")
+        return int(text)
+
+    return parse
 
 
 class _UnreadableFile(Exception):

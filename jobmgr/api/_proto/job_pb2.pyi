@@ -472,19 +472,29 @@ class ListRequest(_message.Message):
 
     STATE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """only jobs in this state; unspecified: all jobs"""
     owner: _builtins.str
     """only jobs started by this client (certificate CN); empty: anyone's"""
+    page_size: _builtins.int
+    """At most this many jobs per reply; 0: as many as fit. A reply never holds more than fits
+    in one 4 MiB message; next_page_token then says that more follow.
+    """
+    page_token: _builtins.str
+    """Empty for the first page; else the next_page_token of the reply before."""
     def __init__(
         self,
         *,
         state: Global___JobState.ValueType = ...,
         owner: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,16 +505,22 @@ class ListResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """set when more jobs follow: send it as page_token"""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusResponse]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusResponse]:
+        """oldest first"""
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___StatusResponse] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
