@@ -41,7 +41,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr
+	$(BIN)/mypy jobmgr steps tests bench
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench
