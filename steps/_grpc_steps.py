@@ -194,8 +194,8 @@ def _user_sees_owner(job_server: RunningServer, api: ApiScenario, owner: str) ->
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it holds, failing after ``timeout`` seconds."""
+    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
         time.sleep(0.02)

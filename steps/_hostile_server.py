@@ -26,6 +26,7 @@ import pytest
 
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 
+from ._grpc_steps import eventually
 from .fixtures_pki import ScenarioPKI
 from .fixtures_server import LISTENING, cgroup_dirs, program, program_env
 
@@ -83,14 +84,6 @@ def marked_processes(marker: str) -> list[int]:
         if needle in cmdline and alive(int(entry)):
             found.append(int(entry))
     return found
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
-        time.sleep(0.05)
 
 
 @dataclass

@@ -21,12 +21,12 @@ from pytest_bdd import given, parsers, then
 
 from jobmgr.api import job_pb2
 
+from ._grpc_steps import eventually
 from ._hostile_props import holdings
 from ._hostile_server import (  # noqa: F401  # launch_server, scenario_marker: fixtures
     HostileServer,
     LaunchServer,
     alive,
-    eventually,
     launch_server,
     marked_processes,
     scenario_marker,

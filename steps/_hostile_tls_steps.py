@@ -18,8 +18,9 @@ from pytest_bdd import parsers, then, when
 
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 
+from ._grpc_steps import eventually
 from ._hostile_h2 import ClientTLS, RawCall
-from ._hostile_server import CLIENT_OPTIONS, eventually
+from ._hostile_server import CLIENT_OPTIONS
 from ._hostile_steps import Hostile, mark_log, new_log, outcome, report
 from .fixtures_pki import CertPair, ScenarioPKI
 

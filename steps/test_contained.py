@@ -13,8 +13,9 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2
 
+from ._grpc_steps import eventually
 from ._hostile_jobs import CPU_HOG, DAEMONISE, ESCAPE, FORK_BOMB, LOOK_AROUND, MEMORY_HOG
-from ._hostile_server import HostileServer, eventually, marked_processes
+from ._hostile_server import HostileServer, marked_processes
 from ._hostile_steps import *  # noqa: F403  # the shared steps
 from ._hostile_steps import Hostile, report
 from ._hostile_watch import MemoryWatch, Neighbour

@@ -14,9 +14,10 @@ from pytest_bdd import given, parsers, scenarios, then, when
 from jobmgr.api import job_pb2, job_pb2_grpc
 from jobmgr.cli._malloc import TRIM_EVERY
 
+from ._grpc_steps import eventually
 from ._hostile_h2 import MAX_WINDOW, ClientTLS, RawCall
 from ._hostile_load import Load, check_accounts, run_load
-from ._hostile_server import CLIENT_OPTIONS, HostileServer, eventually, usage
+from ._hostile_server import CLIENT_OPTIONS, HostileServer, usage
 from ._hostile_steps import *  # noqa: F403  # the shared steps
 from ._hostile_steps import Hostile, outcome, percentile, report
 from ._hostile_watch import MemoryWatch

@@ -15,9 +15,9 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2, job_pb2_grpc
 
+from ._grpc_steps import eventually
 from ._hostile_certfile_steps import *  # noqa: F403  # the certificate-file steps
 from ._hostile_props import PropertyRun, durations, run_property, start_requests, uuid_text
-from ._hostile_server import eventually
 from ._hostile_steps import *  # noqa: F403  # the shared steps
 from ._hostile_steps import Hostile, mark_log, new_log, outcome, report
 from ._hostile_tls_steps import *  # noqa: F403  # the handshake steps

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 import os
 import resource
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from jobmgr.worker import CapacityError, JobSpec, JobState, Worker
+from steps._grpc_steps import eventually
 from steps.fixtures_worker import cgroup_dirs, wait_until_ended
 
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def settled(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "the launcher did not settle"
-        time.sleep(0.05)
 
 
 def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
@@ -30,7 +22,7 @@ def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
     process = worker._launcher.process
     assert process is not None
     spares = tmp_path / "state" / "spares"
-    settled(lambda: len(os.listdir(spares)) == 4)  # the warm slots are made
+    eventually(lambda: len(os.listdir(spares)) == 4, what="the warm slots")
     fds_before = open_fds(process.pid)
     soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
     # A new slot needs nine descriptors (its log and four pipes): with four to spare, making
@@ -51,6 +43,9 @@ def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
     for job_id in started:
         assert wait_until_ended(worker, job_id).state is JobState.EXITED
     wait_until_ended(worker, worker.start(JobSpec(["true"])))  # slots warm again
-    settled(lambda: len(os.listdir(spares)) == 4 and open_fds(process.pid) == fds_before)
+    eventually(
+        lambda: len(os.listdir(spares)) == 4 and open_fds(process.pid) == fds_before,
+        what="the launcher to settle with four spares and its fds as before",
+    )
     slot_cgroups = [path for path in cgroup_dirs(cgroup_parent, "*") if os.path.isdir(path)]
     assert len(slot_cgroups) == 4 * 5  # each spare's cgroup, in five hierarchies
