@@ -73,7 +73,7 @@ class LogWriter:
         room = self._cap - self._kept if self._cap else len(data)
         if room < len(data):
             data = data[: max(room, 0)]
-            self._truncate(f"the output cap of {self._cap} bytes was reached")
+            self.give_up(f"the output cap of {self._cap} bytes was reached")
             if not data:
                 return
         pieces = frame(stream, data)
@@ -91,17 +91,14 @@ class LogWriter:
         self.size += OVERHEAD + length
         self._kept += length
 
-    def give_up(self, reason: str) -> None:
-        """Keep nothing more, for ``reason``: the log ends with what is committed."""
-        self._truncate(reason)
-
     def _cut_back(self, reason: str) -> None:
         """A partial frame would corrupt every read after it: back to whole frames."""
         os.ftruncate(self.fd, self.size)
         os.lseek(self.fd, self.size, os.SEEK_SET)
-        self._truncate(reason)
+        self.give_up(reason)
 
-    def _truncate(self, reason: str) -> None:
+    def give_up(self, reason: str) -> None:
+        """Keep nothing more, for ``reason``: the log ends with what is committed."""
         if not self.truncated:
             self.truncated = True
             self._on_truncate(reason)
