@@ -16,10 +16,13 @@ from pathlib import Path
 from ._errors import WorkerError, WorkerUnavailable
 from ._launcher import READY, SOCKET_NAME
 from ._protocol import Decoder, Message, encode
+from ._statedir import private_file
 
 log = logging.getLogger("jobmgr.worker")
 OnReply = Callable[[Message], None]
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# The launcher and every job it starts inherit nothing from the server's environment: a job's
+# environment is the one its request names (see _spec.DEFAULT_ENV).
+LAUNCHER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 class LauncherClient:
@@ -85,14 +88,17 @@ class LauncherClient:
         return sock
 
     def _spawn(self, state_dir: Path, cgroup_parent: str, warm_slots: int) -> socket.socket:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [_PACKAGE_ROOT, env.get("PYTHONPATH")]))
         log_path = state_dir / "launcher.log"
-        with open(log_path, "ab") as log:
+        log_fd = private_file(log_path)
+        try:
             # fork+exec of a fresh interpreter: no Python code runs in a forked copy of us.
+            # Isolated (-I): neither the server's working directory (which `-m` would put
+            # first on sys.path, where a job could plant a module) nor PYTHON* variables nor
+            # user site-packages decide what this root process imports.
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-I",
                     "-m",
                     "jobmgr.worker._launcher",
                     "--state-dir",
@@ -104,10 +110,13 @@ class LauncherClient:
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                stderr=log,
+                stderr=log_fd,
                 start_new_session=True,
-                env=env,
+                cwd="/",
+                env=LAUNCHER_ENV,
             )
+        finally:
+            os.close(log_fd)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         self.process.stdout.close()

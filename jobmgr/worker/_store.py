@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -52,6 +53,9 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
+        # SQLite creates the file with the umask's mode (often 0644) and gives its WAL the
+        # database's mode: made here first, it is private from its first byte.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # WAL with synchronous=NORMAL survives any process crash; only a power cut may lose
         # the last commits, never corrupt the file.

@@ -28,6 +28,7 @@ from ._outputlog import OutputLog
 from ._protocol import Message
 from ._records import log_path, logged_jobs, read_record
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
+from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
 from .cgroups import CgroupDriver, detect_driver
@@ -83,7 +84,7 @@ class Worker:
         allowed_run_as: Collection[str] | None = None,
     ) -> None:
         self._state = Path(state_dir).resolve()
-        self._state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private(self._state)
         self._jobs_dir = self._state / "jobs"
         self._jobs_dir.mkdir(mode=0o700, exist_ok=True)
         self._lock_fd = os.open(self._state / "worker.lock", os.O_RDWR | os.O_CREAT, 0o600)
