@@ -73,7 +73,7 @@ class ServerConfig:
         problems = [
             f"{row.key} must be {' or '.join(row.choices)}, got {value!r}"
             for row in SETTINGS
-            if row.choices and (value := getattr(self, row.field)) not in row.choices
+            if row.choices and (value := getattr(self, row.field)) not in (None, *row.choices)
         ]
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
