@@ -1,10 +1,16 @@
-"""The contract between the worker and its launcher: every message survives the wire, and a
-frame that is not a message is refused as such."""
+"""The contract between the worker and its launcher: every message survives the wire, a
+frame that is not a message is refused as such, and logs written in the record format on disk
+today stay readable."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,10 +21,14 @@ from jobmgr.worker import (
     JobState,
     LaunchError,
     Limits,
+    Worker,
     WorkerError,
 )
+from jobmgr.worker._outputlog import FRAME, RECORD_STREAM, TRAILER
+from jobmgr.worker._records import read_record, record_frame, write_result
 from jobmgr.worker._shim import (
     PROTOCOL_VERSION,
+    SOCKET_NAME,
     STAGE_ERRORS,
     FrameDecoder,
     HelloReply,
@@ -29,6 +39,7 @@ from jobmgr.worker._shim import (
     InitReady,
     InitStarted,
     JobExited,
+    JobRecord,
     JobResult,
     LauncherBusy,
     OutputAdvanced,
@@ -53,6 +64,7 @@ from jobmgr.worker._shim import (
     encode_request,
     parse_report,
 )
+from jobmgr.worker._shim.codec import frame
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff\xfe")  # what a file name in Latin-1 decodes to
 
@@ -257,3 +269,106 @@ def test_the_inits_report_lines_are_read_into_their_types() -> None:
     for line in (b"pid", b"pid x", b"exit", b"hello"):
         with pytest.raises(ProtocolError):
             parse_report(line)
+
+
+# ---- the record frame on disk -------------------------------------------------------------
+
+# Exactly what the launcher writes at the head of a job's log when it starts, and the result
+# it puts there in place when the job ends; a state directory outlives upgrades.
+RECORD_ON_DISK = (
+    b'{"job": {"argv": ["sh", "-c", "echo hi"], "owner": "alice", "limits": {"cpu": 0.5, '
+    b'"memory_bytes": 536870912, "io_read_bps": 10485760, "io_write_bps": null, "pids": 1024}, '
+    b'"env": {"PATH": "/usr/bin:/bin", "NAME": "caf\\udce9"}, "cwd": null, '
+    b'"id": "5f0e0c55-3f0a-4d8e-9d3b-6c1e2f7a9b10", "started_at": 1764640000.25}, '
+    b'"result": null}'
+)
+RESULT_ON_DISK = (
+    b'{"state": "EXITED", "exit_code": 3, "signal": null, "oom_killed": false, '
+    b'"ended_at": 1764640001.75, "cpu_seconds": 0.01, "peak_memory_bytes": 765952, '
+    b'"output_size": 2079, "output_truncated": false, "reason": ""}'
+)
+RECORD = JobRecord(
+    id="5f0e0c55-3f0a-4d8e-9d3b-6c1e2f7a9b10",
+    argv=("sh", "-c", "echo hi"),
+    owner="alice",
+    limits=Limits(cpu=0.5, memory_bytes=536870912, io_read_bps=10485760, pids=1024),
+    env={"PATH": "/usr/bin:/bin", "NAME": os.fsdecode(b"caf\xe9")},
+    cwd=None,
+    started_at=1764640000.25,
+)
+
+
+def record_frame_of(body: bytes) -> bytes:
+    body = body + b" " * 2048
+    return FRAME.pack(RECORD_STREAM, len(body)) + body + TRAILER.pack(len(body))
+
+
+def test_a_record_frame_in_the_format_on_disk_is_read(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    log.write_bytes(record_frame_of(RECORD_ON_DISK))
+    assert read_record(log) == (RECORD, None)
+    ended = RECORD_ON_DISK.replace(b'"result": null', b'"result": ' + RESULT_ON_DISK)
+    log.write_bytes(record_frame_of(ended))
+    assert read_record(log) == (RECORD, dataclasses.replace(RESULT, output_truncated=False))
+
+
+def test_the_record_frame_written_today_has_the_format_on_disk(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    log.write_bytes(record_frame(RECORD))
+    body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
+    assert body == json.loads(RECORD_ON_DISK)
+    write_result(log, RECORD, dataclasses.replace(RESULT, output_truncated=False))
+    body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
+    assert body == {**json.loads(RECORD_ON_DISK), "result": json.loads(RESULT_ON_DISK)}
+
+
+# ---- the version check --------------------------------------------------------------------
+
+
+Answer = Callable[[int], bytes]
+
+
+@pytest.fixture
+def fake_launcher(tmp_path: Path) -> Iterator[tuple[Path, list[Answer]]]:
+    """A state dir whose launcher.sock answers the first request as the test says."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(state / SOCKET_NAME))
+    listener.listen(1)
+    answers: list[Answer] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            decoder = FrameDecoder()
+            while not (frames := decoder.feed(conn.recv(65536))):
+                pass
+            req, _ = decode_request(frames[0])
+            conn.sendall(answers[0](req))
+            conn.recv(1)  # until the worker hangs up
+
+    server = threading.Thread(target=serve)
+    server.start()
+    yield state, answers
+    listener.close()
+    server.join(timeout=10)
+
+
+def test_a_launcher_of_another_protocol_version_is_refused_saying_so(
+    fake_launcher: tuple[Path, list[Answer]],
+) -> None:
+    state, answers = fake_launcher
+    answers.append(lambda req: encode_reply(req, HelloReply(PROTOCOL_VERSION + 1, ())))
+    with pytest.raises(WorkerError, match=f"speaks protocol version {PROTOCOL_VERSION + 1}"):
+        Worker(state, cgroup_parent="jobmgr-test-protocol")
+
+
+def test_a_launcher_that_states_no_version_is_refused_saying_so(
+    fake_launcher: tuple[Path, list[Answer]],
+) -> None:
+    state, answers = fake_launcher
+    answers.append(lambda req: frame({"ev": "reply", "req": req, "ok": True, "running": []}))
+    with pytest.raises(WorkerError, match="speaks protocol version unknown") as refused:
+        Worker(state, cgroup_parent="jobmgr-test-protocol")
+    assert "version is missing" in str(refused.value)
