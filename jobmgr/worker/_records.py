@@ -4,7 +4,7 @@ the first frame of its output log, ``jobs/<id>.log``.
 The record frame (stream 0, which readers skip) holds ``{"job": ..., "result": ...}`` as JSON,
 padded with spaces. It is written when the job starts, with ``result`` null, and overwritten
 in place when the job ends: the space is the file's already, so a job that ends on a full disk
-is still recorded. A job costs one file and no directory: on ext4 each new inode cost the
+is still recorded. A job costs one file and no directory: on ext4 each new inode costs the
 launcher about a millisecond in bursts. The worker folds these records into its database when
 it (re)connects.
 """
