@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from jobmgr.worker._outputlog import FRAME, RECORD_STREAM, TRAILER
 from jobmgr.worker._records import read_record, record_frame, write_result
 from jobmgr.worker._shim import (
     PROTOCOL_VERSION,
+    READY,
     SOCKET_NAME,
     STAGE_ERRORS,
     FrameDecoder,
@@ -65,6 +68,7 @@ from jobmgr.worker._shim import (
     parse_report,
 )
 from jobmgr.worker._shim.codec import frame
+from jobmgr.worker.cgroups import detect_driver
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff\xfe")  # what a file name in Latin-1 decodes to
 
@@ -372,3 +376,54 @@ def test_a_launcher_that_states_no_version_is_refused_saying_so(
     with pytest.raises(WorkerError, match="speaks protocol version unknown") as refused:
         Worker(state, cgroup_parent="jobmgr-test-protocol")
     assert "version is missing" in str(refused.value)
+
+
+# ---- a real launcher ----------------------------------------------------------------------
+
+
+def test_a_launcher_answers_malformed_requests_with_the_reason_and_carries_on(
+    tmp_path: Path,
+) -> None:
+    state, parent = tmp_path / "state", f"jobmgr-test-protocol-{os.getpid()}"
+    state.mkdir(mode=0o700)
+    argv = ["--state-dir", str(state), "--cgroup-parent", parent, "--warm-slots", "1"]
+    with open(tmp_path / "launcher.log", "wb") as log:
+        launcher = subprocess.Popen(
+            [sys.executable, "-I", "-m", "jobmgr.worker._launcher", *argv],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd="/",
+        )
+    try:
+        assert launcher.stdout is not None and launcher.stdout.readline() == READY
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(str(state / SOCKET_NAME))
+            decoder = FrameDecoder()
+
+            def answer(data: bytes) -> Any:
+                conn.sendall(data)
+                while not (frames := decoder.feed(conn.recv(65536))):
+                    pass
+                (fields,) = frames
+                received = decode_from_launcher(fields)
+                assert isinstance(received, ReplyFrame)
+                return received
+
+            no_grace = answer(frame({"op": "stop", "req": 5, "id": "a"}))
+            assert no_grace.req == 5
+            assert no_grace.open(StopReply) == RequestFailed("StopRequest: grace is missing")
+            bad_limits = {**one_frame(encode_request(6, START)), "limits": {"pids": -3}}
+            refused = answer(frame(bad_limits)).open(StartReply)
+            assert isinstance(refused, RequestFailed) and "limit pids" in refused.error
+            hello = answer(encode_request(7, HelloRequest(PROTOCOL_VERSION))).open(HelloReply)
+            assert hello == HelloReply(PROTOCOL_VERSION, ())  # still serving, nothing started
+            done = answer(encode_request(8, ShutdownRequest(0.0))).open(ShutdownReply)
+            assert done == ShutdownReply()
+        assert launcher.wait(timeout=30) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        detect_driver(parent).remove_parent()
+    logged = (tmp_path / "launcher.log").read_text()
+    assert "a malformed request: StopRequest: grace is missing" in logged
