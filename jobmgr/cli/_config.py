@@ -3,7 +3,7 @@ overriding the one before. ``render`` writes the effective result back as TOML.
 
 The file's shape (every key optional; docs/jobmgr.example.toml explains each):
 
-    [server]          host, port, ca, cert, key, log_format
+    [server]          host, port, ca, cert, key, crl, log_format
     [jobs]            state_dir, cgroup_parent, grace, max_running, output_cap,
                       run_as, allowed_run_as
     [jobs.retention]  count, max_age
@@ -57,6 +57,7 @@ class ServerConfig:
     ca: str = "./certs/ca.pem"
     cert: str = "./certs/server.pem"
     key: str = "./certs/server.key"
+    crl: str | None = None
     log_format: str = "text"
     state_dir: str = "/var/lib/jobmgr"
     cgroup_parent: str = "jobmgr"
@@ -144,6 +145,7 @@ _SCALARS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("server", "ca"): ("ca", lambda v: _string(v)),
     ("server", "cert"): ("cert", lambda v: _string(v)),
     ("server", "key"): ("key", lambda v: _string(v)),
+    ("server", "crl"): ("crl", lambda v: _string(v)),
     ("server", "log_format"): ("log_format", lambda v: _string(v)),
     ("jobs", "state_dir"): ("state_dir", lambda v: _string(v)),
     ("jobs", "cgroup_parent"): ("cgroup_parent", lambda v: _string(v)),
@@ -261,6 +263,7 @@ def render(config: ServerConfig) -> str:
         _pair("ca", config.ca),
         _pair("cert", config.cert),
         _pair("key", config.key),
+        _optional("crl", config.crl, "no certificate revocation list: none is revoked"),
         _pair("log_format", config.log_format),
         "",
         "[jobs]",
