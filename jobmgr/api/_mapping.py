@@ -36,8 +36,6 @@ from ._proto import job_pb2 as pb
 # One output message carries at most this much: large enough for throughput (grpcio moves
 # about twice as many bytes per second in 1 MiB messages as in 64 KiB ones).
 OUTPUT_MESSAGE_BYTES = 1024 * 1024
-# Receive limit for requests (an argv is small) and both limits for clients reading output.
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # A command in a List reply is cut to this many bytes: 4 MiB then holds thousands of jobs.
 LIST_ARGV_BYTES = 1024
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from jobmgr.worker import InvalidSpec, JobStatus
 
-from ._mapping import MAX_MESSAGE_BYTES
 from ._proto import job_pb2 as pb
+from ._wire import MAX_MESSAGE_BYTES
 
 # Room left for the token and the reply's own framing.
 REPLY_BUDGET = MAX_MESSAGE_BYTES - 4096

@@ -18,11 +18,12 @@ from jobmgr.worker import Worker
 from ._auth import HEALTH_SERVICE, ROLE_POLICY, SERVICE
 from ._calllog import CallLog
 from ._guard import AccessGuard
-from ._mapping import MAX_MESSAGE_BYTES, encoded
+from ._mapping import encoded
 from ._proto import job_pb2 as pb
 from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
 from ._tls import ServerCertificates, check_server_material
 from ._trust import ClientTrust, load_crls
+from ._wire import DEFAULT_PORT, MAX_MESSAGE_BYTES
 
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -102,7 +103,7 @@ class JobServer:
         tls: ServerTLS,
         *,
         host: str = "localhost",
-        port: int = 31234,
+        port: int = DEFAULT_PORT,
         policy: Mapping[str, frozenset[str]] = ROLE_POLICY,
         visibility: JobVisibility = ALL_JOBS_VISIBLE,
     ) -> None:
