@@ -84,6 +84,14 @@ Feature: Who a caller is, page tokens it cannot forge, and certificates that sto
     When the configuration file is changed to give role user "Status, Output" and the server gets SIGHUP
     Then the user's next List on that connection fails with PERMISSION_DENIED saying "may call: Output, Status"
 
+  Scenario: SIGHUP ends the open Output stream of a role that may no longer call Output
+    Given the jobmgr-server program is running with a configuration file giving role user "Status, Output, List"
+    And the admin has started a job that counts, one line every 0.1 seconds
+    And the user and the admin are both following that job's output
+    When the configuration file is changed to give role user "Status, List" and the server gets SIGHUP
+    Then within 5 seconds the user's stream ends with PERMISSION_DENIED saying "may call: List, Status"
+    And the job is still running, and the admin's stream goes on counting without a gap
+
   Scenario: SIGHUP applies a changed run-as policy to the next Start
     Given the jobmgr-server program is running with a configuration file allowing jobs to run as "nobody"
     And a Start asking to run as "daemon" fails with INVALID_ARGUMENT

@@ -5,6 +5,7 @@ change nothing."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import grpc
@@ -101,6 +102,7 @@ def _with_roles(hostile: Hostile, launch_server: LaunchServer, tmp_path: Path, c
 )
 def _change_roles(hostile: Hostile, calls: str) -> None:
     _write_config(_config_path(hostile), _roles_config(calls))
+    hostile.notes["reloaded_at"] = time.monotonic()
     line = reload(hostile.srv)
     assert "reloaded:" in line, line
 

@@ -7,11 +7,12 @@ guarded: the interceptor wraps each handler (see _handlers), whatever its kind.
 
 The role policy and the client trust (CA and CRL) can be replaced while the server runs
 (``update``, on a reload). A call is judged by those in force when it arrives; a stream that
-is already open is judged again at once, and one whose certificate no longer passes (revoked,
-or from a CA no longer trusted) ends with UNAUTHENTICATED: at once if it is waiting for its
-next message, else as soon as the message being sent has gone, and cut off (CANCELLED) after
-``STREAM_END_GRACE`` seconds if its client does not take that message. A new role policy
-applies to calls from then on; it ends no stream.
+is already open is judged again at once, and ends if it would not be let in now: with
+UNAUTHENTICATED when its certificate no longer passes (revoked, or from a CA no longer
+trusted), with PERMISSION_DENIED when its role may no longer make the call. It ends at once if
+it is waiting for its next message, else as soon as the message being sent has gone, and is
+cut off (CANCELLED) after ``STREAM_END_GRACE`` seconds if its client does not take that
+message.
 """
 
 from __future__ import annotations
@@ -41,16 +42,18 @@ STREAM_END_GRACE = 5.0
 class _OpenStream:
     """A streaming call in progress, as the guard sees it."""
 
+    method: str
     caller: Caller
     task: asyncio.Task[Any] | None
     waiting: bool = False  # awaiting its next message (not inside gRPC, sending one)
     ended: str = ""  # why it must end, once it must
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED  # and how
     _cutoff: asyncio.TimerHandle | None = field(default=None, repr=False)
 
-    def end(self, reason: str) -> None:
+    def end(self, code: grpc.StatusCode, reason: str) -> None:
         if self.ended or self.task is None:
             return
-        self.ended = reason
+        self.code, self.ended = code, reason
         if self.waiting:
             self.task.cancel()  # lands in the guard's await, which answers UNAUTHENTICATED
         else:
@@ -78,14 +81,22 @@ class AccessGuard(WrappingInterceptor):
         self._streams: set[_OpenStream] = set()
 
     def update(self, policy: Mapping[str, frozenset[str]], trust: ClientTrust) -> int:
-        """Judge calls by ``policy`` and ``trust`` from now on, and end the open streams whose
-        certificate ``trust`` refuses; returns how many. Call it on the server's event loop."""
+        """Judge calls by ``policy`` and ``trust`` from now on, and end the open streams these
+        would refuse now; returns how many. Call it on the server's event loop."""
         self._policy, self._trust = policy, trust
         ending = 0
         for stream in list(self._streams):
-            reason = trust.refusal(stream.caller)
-            if reason is not None and not stream.ended:
-                stream.end(reason)
+            if stream.ended:
+                continue
+            refusal = trust.refusal(stream.caller)
+            if refusal is not None:
+                stream.end(grpc.StatusCode.UNAUTHENTICATED, refusal)
+                ending += 1
+                continue
+            try:
+                authorize(stream.caller, stream.method, policy)
+            except AccessDenied as exc:
+                stream.end(grpc.StatusCode.PERMISSION_DENIED, str(exc))
                 ending += 1
         return ending
 
@@ -96,13 +107,13 @@ class AccessGuard(WrappingInterceptor):
                 caller = await self._check(method, context, request)
                 # Registered with no await after the check: a reload sees every stream
                 # judged by the trust it replaces.
-                stream = _OpenStream(caller, asyncio.current_task())
+                stream = _OpenStream(method, caller, asyncio.current_task())
                 self._streams.add(stream)
                 try:
                     async for response in self._watched(stream, behaviour(request, context)):
                         yield response
                     if stream.ended:
-                        await context.abort(grpc.StatusCode.UNAUTHENTICATED, stream.ended)
+                        await context.abort(stream.code, stream.ended)
                 finally:
                     self._streams.discard(stream)
                     stream.close()
@@ -129,7 +140,7 @@ class AccessGuard(WrappingInterceptor):
                 except asyncio.CancelledError:
                     if not stream.ended or stream.task is None:
                         raise
-                    stream.task.uncancel()  # our cancel, turned into UNAUTHENTICATED
+                    stream.task.uncancel()  # our cancel, turned into the stream's end status
                     return
                 finally:
                     stream.waiting = False

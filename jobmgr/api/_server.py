@@ -159,10 +159,10 @@ class JobServer:
     ) -> int:
         """Serve with these from now on, without stopping a job or dropping a connection: the
         next TLS handshake uses the new certificate, key and CA; every call from now on is
-        judged by the new CA, CRL and policy, and open streams whose certificate these refuse
-        end (UNAUTHENTICATED, see _guard); jobs started from now on follow the new run-as
-        policy. Returns how many streams it ends. Call it on the server's event loop, with
-        material already checked (ServerTLS checks itself when made)."""
+        judged by the new CA, CRL and policy, and open streams these would refuse now end
+        (see _guard); jobs started from now on follow the new run-as policy. Returns how many
+        streams it ends. Call it on the server's event loop, with material already checked
+        (ServerTLS checks itself when made)."""
         self._certificates.replace(ca_pem=tls.ca_pem, cert_pem=tls.cert_pem, key_pem=tls.key_pem)
         self._service.visibility = visibility
         self._worker.set_run_as(run_as, allowed_run_as)

@@ -88,7 +88,7 @@ class Reloader:
         self._config = config
         log.info(
             "reloaded: certificate %s, CA %s, CRL %s, roles %s, user_sees %s; %d open "
-            "streams of certificates no longer trusted ended",
+            "streams ended (certificate no longer trusted, or call no longer allowed)",
             config.cert, config.ca, config.crl or "none", ", ".join(sorted(config.roles)),
             config.user_sees, ended,
         )  # fmt: skip
