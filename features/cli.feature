@@ -13,7 +13,7 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     And its stdout is "hello\n" and its stderr is "oops\n"
     When the admin runs jobmgr-client status JOB --json
     Then it exits 0
-    And the JSON says state "EXITED", exit_code 3 and owner "client_admin"
+    And the JSON says state "EXITED", exit_code 3 and owner the admin certificate's Subject
     When the admin runs jobmgr-client status JOB
     Then it exits 0
     And its stdout contains "EXITED with code 3"

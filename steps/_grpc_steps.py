@@ -20,6 +20,7 @@ from pytest_bdd import given, parsers, then, when
 
 from jobmgr.api import job_pb2
 
+from ._identity_subject import subject_of
 from .fixtures_pki import CLIENT_KINDS
 from .fixtures_server import RunningServer, ServerProcess
 
@@ -187,10 +188,12 @@ def _admin_sees_state(job_server: RunningServer, api: ApiScenario, state: str) -
     assert status.status == state, status
 
 
-@then(parsers.parse('the user sees that job owned by "{owner}"'))
-def _user_sees_owner(job_server: RunningServer, api: ApiScenario, owner: str) -> None:
+@then(parsers.parse('the user sees that job owned by the {kind} certificate\'s Subject, "{shown}"'))
+def _user_sees_owner(job_server: RunningServer, api: ApiScenario, kind: str, shown: str) -> None:
     status = job_server.stub("user").Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
-    assert status.owner == owner, status
+    assert status.owner == subject_of(job_server.pki.client(kind)), status
+    # The scenario's certificates carry an OU of trustme's making, which "..." stands for.
+    assert re.fullmatch(re.escape(shown).replace(re.escape("..."), ".*"), status.owner), status
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:

@@ -20,6 +20,7 @@ from ._cli_steps import cli_server as _server
 from ._cli_steps import ran as _ran
 from ._grpc_steps import *  # noqa: F403  # the shared steps
 from ._grpc_steps import ApiScenario
+from ._identity_subject import subject_of
 from .fixtures_pki import ScenarioPKI
 from .fixtures_server import (
     ServerFiles,
@@ -100,9 +101,15 @@ def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
 # ---- then -------------------------------------------------------------------------------------
 
 
-@then(parsers.parse('the JSON says state "{state}", exit_code {code:d} and owner "{owner}"'))
-def _json_says(api: ApiScenario, state: str, code: int, owner: str) -> None:
+@then(
+    parsers.parse(
+        'the JSON says state "{state}", exit_code {code:d} and owner the {kind} certificate\'s '
+        "Subject"
+    )
+)
+def _json_says(api: ApiScenario, state: str, code: int, kind: str) -> None:
     fields = json.loads(_ran(api).stdout)
+    owner = subject_of(_server(api).pki.client(kind))
     assert (fields["state"], fields["exit_code"], fields["owner"]) == (state, code, owner)
     assert fields["id"] == api.job and fields["terminated"] is True, fields
 

@@ -28,6 +28,7 @@ from ._cli_steps import *  # noqa: F403  # the shared steps
 from ._cli_steps import cli_server, ran, run_client, with_job
 from ._grpc_steps import *  # noqa: F403  # the shared steps
 from ._grpc_steps import KIND, ApiScenario, call, eventually, unescape
+from ._identity_subject import subject_of
 from .fixtures_server import (
     CLIENT_OPTIONS,
     ServerProcess,
@@ -220,12 +221,13 @@ def _lists_jobs(api: ApiScenario, count: str) -> None:
 
 @then(
     parsers.parse(
-        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner "{owner}", '
-        'command "{command}"'
+        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner the {kind} '
+        'certificate\'s Subject, command "{command}"'
     )
 )
-def _json_lists(api: ApiScenario, state: str, code: int, owner: str, command: str) -> None:
+def _json_lists(api: ApiScenario, state: str, code: int, kind: str, command: str) -> None:
     (job,) = json.loads(ran(api).stdout)
+    owner = subject_of(cli_server(api).pki.client(kind))
     assert (job["state"], job["exit_code"], job["owner"]) == (state, code, owner), job
     assert job["argv"] == shlex.split(command), job
 

@@ -145,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--owner client_admin --json",
     )
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
-    listing.add_argument("--owner", metavar="CN", help="only jobs this client (CN) started")
+    listing.add_argument(
+        "--owner",
+        metavar="WHO",
+        help="only jobs this client started: the CN of its certificate (client_admin) or its "
+        "whole Subject as the OWNER column shows it (CN=client_admin,O=admin)",
+    )
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.add_argument(
         "--page-size",

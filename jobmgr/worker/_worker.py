@@ -108,6 +108,21 @@ class Worker:
 
     # ---- the public face ----------------------------------------------------------------------
 
+    @property
+    def state_dir(self) -> Path:
+        """Where job records and output are kept: private to the server's user (0700), so
+        the server's own secrets may live there too."""
+        return self._state
+
+    def set_run_as(
+        self, default_run_as: str | None, allowed_run_as: Collection[str] | None
+    ) -> None:
+        """Replace the run-as policy (see the class docstring) for the jobs started from now on;
+        running jobs keep their user."""
+        allowed = None if allowed_run_as is None else set(allowed_run_as)
+        with self._lock:
+            self._default_run_as, self._allowed_run_as = default_run_as, allowed
+
     def start(self, spec: JobSpec) -> str:
         """Start a job; returns its id once its command is running.
 
