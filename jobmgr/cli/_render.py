@@ -34,8 +34,10 @@ def ended(job: job_pb2.StatusResponse) -> bool:
 
 
 def exited(job: job_pb2.StatusResponse) -> bool:
-    """Whether the job ended by exiting by itself, so that its exit code says how it went."""
-    return job.state == job_pb2.JOB_STATE_EXITED
+    """Whether the job's process ended by exiting, so that its exit code says how it went:
+    every EXITED job, and a STOPPED one that exited on the SIGTERM (exit_code is -1 for a
+    job that did not exit by itself)."""
+    return ended(job) and job.exit_code >= 0
 
 
 def summary(job: job_pb2.StatusResponse) -> str:
