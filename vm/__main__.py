@@ -20,6 +20,12 @@ KERNEL_FACING = (
     "steps/test_confinement.py",
     "tests/test_cgroups_v2.py",
 )
+# Run a second time with cgroup2 remounted with nsdelegate: a job must not lift its limits on
+# either kind of mount.
+NSDELEGATE = (
+    "steps/test_cgroups.py::"
+    "test_a_root_job_that_mounts_the_cgroup_filesystem_cannot_lift_its_own_memory_limit",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     options = ["-k", args.keyword] if args.keyword else []
     kvm = {"auto": None, "on": True, "off": False}[args.kvm]
     machine = _host.Machine(kernel, args.memory, args.cpus, args.timeout, kvm)
-    return _host.run(machine, Request(targets, options, args.workers))
+    request = Request(targets, options, args.workers, [] if args.targets else list(NSDELEGATE))
+    return _host.run(machine, request)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from jobmgr.worker.cgroups._mounts import read_mounts
 from ._summary import BOOTED, REQUEST, SUMMARY, Request, Summary
 
 SCRATCH_MOUNT = "/var/tmp"
+SWAP_SIZE = "512M"
 
 
 def main(argv: list[str]) -> int:
@@ -46,23 +47,33 @@ def main(argv: list[str]) -> int:
         _write(results, _empty(driver.version, options))
         return 3
     _mount_scratch()
-    junit = results / "junit.xml"
     started = time.monotonic()
-    code = subprocess.call(
+    code = _pytest(request, request.targets, results / "junit.xml")
+    junits = [results / "junit.xml"]
+    if request.nsdelegate_targets and not request.pytest_args:
+        # The same kernel with namespaces as delegation boundaries, as systemd mounts it.
+        subprocess.run(["mount", "-o", "remount,nsdelegate", "/sys/fs/cgroup"], check=True)
+        junits.append(results / "junit-nsdelegate.xml")
+        again = _pytest(request, request.nsdelegate_targets, junits[-1])
+        code = code or again
+    seconds = time.monotonic() - started
+    _write(results, _summarise(junits, driver.version, options, seconds, code))
+    return code
+
+
+def _pytest(request: Request, targets: list[str], junit: Path) -> int:
+    return subprocess.call(
         [
             sys.executable, "-m", "pytest",
             "-p", "no:cacheprovider",
             "-n", str(request.workers),
             "-v", "-rfEsxX",
             f"--junitxml={junit}",
-            *request.targets,
+            *targets,
             *request.pytest_args,
         ],
         env={**os.environ, "TMPDIR": SCRATCH_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
-    seconds = time.monotonic() - started
-    _write(results, _summarise(junit, driver.version, options, seconds, code))
-    return code
 
 
 def _mount_scratch() -> None:
@@ -73,21 +84,35 @@ def _mount_scratch() -> None:
     subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True)
     subprocess.run(["mount", "-t", "ext4", device, SCRATCH_MOUNT], check=True)
     os.chmod(SCRATCH_MOUNT, 0o1777)
+    # Some swap, so that memory.swap.max has something to hold a job back from.
+    swap = os.path.join(SCRATCH_MOUNT, "vm-swap")
+    subprocess.run(["fallocate", "-l", SWAP_SIZE, swap], check=True)
+    os.chmod(swap, 0o600)
+    subprocess.run(["mkswap", "-q", swap], check=True)
+    subprocess.run(["swapon", swap], check=True)
 
 
-def _summarise(junit: Path, version: int, options: str, seconds: float, code: int) -> Summary:
+def _summarise(
+    junits: list[Path], version: int, options: str, seconds: float, code: int
+) -> Summary:
     failed: list[str] = []
     skipped: list[str] = []
     xfailed: list[str] = []
     names: list[str] = []
-    if junit.exists():
+    figures: list[str] = []
+    for junit in junits:
+        if not junit.exists():
+            continue
+        suffix = " [nsdelegate]" if "nsdelegate" in junit.name else ""
         for case in ET.parse(junit).getroot().iter("testcase"):
-            name = f"{case.get('classname')}::{case.get('name')}"
+            name = f"{case.get('classname')}::{case.get('name')}{suffix}"
             names.append(name)
             if case.find("failure") is not None or case.find("error") is not None:
                 failed.append(name)
             elif (skip := case.find("skipped")) is not None:
                 (xfailed if skip.get("type") == "pytest.xfail" else skipped).append(name)
+            for prop in case.iter("property"):
+                figures.append(f"{prop.get('name')}: {prop.get('value')}{suffix}")
     return Summary(
         kernel=platform.release(),
         driver_version=version,
@@ -100,6 +125,7 @@ def _summarise(junit: Path, version: int, options: str, seconds: float, code: in
         xfailed=xfailed,
         seconds=seconds,
         pytest_exit=code,
+        figures=figures,
     )
 
 

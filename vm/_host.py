@@ -128,6 +128,8 @@ def _judge(results: Path, accel: str | None, elapsed: float) -> int:
     summary = Summary.from_json(json.loads(path.read_text()))
     problems = summary.problems()
     booted_at = (results / BOOTED).read_text().strip()
+    for figure in summary.figures:
+        print(f"vm: measured: {figure}", flush=True)
     print(f"vm: {summary.describe()}", flush=True)
     print(f"vm: booted in {booted_at} s ({accel}); whole run {elapsed:.0f} s", flush=True)
     for problem in problems:
