@@ -243,7 +243,8 @@ def test_a_delegated_base_is_found_and_vacated_into_its_supervisor_child() -> No
     try:
         _kernfs.write_text(os.path.join(unit_dir, "cgroup.procs"), str(server.pid))
         os.setxattr(unit_dir, "trusted.delegate", b"1")  # what Delegate=yes marks it with
-        assert _placement.managed_base(probe.root, f"/{unit}") == unit
+        assert _placement.managed_base(probe.root, f"/{unit}/{v2.SUPERVISOR}") == unit
+        assert _placement.managed_base(probe.root, f"/{unit}") == ""
         d = v2.Driver(probe.root, "jobmgr", base=unit)
         cg = d.create("job", Limits(memory_bytes=64 * MiB))
         with open(f"/proc/{server.pid}/cgroup") as f:

@@ -460,12 +460,30 @@ def test_job_cgroups_go_under_the_cgroup_systemd_delegated(
     except OSError as e:
         pytest.skip(f"{tmp_path} takes no trusted.* xattrs: {e.strerror}")
     info = _mountinfo(tmp_path, f"31 23 0:28 / {fake.root} rw - cgroup2 cgroup2 rw")
-    # The server already moved into its supervisor child: the delegated cgroup is above it.
+    # DelegateSubgroup=supervisor: systemd started the server in the unit's supervisor child.
     proc = _own_cgroup(tmp_path, "/system.slice/jobmgr.service/supervisor")
     driver = detect_driver("jobmgr", mountinfo=info, proc_cgroup=proc)
     assert isinstance(driver, v2.Driver)
     assert driver.base == "system.slice/jobmgr.service"
     assert driver.open("job").path == f"{unit}/jobmgr/job"
+
+
+def test_a_server_in_its_units_own_cgroup_places_jobs_under_the_mount_root(
+    tmp_path: Path, fake: FakeCgroup2
+) -> None:
+    # systemd before 254 (no DelegateSubgroup=) starts the server in the delegated cgroup
+    # itself; enabling controllers there would keep systemd from ever starting it again.
+    unit = fake.root / "system.slice" / "jobmgr.service"
+    os.makedirs(unit)
+    try:
+        os.setxattr(unit, "trusted.delegate", b"1")
+    except OSError as e:
+        pytest.skip(f"{tmp_path} takes no trusted.* xattrs: {e.strerror}")
+    info = _mountinfo(tmp_path, f"31 23 0:28 / {fake.root} rw - cgroup2 cgroup2 rw")
+    proc = _own_cgroup(tmp_path, "/system.slice/jobmgr.service")
+    driver = detect_driver("jobmgr", mountinfo=info, proc_cgroup=proc)
+    assert isinstance(driver, v2.Driver)
+    assert driver.base == ""
 
 
 def test_without_delegation_job_cgroups_go_under_the_mount_root(

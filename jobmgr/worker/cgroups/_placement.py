@@ -1,11 +1,15 @@
 """Which part of the cgroup2 tree this process may manage: the base job cgroups go under.
 
-- Under systemd with ``Delegate=yes``, the unit's own cgroup: systemd hands that subtree to
-  the service and marks it with the ``trusted.delegate`` extended attribute (``user.delegate``
-  for a user's manager). The server's processes are then moved into a ``supervisor`` child
-  of it, since cgroup v2 lets no process live where controllers are delegated.
+- Under systemd, the unit's own cgroup when systemd delegated it (``Delegate=yes``, which marks
+  it with the ``trusted.delegate`` extended attribute, ``user.delegate`` for a user's manager)
+  and started the server in its ``supervisor`` child (``DelegateSubgroup=supervisor``, systemd
+  254+), as the shipped unit file asks. cgroup v2 lets no process live in a cgroup that
+  delegates memory or io to children, so the unit's own cgroup must stay empty: then every
+  restart of the service can place the new server in ``supervisor`` while jobs run on.
 - Otherwise the whole mount: a server started from a root shell, in a container with a cgroup
-  namespace of its own, or in the test VM, where this process sits at the namespace's root.
+  namespace of its own, in the test VM; and under an older systemd that starts the server in
+  the unit's own cgroup, since enabling controllers there would make systemd unable to start
+  the server again while any job (or the launcher's warm slots) lives below it.
 
 Asked once per process, when the driver is chosen.
 """
@@ -15,6 +19,8 @@ from __future__ import annotations
 import os
 
 DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")
+SUPERVISOR = "supervisor"
+"""The child of a delegated unit's cgroup that holds the server and its launcher."""
 
 
 def own_cgroup(proc_cgroup: str = "/proc/self/cgroup") -> str:
@@ -28,12 +34,11 @@ def own_cgroup(proc_cgroup: str = "/proc/self/cgroup") -> str:
 
 
 def managed_base(mount_point: str, own: str) -> str:
-    """The nearest delegated cgroup at or above ``own``, relative to the mount; "" for none."""
-    path = own.strip("/")
-    while path:
-        if delegated(os.path.join(mount_point, path)):
-            return path
-        path = os.path.dirname(path)
+    """The delegated unit cgroup whose ``supervisor`` child ``own`` is, relative to the mount;
+    "" (the whole mount) otherwise."""
+    unit, _, leaf = own.strip("/").rpartition("/")
+    if leaf == SUPERVISOR and unit and delegated(os.path.join(mount_point, unit)):
+        return unit
     return ""
 
 

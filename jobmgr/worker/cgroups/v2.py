@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 
 from .._spec import Limits
+from . import _placement
 from ._base import CgroupStats
 from ._kernfs import (
     CgroupError,
@@ -45,9 +46,9 @@ CONTROLLERS = ("cpu", "memory", "io", "pids")
 ENABLE_CONTROLLERS = " ".join(f"+{c}" for c in CONTROLLERS)
 LEAF = "job"
 """The child of a job's cgroup that holds its processes (and roots its cgroup namespace)."""
-SUPERVISOR = "supervisor"
-"""Where the processes found in a delegated base are moved, so controllers can be enabled
-there (cgroup v2 lets no process live in a cgroup that delegates domain controllers)."""
+# Where processes found in a delegated base are moved (a stray one systemd left there), so
+# controllers can be enabled: v2 lets no process live in a cgroup that delegates memory or io.
+SUPERVISOR = _placement.SUPERVISOR
 
 CPU_PERIOD_US = 100_000
 NO_LIMIT = "max"
@@ -223,8 +224,8 @@ class Driver:
 def _delegate(path: str, vacate: bool) -> None:
     """Enable the job controllers in ``path``/cgroup.subtree_control, or say why not.
 
-    vacate: ``path`` is a delegated cgroup that may hold processes (the server's, under
-    systemd): move them into its ``supervisor`` child first, as the kernel requires.
+    vacate: ``path`` is a delegated cgroup that may hold processes systemd started there:
+    move them into its ``supervisor`` child first, as the kernel requires.
     """
     control = os.path.join(path, "cgroup.subtree_control")
     try:
