@@ -11,9 +11,12 @@ Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are th
 
 from ._errors import (
     CapacityError,
+    CommandNotFound,
     InvalidSpec,
     JobNotFound,
     LaunchError,
+    NotExecutable,
+    OffsetPastEnd,
     WorkerError,
     WorkerUnavailable,
 )
@@ -27,6 +30,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "UNLIMITED",
     "CapacityError",
+    "CommandNotFound",
     "InvalidSpec",
     "JobNotFound",
     "JobSpec",
@@ -34,6 +38,8 @@ __all__ = [
     "JobStatus",
     "LaunchError",
     "Limits",
+    "NotExecutable",
+    "OffsetPastEnd",
     "OutputChunk",
     "Retention",
     "Stream",

@@ -230,7 +230,7 @@ static pid_t spawn_job(const struct order *o, const int *fds) {
     if (err != 0) {
         const char *prog = o->argv[0];
         if (err == ENOENT)
-            report(rep, "error exec command not found: '%.1000s'", prog);
+            report(rep, "error notfound command not found: '%.1000s'", prog);
         else if (err == EACCES)
             report(rep, "error exec permission denied: '%.1000s' is not executable", prog);
         else if (err == ENOEXEC)
