@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
@@ -22,7 +21,6 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 from jobmgr.cli import HelpFormatter
 
 from . import _contexts
-from ._jobflags import add_grace_flag, add_job_flags
 
 if TYPE_CHECKING:
     from jobmgr.client import Client
@@ -62,7 +60,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(self.usage_status, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with ``only``, every command's arguments but that one's are left
+    out (each is still listed), since building them all is a tenth of a short command's
+    time."""
+    from ._jobflags import add_grace_flag, add_job_flags  # their sizes' regexes: when asked
+
     parser = _Parser(
         prog="jobmgr-client",
         formatter_class=HelpFormatter,
@@ -85,12 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(
         name: str, run: Command | None, *, help: str, description: str, epilog: str
-    ) -> argparse.ArgumentParser:
+    ) -> argparse.ArgumentParser | None:
         sub = commands.add_parser(
             name, formatter_class=HelpFormatter, help=help, description=description, epilog=epilog
         )
         sub.set_defaults(run=run)
-        return sub
+        return sub if only in (None, name) else None
 
     # `run` is `start --follow` under a name of its own (not an argparse alias: it follows
     # by default, so its defaults differ).
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
             description=_RUN_DESCRIPTION if following else _START_DESCRIPTION,
             epilog=_RUN_EPILOG if following else _START_EPILOG,
         )
+        if start is None:
+            continue
         start.set_defaults(follow=following)
         if following:
             start.usage_status = EXIT_JOBMGR  # type: ignore[attr-defined]
@@ -129,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  jobmgr-client stop --grace 30s 3f2b\n  jobmgr-client list -q "
         "--state running | xargs jobmgr-client stop",
     )
-    stop.add_argument("ids", nargs="+", metavar="ID", help="job ids or unique prefixes")
-    add_grace_flag(stop, what="stopping")
+    if stop is not None:
+        _job_ids(stop.add_argument("ids", nargs="+", metavar="ID", help="job ids or prefixes"))
+        add_grace_flag(stop, what="stopping")
 
     status = command(
         "status",
@@ -141,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "an array).",
         epilog="example: jobmgr-client status --json 3f2b | jq .exit_code",
     )
-    status.add_argument("ids", nargs="+", metavar="ID", help="job ids or unique prefixes")
-    status.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    if status is not None:
+        _job_ids(status.add_argument("ids", nargs="+", metavar="ID", help="job ids or prefixes"))
+        status.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     output = command(
         "output",
@@ -154,20 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  jobmgr-client output 3f2b\n  jobmgr-client output --no-follow "
         "3f2b > job.log\n  jobmgr-client output --tail 50 3f2b",
     )
-    output.add_argument("id", metavar="ID", help="a job id or unique prefix")
-    follow_or_not = output.add_mutually_exclusive_group()
-    follow_or_not.add_argument(
-        "-f", "--follow", action="store_true", help="follow a running job (the default)"
-    )
-    follow_or_not.add_argument(
-        "--no-follow", action="store_true", help="print what is there now and exit"
-    )
-    output.add_argument(
-        "--tail",
-        type=_number_of("lines", 63),
-        metavar="N",
-        help="start from the last N lines, not the first byte",
-    )
+    if output is not None:
+        _job_ids(output.add_argument("id", metavar="ID", help="a job id or unique prefix"))
+        follow_or_not = output.add_mutually_exclusive_group()
+        follow_or_not.add_argument(
+            "-f", "--follow", action="store_true", help="follow a running job (the default)"
+        )
+        follow_or_not.add_argument(
+            "--no-follow", action="store_true", help="print what is there now and exit"
+        )
+        output.add_argument(
+            "--tail",
+            type=_number_of("lines", 63),
+            metavar="N",
+            help="start from the last N lines, not the first byte",
+        )
 
     listing = command(
         "list",
@@ -178,29 +186,30 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  jobmgr-client list --state running\n  jobmgr-client list "
         "--owner client_admin --json\n  jobmgr-client list -q --state exited",
     )
-    listing.add_argument(
-        "--state",
-        type=str.lower,
-        choices=STATES,
-        help="only jobs in this state (any case: running, RUNNING)",
-    )
-    listing.add_argument(
-        "--owner",
-        metavar="WHO",
-        help="only jobs this client started: the CN of its certificate (client_admin) or its "
-        "whole Subject as the OWNER column shows it (CN=client_admin,O=admin)",
-    )
-    shown = listing.add_mutually_exclusive_group()
-    shown.add_argument("--json", action="store_true", help="print a JSON array")
-    shown.add_argument("-q", "--quiet", action="store_true", help="only full ids, one per line")
-    listing.add_argument(
-        "--page-size",
-        type=_number_of("jobs", 32),
-        default=0,
-        metavar="N",
-        help="ask for at most N jobs per request (default: as many as fit in one reply); "
-        "every page is fetched either way",
-    )
+    if listing is not None:
+        listing.add_argument(
+            "--state",
+            type=str.lower,
+            choices=STATES,
+            help="only jobs in this state (any case: running, RUNNING)",
+        )
+        listing.add_argument(
+            "--owner",
+            metavar="WHO",
+            help="only jobs this client started: the CN of its certificate (client_admin) or its "
+            "whole Subject as the OWNER column shows it (CN=client_admin,O=admin)",
+        )
+        shown = listing.add_mutually_exclusive_group()
+        shown.add_argument("--json", action="store_true", help="print a JSON array")
+        shown.add_argument("-q", "--quiet", action="store_true", help="only full ids, one per line")
+        listing.add_argument(
+            "--page-size",
+            type=_number_of("jobs", 32),
+            default=0,
+            metavar="N",
+            help="ask for at most N jobs per request (default: as many as fit in one reply); "
+            "every page is fetched either way",
+        )
 
     context = command(
         "context",
@@ -209,7 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Named servers (contexts) in the client's config file.",
         epilog=_contexts.CONTEXT_HELP,
     )
-    _contexts.add_commands(context)
+    if context is not None:
+        _contexts.add_commands(context)
+
+    completion = command(
+        "completion",
+        None,
+        help="print a shell completion script",
+        description="Print a script that completes jobmgr-client's commands, flags and job "
+        "ids (from `jobmgr-client list -q`, for bash and zsh) in your shell.",
+        epilog="examples:\n  jobmgr-client completion bash > /etc/bash_completion.d/jobmgr-client"
+        "\n  jobmgr-client completion zsh > ~/.zfunc/_jobmgr-client",
+    )
+    if completion is not None:
+        completion.add_argument("shell", choices=("bash", "zsh", "tcsh"), help="your shell")
     return parser
 
 
@@ -251,8 +273,9 @@ examples:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if _command_word(arguments) == "run":
+    word = _command_word(arguments)
+    parser = build_parser(only=word)
+    if word == "run":
         parser.usage_status = EXIT_JOBMGR  # type: ignore[attr-defined]
     args = parser.parse_args(arguments)
     following = args.command in ("start", "run") and args.follow
@@ -267,6 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "(or `run`)", EXIT_USAGE)  # fmt: skip
     from jobmgr.client._errors import JobmgrError
 
+    if args.command == "completion":
+        return _completion(args.shell)
     try:
         if args.command == "context":
             return _contexts.run(args)
@@ -379,6 +404,27 @@ def _list(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+# Shell functions that complete a job id from the ids `list -q` prints.
+_COMPLETE_IDS = {
+    "bash": '_jobmgr_client_ids() { compgen -W "$(jobmgr-client list -q 2>/dev/null)" -- "$1"; }',
+    "zsh": '_jobmgr_client_ids() { compadd -- ${(f)"$(jobmgr-client list -q 2>/dev/null)"} }',
+}
+
+
+def _job_ids(action: argparse.Action) -> None:
+    """Complete this argument with the server's job ids (see _completion)."""
+    action.complete = {"bash": "_jobmgr_client_ids", "zsh": "_jobmgr_client_ids"}  # type: ignore[attr-defined]
+
+
+def _completion(shell: str) -> int:
+    """Print the completion script: shtab writes it from the parser once, so completing costs
+    no Python start per key press, and nothing here runs on the other commands' path."""
+    import shtab
+
+    print(shtab.complete(build_parser(), shell, preamble=_COMPLETE_IDS))
+    return 0
+
+
 def _error_status(error: Exception) -> int:
     """run's exit status for a jobmgr error: 127 and 126 as a shell gives them, else 125."""
     from jobmgr.client._errors import CommandNotFound, NotExecutable
@@ -392,6 +438,8 @@ def _error_status(error: Exception) -> int:
 
 def _reattach(args: argparse.Namespace) -> str:
     """The command line that reaches the same server, for the hint after a detach."""
+    import shlex
+
     words = ["jobmgr-client"]
     for name in CONNECTION_FLAGS:
         value = getattr(args, name)

@@ -4,7 +4,6 @@ how often they try to get a lost stream back, and job id prefixes."""
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from typing import Any
 
 from jobmgr.api import KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS, MAX_MESSAGE_BYTES
 
-from ._diagnose import diagnose
 from ._errors import (
     RESUMABLE_CODES,
     AmbiguousJobId,
@@ -58,6 +56,8 @@ class Endpoint:
 
     def unreachable(self, error: Any) -> ConnectionFailed:
         """The error for a call that never reached the server, saying why (see _diagnose)."""
+        from ._diagnose import diagnose  # ssl and a probe, only when something is wrong
+
         s = self.settings
         why = diagnose(s.host, s.port, ca=s.ca, cert=s.cert, key=s.key) or from_rpc(error).message
         return ConnectionFailed(f"cannot connect to jobmgr-server at {self.target}: {why}")
@@ -109,6 +109,8 @@ class Backoff:
                 f"lost the connection to jobmgr-server at {target} and could not get it back "
                 f"within {self._window:g}s ({from_rpc(error).message})"
             ) from None
+        import random
+
         delay = min(self._delay, self._deadline - now) * random.uniform(0.8, 1.0)
         self._delay = min(self._delay * 2, MAX_DELAY)
         return delay

@@ -27,7 +27,6 @@ Loads neither grpc nor protobuf: ``jobmgr-client context`` runs without them.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -79,6 +78,8 @@ class ContextFile:
             return cls(path, None, {})
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
+        import tomllib  # only once there is a file: its regular expressions cost 2 ms
+
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -133,6 +134,8 @@ class ContextFile:
 
     @staticmethod
     def _parse_current(text: str) -> object:
+        import tomllib
+
         try:
             return tomllib.loads(text).get("current")
         except tomllib.TOMLDecodeError:
