@@ -421,7 +421,7 @@ def _completion(shell: str) -> int:
     no Python start per key press, and nothing here runs on the other commands' path."""
     import shtab
 
-    print(shtab.complete(build_parser(), shell, preamble=_COMPLETE_IDS))
+    print(shtab.complete(build_parser(), shell, preamble=_COMPLETE_IDS.get(shell, "")))
     return 0
 
 
