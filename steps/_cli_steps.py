@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
+import pytest
 from pytest_bdd import given, parsers, then, when
 
 from jobmgr.api import job_pb2, job_pb2_grpc
 
 from ._grpc_steps import KIND, ApiScenario, collect, eventually, unescape
-from .fixtures_server import ServerProcess, StartServerProcess, run_program
+from .fixtures_server import (
+    ServerProcess,
+    StartServerProcess,
+    program,
+    program_env,
+    run_program,
+)
 
 
 def cli_server(api: ApiScenario) -> ServerProcess:
@@ -65,6 +77,97 @@ def relaunch_server(api: ApiScenario, start: StartServerProcess) -> ServerProces
     return launch_server(api, start, *flags, config=config, state_tmpfs_bytes=tmpfs)
 
 
+# ---- a jobmgr-client following a job in the background ----------------------------------------
+
+
+@dataclass
+class Follower:
+    """A ``jobmgr-client run`` left running, its stdout and stderr collected as they come."""
+
+    process: subprocess.Popen[bytes]
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def collect(self) -> None:
+        for pipe, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
+            reader = threading.Thread(target=_drain, args=(pipe, sink), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def finish(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(5)
+        return code
+
+
+def _drain(pipe: Any, sink: bytearray) -> None:
+    for chunk in iter(lambda: pipe.read1(65536), b""):
+        sink.extend(chunk)
+
+
+@pytest.fixture
+def followers() -> Iterator[list[Follower]]:
+    running: list[Follower] = []
+    yield running
+    for follower in running:
+        if follower.process.poll() is None:
+            follower.process.kill()
+        follower.finish(10)
+
+
+@given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
+def _following(
+    start_server_process: StartServerProcess,
+    api: ApiScenario,
+    followers: list[Follower],
+    kind: str,
+    command: str,
+    flags: str,
+) -> None:
+    server_process = api.notes.get("server_process") or start_server_process()
+    api.notes["server_process"] = server_process
+    argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
+    argv += [*shlex.split(flags), "--", *shlex.split(command)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
+    )
+    follower = Follower(process)
+    follower.collect()
+    followers.append(follower)
+    api.notes["follower"] = follower
+    eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
+    with server_process.channel("admin") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        jobs = stub.List(job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=10).jobs
+    assert len(jobs) == 1, jobs
+    api.job = jobs[0].uuid
+
+
+@when("the follower gets Ctrl-C")
+def _ctrl_c(api: ApiScenario) -> None:
+    api.notes["follower"].process.send_signal(signal.SIGINT)
+
+
+@then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
+def _follower_exits(api: ApiScenario, code: int, seconds: int) -> None:
+    follower: Follower = api.notes["follower"]
+    assert follower.finish(seconds) == code, bytes(follower.stderr)
+    assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
+
+
+@then(parsers.parse('the follower\'s stdout is "{text}"'))
+def _follower_stdout(api: ApiScenario, text: str) -> None:
+    assert bytes(api.notes["follower"].stdout) == unescape(text).encode()
+
+
+@then(parsers.parse('the follower\'s stderr contains "{text}"'))
+def _follower_stderr(api: ApiScenario, text: str) -> None:
+    stderr = bytes(api.notes["follower"].stderr).decode()
+    assert with_job(api, text) in stderr, stderr
+
+
 # ---- given ------------------------------------------------------------------------------------
 
 
@@ -80,6 +183,23 @@ def _server_with_flags(
     start_server_process: StartServerProcess, api: ApiScenario, flags: str
 ) -> None:
     launch_server(api, start_server_process, *shlex.split(flags))
+
+
+@given(parsers.parse("the admin has started {count:d} jobs"))
+def _started_jobs(api: ApiScenario, count: int) -> None:
+    with cli_server(api).channel("admin") as channel:
+        stub = job_pb2_grpc.JobManagerStub(channel)
+        request = job_pb2.StartRequest(cmd="true")
+        api.notes["ids"] = [stub.Start(request, timeout=30).uuid for _ in range(count)]
+
+
+@when("the server is killed with SIGKILL and started again on the same port")
+def _crash_and_restart(api: ApiScenario, start_server_process: StartServerProcess) -> None:
+    server = cli_server(api)
+    port = server.port
+    server.crash()  # the launcher and the job live on
+    time.sleep(1)  # the follower finds the door closed at least once
+    api.notes["server_process"] = start_server_process(None, "--port", str(port))
 
 
 # ---- when -------------------------------------------------------------------------------------
@@ -132,6 +252,7 @@ def _prints_id(api: ApiScenario) -> None:
     text = ran(api).stdout.decode().strip()
     assert len(text) == 36 and text.count("-") == 4, text
     api.job = text
+    api.notes.setdefault("started", []).append(text)
 
 
 @then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))

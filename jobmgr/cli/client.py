@@ -284,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not args.argv:
             return _usage(args, f"{args.command} needs a command, e.g. `jobmgr-client "
-                          f"{args.command} -- ls -l /`", status_on_error)  # fmt: skip
+                          f"{args.command} -- ls -l /`",
+                          EXIT_JOBMGR if following else EXIT_USAGE)  # fmt: skip
         if not following and (args.stop_on_interrupt or args.grace is not None):
             return _usage(args, "--stop-on-interrupt and --grace apply only with --follow "
                           "(or `run`)", EXIT_USAGE)  # fmt: skip

@@ -30,6 +30,10 @@ _REFUSED_CERTIFICATE = frozenset(
 _OLD_TLS = frozenset(
     {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "NO_PROTOCOLS_AVAILABLE"}
 )
+_REFUSED = (
+    "the server refused the TLS handshake: it wants TLS 1.3 and a client certificate signed "
+    "by its CA, unexpired and made for clients"
+)
 _X509_HOSTNAME_MISMATCH = 62
 _X509_CERT_HAS_EXPIRED = 10
 
@@ -75,8 +79,10 @@ def _handshake(
         with context.wrap_socket(sock, server_hostname=host) as tls:
             tls.settimeout(timeout)
             # In TLS 1.3 the server judges the client's certificate after the client has
-            # finished: a refusal comes as an alert on the first read.
-            tls.recv(1)
+            # finished: a refusal comes on the first read, as an alert or as the end of the
+            # connection, where a gRPC server that took us sends its HTTP/2 settings.
+            if not tls.recv(1):
+                return _REFUSED
     except ssl.SSLCertVerificationError as exc:
         if exc.verify_code == _X509_HOSTNAME_MISMATCH:
             return (
@@ -88,10 +94,7 @@ def _handshake(
         return f"the server's certificate is not signed by the CA in {ca}"
     except ssl.SSLError as exc:
         if exc.reason in _REFUSED_CERTIFICATE:
-            return (
-                "the server refused the TLS handshake: it wants TLS 1.3 and a client "
-                "certificate signed by its CA, unexpired and made for clients"
-            )
+            return _REFUSED
         if exc.reason in _OLD_TLS:
             return "the server does not speak TLS 1.3"
         if exc.reason == "WRONG_VERSION_NUMBER":
