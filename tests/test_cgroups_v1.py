@@ -189,6 +189,25 @@ def test_existing_lists_every_job_and_remove_parent_waits_for_them(driver: v1.Dr
     driver.remove_parent()
 
 
+def test_parent_dirs_finds_the_parent_in_any_hierarchy_until_it_is_removed(
+    driver: v1.Driver,
+) -> None:
+    assert driver.parent_dirs() == []
+    driver.create("a", Limits())
+    assert sorted(driver.parent_dirs()) == _parent_dirs(driver)
+    assert len(driver.parent_dirs()) == len(set(driver.mounts.values()))
+
+    driver.open("a").destroy()
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+    # Left behind in one hierarchy only (as a half-done clean-up would): still found.
+    stray = os.path.join(driver.mounts["pids"], driver.parent)
+    os.mkdir(stray)
+    assert driver.parent_dirs() == [stray]
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+
+
 def test_creating_an_existing_job_cgroup_fails_and_keeps_it(driver: v1.Driver) -> None:
     driver.create("job", Limits(pids=7))
     with pytest.raises(CgroupError, match="File exists"):
