@@ -41,7 +41,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr steps tests bench
+	$(BIN)/mypy jobmgr steps tests bench harness
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench
