@@ -8,8 +8,7 @@ from __future__ import annotations
 import jobmgr.api  # noqa: F401  # isort: skip
 
 import datetime
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,44 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from harness.pki import CertPair as CertPair
+from harness.pki import ScenarioPKI as ScenarioPKI
 from jobmgr import pki
-
-# The client certificates every scenario gets, by the words its feature files use.
-CLIENT_KINDS = (
-    "admin",
-    "user",
-    "no-O",
-    "unknown-O",
-    "two-O",
-    "other-CA",
-    "expired",
-    "server-cert",
-)
-
-
-@dataclass(frozen=True)
-class CertPair:
-    """One certificate and its key, as bytes and as files."""
-
-    cert_pem: bytes
-    key_pem: bytes
-    cert_path: Path
-    key_path: Path
-
-
-@dataclass(frozen=True)
-class ScenarioPKI:
-    """A scenario's CA, server certificate and client certificates."""
-
-    ca_pem: bytes
-    ca_path: Path
-    other_ca_path: Path  # a CA the server does not trust
-    server: CertPair
-    clients: Mapping[str, CertPair]
-
-    def client(self, kind: str) -> CertPair:
-        """The client certificate of one of CLIENT_KINDS."""
-        return self.clients[kind]
 
 
 @pytest.fixture(scope="session")

@@ -6,50 +6,47 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import job_controllers, job_dirs, job_file, job_pids, placement
+from harness.worker import wait_until_ended
 from jobmgr.worker import JobSpec, Limits, Worker
 
-from .fixtures_worker import MiB, cgroup_dirs, start, wait_until_ended
+from ._phrases import MiB
+from ._worker_steps import start
+from .fixtures_scenario import Scenario
 
 scenarios("cgroups.feature")
 
-HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids")
-
 
 @then("the OOM killer is reported")
-def _oom(worker: Worker, ctx: dict[str, Any]) -> None:
-    status = worker.status(ctx["job"])
+def _oom(worker: Worker, scenario: Scenario) -> None:
+    status = worker.status(scenario.job)
     assert status.oom_killed, status
 
 
 @then(
     parsers.parse("over {seconds:g} seconds it uses at most {share:g} CPU-seconds per wall second")
 )
-def _cpu_share(worker: Worker, ctx: dict[str, Any], seconds: float, share: float) -> None:
+def _cpu_share(worker: Worker, scenario: Scenario, seconds: float, share: float) -> None:
     time.sleep(0.5)  # let the loop get going
-    before, t0 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    before, t0 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     time.sleep(seconds)
-    after, t1 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    after, t1 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     used = (after - before) / (t1 - t0)
-    worker.stop(ctx["job"], grace=1)
+    worker.stop(scenario.job, grace=1)
     assert 0.05 < used <= share, used
 
 
-def _pids_file(parent: str, job_id: str) -> Path:
-    return Path(f"/sys/fs/cgroup/pids/{parent}/{job_id}/cgroup.procs")
-
-
 @then(parsers.parse("the job's cgroup holds at most {count:d} processes"))
-def _pids_held(worker: Worker, ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
-    status = worker.status(ctx["job"])
-    assert not status.terminated, (status, list(worker.output(ctx["job"]))[-5:])
-    current = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.current")
+def _pids_held(worker: Worker, scenario: Scenario, cgroup_parent: str, count: int) -> None:
+    status = worker.status(scenario.job)
+    assert not status.terminated, (status, list(worker.output(scenario.job))[-5:])
+    current = job_file(cgroup_parent, scenario.job, "pids.current")
     assert int(current.read_text()) <= count
-    events = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.events")
+    events = job_file(cgroup_parent, scenario.job, "pids.events")
     assert int(events.read_text().split()[1]) > 0, "the limit was never hit"
 
 
@@ -65,9 +62,9 @@ def _another(worker: Worker) -> None:
         "takes at most {most:g} seconds"
     )
 )
-def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -> None:
+def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) -> None:
     began = time.monotonic()
-    worker.stop(ctx["job"], grace=grace)
+    worker.stop(scenario.job, grace=grace)
     assert time.monotonic() - began <= most
 
 
@@ -78,11 +75,11 @@ def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -
     )
 )
 def _dd_write(
-    worker: Worker, ctx: dict[str, Any], root_fs_scratch: Path, size: int, rate: int
+    worker: Worker, scenario: Scenario, root_fs_scratch: Path, size: int, rate: int
 ) -> None:
     target = root_fs_scratch
     argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
-    start(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
+    start(worker, scenario, argv, Limits(io_write_bps=rate * MiB))
 
 
 @pytest.fixture
@@ -110,24 +107,28 @@ def _io_file(root_fs_scratch: Path, size: int) -> Path:
         "I start a dd reading it with iflag=direct with an IO read limit of {rate:d} MiB/s"
     )
 )
-def _dd_read(worker: Worker, ctx: dict[str, Any], io_file: Path, rate: int) -> None:
+def _dd_read(worker: Worker, scenario: Scenario, io_file: Path, rate: int) -> None:
     argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
+    start(worker, scenario, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))
-def _ran_for(worker: Worker, ctx: dict[str, Any], seconds: float) -> None:
-    status = worker.status(ctx["job"])
+def _ran_for(worker: Worker, scenario: Scenario, seconds: float) -> None:
+    status = worker.status(scenario.job)
     assert status.ended_at is not None
     assert status.ended_at - status.started_at >= seconds, status
 
 
 @then("the job has a cgroup in every hierarchy")
-def _has_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    found = {Path(d).parent.parent.name for d in cgroup_dirs(cgroup_parent, ctx["job"])}
-    assert set(HIERARCHIES) <= found, found
+def _has_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job), "the job has no cgroup directory"
+    # The kernel's word for where the job's processes are, for every controller it is under.
+    controllers = job_controllers(cgroup_parent)
+    for pid in job_pids(cgroup_parent, scenario.job):
+        where = placement(pid, controllers)
+        assert where == dict.fromkeys(controllers, f"/{cgroup_parent}/{scenario.job}"), where
 
 
 @then("no cgroup of the job is left")
-def _no_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    assert cgroup_dirs(cgroup_parent, ctx["job"]) == []
+def _no_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job) == []
