@@ -50,7 +50,10 @@ def _as_nobody(scenario: Scenario) -> None:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv is not installed")
+    # The checkout may sit where nobody cannot enter (under /root, in a 0700 temp dir): with
+    # the read-and-search capability, and no other, nobody can load the program from it.
     argv = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
     argv += [*program("jobmgr-server"), "--port", "0"]
     scenario.notes["ran"] = subprocess.run(
         argv, capture_output=True, env=program_env(), timeout=30, check=False, cwd="/"
