@@ -55,9 +55,12 @@ def left_behind(
     return problems
 
 
-def clear(cgroup_parent: str, *, marker: str = "") -> None:
-    """Kill and remove whatever is left, so that one run's leak does not spoil the next."""
-    for pid in marked_processes(marker) if marker else []:
+def clear(cgroup_parent: str, *, launcher: int | None = None, marker: str = "") -> None:
+    """Kill and remove whatever is left (a launcher that would not stop, any process carrying
+    ``marker``, every cgroup of ``cgroup_parent``), so that one run's leak does not spoil the
+    next."""
+    stuck = [launcher] if launcher is not None and alive(launcher) else []
+    for pid in stuck + (marked_processes(marker) if marker else []):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:

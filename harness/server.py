@@ -187,7 +187,7 @@ class ServerProcess(ListeningProcess):
                     pass
         problems += left_behind(self.cgroup_parent, launcher=launcher, marker=marker)
         if problems:
-            clear(self.cgroup_parent, marker=marker)
+            clear(self.cgroup_parent, launcher=launcher, marker=marker)
         return problems
 
 
