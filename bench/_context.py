@@ -27,7 +27,7 @@ UNSHARE = ("unshare", "--fork", "--pid", "--mount-proc", "--net", "--mount", "--
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each row does; the full run follows issue 5 to the letter."""
+    """How much each row does; the full run's sizes are those bench/README.md states."""
 
     start_samples: int = 200
     throughput_starts: int = 500

@@ -129,7 +129,7 @@ class Client:
         """Follow the job's output to its end (no polling), then return its final status."""
         self.output(job_id, timeout=timeout)
         status = self.status(job_id)
-        assert status.terminated, f"the output ended but the job is {status.status}"
+        assert status.state != job_pb2.JOB_STATE_RUNNING, f"the output ended, not the job: {status}"
         return status
 
     def list_ids(self) -> list[str]:

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 # The client certificates every scenario gets, by the words its feature files use.
 CLIENT_KINDS = (
     "admin",
@@ -29,6 +31,12 @@ class CertPair:
     key_pem: bytes
     cert_path: Path
     key_path: Path
+
+    @property
+    def subject(self) -> str:
+        """The certificate's whole Subject as RFC 4514 text: what the server records as the
+        owner of the jobs this certificate starts."""
+        return x509.load_pem_x509_certificate(self.cert_pem).subject.rfc4514_string()
 
 
 @dataclass(frozen=True)

@@ -145,10 +145,12 @@ class ServerProcess(ListeningProcess):
     ) -> None:
         self.cgroup_parent = cgroup_parent
         self.state_dir = workdir / "state"
+        self.config_path = workdir / "jobmgr.toml" if config is not None else None
+        """The --config file, written from ``config``; a reload reads it again."""
         config_args: list[str] = []
-        if config is not None:
-            (workdir / "jobmgr.toml").write_text(config)
-            config_args = ["--config", str(workdir / "jobmgr.toml")]
+        if self.config_path is not None:
+            self.config_path.write_text(config or "")
+            config_args = ["--config", str(self.config_path)]
         argv = [
             *program("jobmgr-server"), *config_args, "--host", host, "--port", "0",
             "--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key),

@@ -5,6 +5,10 @@ ECDSA P-256 keys (cheap handshakes), random serials, SANs ``localhost``, ``127.0
 clientAuth-only on client certificates. A client's role is its Subject O; the server's O
 (``jobmgr``) is deliberately not a role. Keys are written 0600 and never overwritten unless
 asked.
+
+Revocation: ``revoke`` adds serial numbers to the CA's certificate revocation list (CRL),
+keeping every entry already in it; the CRL is public (written 0644) and signed by the CA,
+and jobmgr-server refuses one the CA did not sign.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -222,6 +228,130 @@ def write_file(path: Path, data: bytes, *, mode: int) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+# Keys a CA may sign a CRL with.
+_ISSUER_KEYS = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
+
+
+class RevocationError(ValueError):
+    """The CA, the CRL or a certificate to revoke is not what it should be; says which."""
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A CA certificate and its private key, of any type a CA may have (to sign a CRL with
+    a CA made elsewhere, not only with one of ours)."""
+
+    cert: x509.Certificate
+    key: CertificateIssuerPrivateKeyTypes
+
+    @classmethod
+    def from_files(cls, cert_path: str | Path, key_path: str | Path) -> Signer:
+        """RevocationError unless the files are a CA certificate and its private key."""
+        try:
+            cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        except ValueError:
+            raise RevocationError(f"{cert_path} is not a PEM certificate") from None
+        try:
+            key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+        except (ValueError, TypeError):
+            raise RevocationError(f"{key_path} is not an unencrypted PEM private key") from None
+        public = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if key.public_key().public_bytes(*public) != cert.public_key().public_bytes(*public):
+            raise RevocationError(f"{key_path} is not the key of {cert_path}")
+        if not isinstance(key, _ISSUER_KEYS):
+            raise RevocationError(f"{key_path}: this kind of key cannot sign a CRL")
+        return cls(cert, key)
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        """Whether this CA signed ``cert`` (and ``cert`` is not the CA itself)."""
+        if cert == self.cert:
+            return False
+        try:
+            cert.verify_directly_issued_by(self.cert)
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+        return True
+
+
+def read_crl(path: str | Path, ca: Signer) -> x509.CertificateRevocationList | None:
+    """The CRL at ``path`` (None if there is none yet); RevocationError unless ``ca``
+    signed it."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError:
+        raise RevocationError(f"{path} is not a PEM CRL") from None
+    public = ca.cert.public_key()
+    if crl.issuer != ca.cert.subject or not crl.is_signature_valid(public):  # type: ignore[arg-type]
+        raise RevocationError(
+            f"{path} is not signed by this CA ({ca.cert.subject.rfc4514_string()}): "
+            "refusing to add to it (move it away to start a new list)"
+        )
+    return crl
+
+
+def revoke(
+    ca: Signer,
+    previous: x509.CertificateRevocationList | None,
+    serials: Iterable[int],
+    *,
+    reason: x509.ReasonFlags | None = None,
+    days: int = DEFAULT_DAYS,
+) -> x509.CertificateRevocationList:
+    """A new CRL of ``ca``: every entry of ``previous`` (its dates and reasons kept) plus
+    ``serials`` not in it yet, valid for ``days``, numbered one past ``previous``."""
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=days))
+        .add_extension(x509.CRLNumber(_crl_number(previous) + 1), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    )
+    known = set()
+    for entry in previous or ():
+        builder = builder.add_revoked_certificate(entry)
+        known.add(entry.serial_number)
+    for serial in dict.fromkeys(serials):
+        if serial in known:
+            continue
+        entry_builder = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now)
+        if reason is not None:
+            entry_builder = entry_builder.add_extension(x509.CRLReason(reason), critical=False)
+        builder = builder.add_revoked_certificate(entry_builder.build())
+    digest = (
+        None
+        if isinstance(ca.key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+        else hashes.SHA256()
+    )
+    return builder.sign(ca.key, digest)
+
+
+def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def _crl_number(crl: x509.CertificateRevocationList | None) -> int:
+    if crl is None:
+        return 0
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
 
 
 def _general_names(hosts: Iterable[str]) -> list[x509.GeneralName]:

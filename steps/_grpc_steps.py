@@ -4,32 +4,20 @@ and the answers."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import grpc
-import pytest
 from pytest_bdd import given, parsers, then, when
 
 from harness.inprocess import RunningServer
 from harness.poll import eventually
-from harness.rpc import CallResult as CallResult
-from harness.rpc import call as call
-from harness.rpc import collect
+from harness.rpc import call, collect
 from harness.server import ServerProgram
 from jobmgr.api import job_pb2
 
-from ._phrases import KIND
-from ._phrases import unescape as unescape
+from ._phrases import KIND, unescape
 from .fixtures_scenario import Scenario
-
-# steps/test_compat.py asks for the notebook by these names.
-ApiScenario = Scenario
-
-
-@pytest.fixture
-def api(scenario: Scenario) -> Scenario:
-    return scenario
-
 
 # ---- given ------------------------------------------------------------------------------------
 
@@ -131,10 +119,12 @@ def _receives_stdout(scenario: Scenario, text: str) -> None:
 @then(parsers.parse("the admin sees that job {state}"))
 def _admin_sees_state(scenario: Scenario, state: str) -> None:
     status = scenario.server.status(scenario.job, "admin")
-    assert status.status == state, status
+    assert status.state == job_pb2.JobState.Value(f"JOB_STATE_{state}"), status
 
 
-@then(parsers.parse('the user sees that job owned by "{owner}"'))
-def _user_sees_owner(scenario: Scenario, owner: str) -> None:
+@then(parsers.parse('the user sees that job owned by the {kind} certificate\'s Subject, "{shown}"'))
+def _user_sees_owner(scenario: Scenario, kind: str, shown: str) -> None:
     status = scenario.server.status(scenario.job, "user")
-    assert status.owner == owner, status
+    assert status.owner == scenario.server.pki.client(kind).subject, status
+    # The scenario's certificates carry an OU of trustme's making, which "..." stands for.
+    assert re.fullmatch(re.escape(shown).replace(re.escape("..."), ".*"), status.owner), status

@@ -101,10 +101,10 @@ def _old_tls(scenario: Scenario, version: str) -> None:
         TLS_VERSIONS[version], TLS_VERSIONS[version],
     )  # fmt: skip
     mark_log(scenario)
-    scenario.notes["handshake"] = _raw_call(server.port, tls, server.marked("sleep 30"))
+    scenario.notes["handshake"] = start_by_hand(server.port, tls, server.marked("sleep 30"))
 
 
-def _raw_call(port: int, tls: ClientTLS, argv: list[str]) -> dict[str, Any]:
+def start_by_hand(port: int, tls: ClientTLS, argv: list[str]) -> dict[str, Any]:
     """Handshake, send a Start for ``argv`` by hand, and see what the server sends back."""
     seen: dict[str, Any] = {"version": None, "error": "", "frame": None}
     try:
@@ -172,7 +172,7 @@ def _bad_cert_raw(scenario: Scenario, certificate: str, future_pair: CertPair) -
         server.pki.ca_path, pair.cert_path if pair else None, pair.key_path if pair else None
     )
     mark_log(scenario)
-    scenario.notes["handshake"] = _raw_call(server.port, tls, server.marked("sleep 30"))
+    scenario.notes["handshake"] = start_by_hand(server.port, tls, server.marked("sleep 30"))
 
 
 @then("the server ends the connection without sending a single HTTP/2 frame")

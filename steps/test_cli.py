@@ -93,9 +93,15 @@ def _list_with_made_certs(scenario: Scenario, tmp_path: Path) -> None:
 # ---- then -------------------------------------------------------------------------------------
 
 
-@then(parsers.parse('the JSON says state "{state}", exit_code {code:d} and owner "{owner}"'))
-def _json_says(scenario: Scenario, state: str, code: int, owner: str) -> None:
+@then(
+    parsers.parse(
+        'the JSON says state "{state}", exit_code {code:d} and owner the {kind} certificate\'s '
+        "Subject"
+    )
+)
+def _json_says(scenario: Scenario, state: str, code: int, kind: str) -> None:
     fields = json.loads(ran(scenario).stdout)
+    owner = scenario.program.pki.client(kind).subject
     assert (fields["state"], fields["exit_code"], fields["owner"]) == (state, code, owner)
     assert fields["id"] == scenario.job and fields["terminated"] is True, fields
 

@@ -74,8 +74,10 @@ def _memory_hog(scenario: Scenario, mib: int) -> None:
 )
 def _oom(scenario: Scenario, seconds: int) -> None:
     status = scenario.program.wait_ended(scenario.job, timeout=seconds)
-    assert (status.status, status.signal, status.oom_killed) == ("FAILED", 9, True), status
-    report(f"memory hog: {status.status} signal {status.signal}, reason {status.reason!r}")
+    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
+    assert (status.state, status.signal, status.oom_killed) == failed, status
+    state = job_pb2.JobState.Name(status.state)
+    report(f"memory hog: {state} signal {status.signal}, reason {status.reason!r}")
 
 
 # ---- fork bomb --------------------------------------------------------------------------------
@@ -131,9 +133,9 @@ def _stop(scenario: Scenario, seconds: int) -> None:
 @then(parsers.parse("the Stop returned within {seconds:d} seconds, the job STOPPED by signal 9"))
 def _stopped(scenario: Scenario, seconds: int) -> None:
     took, status = scenario.notes["stop_took"], scenario.notes["stopped"]
-    report(f"stop took {took:.3f}s: {status.status} signal {status.signal}")
+    report(f"stop took {took:.3f}s: {job_pb2.JobState.Name(status.state)} signal {status.signal}")
     assert took <= seconds, took
-    assert (status.status, status.signal) == ("STOPPED", 9), status
+    assert (status.state, status.signal) == (job_pb2.JOB_STATE_STOPPED, 9), status
 
 
 @then("no process of the job is left anywhere on the host")
@@ -203,7 +205,7 @@ def _daemoniser(scenario: Scenario) -> None:
 def _daemon_running(scenario: Scenario) -> None:
     both = lambda: len(_job_processes(scenario)) >= 2  # noqa: E731
     eventually(both, 10.0, "the job and its daemon")
-    assert scenario.program.status(scenario.job).status == "RUNNING"
+    assert scenario.program.status(scenario.job).state == job_pb2.JOB_STATE_RUNNING
 
 
 @when("the admin starts a job that double-forks a daemon ignoring SIGTERM, then exits 0")
@@ -216,7 +218,7 @@ def _daemon_then_exit(scenario: Scenario) -> None:
 @then("the job EXITED with code 0")
 def _exited(scenario: Scenario) -> None:
     status = scenario.program.wait_ended(scenario.job, timeout=120)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
 
 
 # ---- 5 GiB ------------------------------------------------------------------------------------

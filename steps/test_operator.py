@@ -208,12 +208,13 @@ def _lists_jobs(scenario: Scenario, count: str) -> None:
 
 @then(
     parsers.parse(
-        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner "{owner}", '
-        'command "{command}"'
+        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner the {kind} '
+        'certificate\'s Subject, command "{command}"'
     )
 )
-def _json_lists(scenario: Scenario, state: str, code: int, owner: str, command: str) -> None:
+def _json_lists(scenario: Scenario, state: str, code: int, kind: str, command: str) -> None:
     (job,) = json.loads(ran(scenario).stdout)
+    owner = scenario.program.pki.client(kind).subject
     assert (job["state"], job["exit_code"], job["owner"]) == (state, code, owner), job
     assert job["argv"] == shlex.split(command), job
 

@@ -148,7 +148,7 @@ def _answers(scenario: Scenario, datatable: list[list[str]]) -> None:
             if code != grpc.StatusCode.OK and received:
                 leaks.append(f"{kind} got {received} bytes of {method} before being refused")
         if kind != "admin":
-            states.append((kind, server.status(scenario.job).status))
+            states.append((kind, server.status(scenario.job).state))
     assert not mismatches, "\n".join(mismatches)
     scenario.notes.update(leaks=leaks, started=admin_jobs, states=states)
 
@@ -162,8 +162,8 @@ def _no_leak(scenario: Scenario) -> None:
 def _admin_only(scenario: Scenario) -> None:
     server = scenario.program
     states = scenario.notes["states"]
-    assert all(state == "RUNNING" for _, state in states), states
-    assert server.status(scenario.job).status == "STOPPED"
+    assert all(state == job_pb2.JOB_STATE_RUNNING for _, state in states), states
+    assert server.status(scenario.job).state == job_pb2.JOB_STATE_STOPPED
     started = scenario.notes["started"]
     assert [kind for kind, _ in started] == ["admin"], started
     assert sorted(server.list_ids()) == sorted([scenario.job, started[0][1]])
@@ -213,7 +213,7 @@ def _all_denied(scenario: Scenario) -> None:
 @then("the admin's job is still running and it is the only job")
 def _still_alone(scenario: Scenario) -> None:
     server = scenario.program
-    assert server.status(scenario.job).status == "RUNNING"
+    assert server.status(scenario.job).state == job_pb2.JOB_STATE_RUNNING
     assert server.list_ids() == [scenario.job]
 
 
@@ -301,7 +301,7 @@ def _cli_start(scenario: Scenario, hex: str) -> None:
 def _received(scenario: Scenario) -> None:
     server = scenario.program
     status = server.wait_ended(scenario.job)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
     assert server.output(scenario.job) == scenario.notes["expected"]
 
 
