@@ -28,8 +28,16 @@ def job_names(parent: str) -> set[str]:
 
 
 def job_dirs(parent: str, job: str) -> list[str]:
-    """The directories of job ``job``'s cgroup that exist now: one per hierarchy under v1, a
-    single one under v2."""
+    """The directories of job ``job``'s cgroup that exist now, the ones its limits are on: one
+    per hierarchy under v1, a single one under v2."""
+    dirs = [os.path.join(directory, job) for directory in detect_driver(parent).parent_dirs()]
+    return [path for path in dirs if os.path.isdir(path)]
+
+
+def job_procs_dirs(parent: str, job: str) -> list[str]:
+    """The directories job ``job``'s processes are placed in (where its cgroup.procs files
+    are) that exist now: its own directory in each hierarchy under v1, a child of it under
+    v2."""
     cgroup = detect_driver(parent).open(job)
     dirs = sorted({os.path.dirname(path) for path in cgroup.procs_files})
     return [path for path in dirs if os.path.isdir(path)]

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from harness.cgroups import job_controllers, job_dirs, job_file, job_pids, placement
+from harness.cgroups import (
+    job_controllers,
+    job_dirs,
+    job_file,
+    job_pids,
+    job_procs_dirs,
+    placement,
+)
 from harness.worker import wait_until_ended
 from jobmgr.worker import JobSpec, JobState, Limits, Worker
 
@@ -180,11 +187,20 @@ def _ran_for(worker: Worker, scenario: Scenario, seconds: float) -> None:
 @then("the job has a cgroup in every hierarchy")
 def _has_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
     assert job_dirs(cgroup_parent, scenario.job), "the job has no cgroup directory"
-    # The kernel's word for where the job's processes are, for every controller it is under.
+    placed = job_procs_dirs(cgroup_parent, scenario.job)
+    # The kernel's word for where the job's processes are, for every controller it is under:
+    # a path from the root of that controller's hierarchy, which the directory the driver
+    # placed them in ends with.
     controllers = job_controllers(cgroup_parent)
     for pid in job_pids(cgroup_parent, scenario.job):
         where = placement(pid, controllers)
-        assert where == dict.fromkeys(controllers, f"/{cgroup_parent}/{scenario.job}"), where
+        astray = {
+            controller: path
+            for controller, path in where.items()
+            if f"/{cgroup_parent}/{scenario.job}" not in path
+            or not any(directory.endswith(path) for directory in placed)
+        }
+        assert not astray, f"process {pid} is not in the job's cgroup {placed}: {astray}"
 
 
 @then("no cgroup of the job is left")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pytest_bdd import parsers, scenarios, then, when
 
-from harness.cgroups import job_dirs
+from harness.cgroups import job_procs_dirs
 from harness.worker import collected, wait_for_output, wait_until_ended
 from jobmgr.worker import Stream, Worker
 
@@ -107,7 +107,7 @@ def _escape(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
 
 @then("all of the job's processes are still in its own cgroup")
 def _still_inside(worker: Worker, scenario: Scenario, cgroup_parent: str) -> None:
-    dirs = job_dirs(cgroup_parent, scenario.job)
+    dirs = job_procs_dirs(cgroup_parent, scenario.job)
     assert dirs, "the job has no cgroup"
     for directory in dirs:  # one per hierarchy under cgroup v1
         procs = Path(directory, "cgroup.procs").read_text().split()
