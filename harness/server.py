@@ -163,6 +163,16 @@ class ServerProcess(ListeningProcess):
         """The state dir's launcher, if one is running."""
         return launcher_pid(self.state_dir)
 
+    def kill9_with_launcher(self) -> None:
+        """SIGKILL the program and then its launcher, as a crash of the host would end both;
+        returns once the launcher is gone. The jobs' processes outlive it."""
+        launcher = self.launcher_pid()
+        assert launcher is not None, "no launcher is running"
+        self.kill9()
+        os.kill(launcher, signal.SIGKILL)
+        gone = wait_until(lambda: self.launcher_pid() is None, SETTLE_SECONDS)
+        assert gone, f"the launcher (pid {launcher}) outlived SIGKILL by {SETTLE_SECONDS:g}s"
+
     def job_cgroups(self) -> set[str]:
         """Names of the cgroups (jobs and warm slots) under this server's parent."""
         return job_names(self.cgroup_parent)

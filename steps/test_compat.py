@@ -10,9 +10,7 @@ job's state in jobmgr's words).
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,13 +190,8 @@ def _has_printed(reference: ReferenceClient, scenario: Scenario, text: str) -> N
     "started again"
 )
 def _crash_with_launcher(scenario: Scenario) -> None:
-    server = scenario.program
-    launcher = server.launcher_pid()
-    assert launcher is not None, "no launcher is running"
-    server.kill9()
-    os.kill(launcher, signal.SIGKILL)
-    eventually(lambda: server.launcher_pid() is None, 10, "the launcher to die")
-    server.start()
+    scenario.program.kill9_with_launcher()
+    scenario.program.start()
 
 
 @when(parsers.parse("the reference client asks for the status of job {job_id}"))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -72,12 +70,7 @@ def _crash_and_restart(scenario: Scenario) -> None:
 
 @when("jobmgr-server and then its launcher are killed with SIGKILL")
 def _crash_both(scenario: Scenario) -> None:
-    server = scenario.program
-    launcher = server.launcher_pid()
-    assert launcher is not None, "no launcher is running"
-    server.kill9()
-    os.kill(launcher, signal.SIGKILL)
-    eventually(lambda: server.launcher_pid() is None, 10, "the launcher to die")
+    scenario.program.kill9_with_launcher()
 
 
 # ---- a job that goes on when told to ----------------------------------------------------------
