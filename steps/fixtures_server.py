@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from harness.cgroups import parent_dirs
-from harness.inprocess import RunningServer as RunningServer
-from harness.inprocess import ServerThread
+from harness.inprocess import RunningServer, ServerThread
 from harness.leftovers import unmount
 from harness.pki import ScenarioPKI, ServerFiles
 from harness.server import ServerProgram
