@@ -51,7 +51,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr steps tests bench vm
+	$(BIN)/mypy jobmgr steps tests bench harness vm
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench

@@ -1,9 +1,7 @@
-"""Steps shared by the scenarios that drive the real programs (cli, operator, durability).
-
-A step module pulls them in with ``from ._cli_steps import *`` (see _grpc_steps for why).
-The last program run is in ``api.notes["ran"]``; the server in ``api.notes["server_process"]``.
-In a command, the word JOB stands for the id of the last job started.
-"""
+"""Steps shared by the scenarios that run our programs (cli, operator, durability): running
+jobmgr-client against the scenario's jobmgr-server, and what a program run printed and how it
+exited, and a ``jobmgr-client run`` left following a job (the follower). The last run is in
+``scenario.notes["ran"]``; in a command, the word JOB stands for the id of the scenario's job."""
 
 from __future__ import annotations
 
@@ -20,61 +18,34 @@ from typing import Any
 import pytest
 from pytest_bdd import given, parsers, then, when
 
-from jobmgr.api import job_pb2, job_pb2_grpc
+from harness.poll import eventually
+from harness.programs import program, program_env, run_program
+from harness.server import ServerProgram
+from jobmgr.api import job_pb2
 
-from ._grpc_steps import KIND, ApiScenario, collect, eventually, unescape
-from .fixtures_server import (
-    ServerProcess,
-    StartServerProcess,
-    program,
-    program_env,
-    run_program,
-)
+from ._phrases import KIND, unescape
+from .fixtures_scenario import Scenario
 
 
-def cli_server(api: ApiScenario) -> ServerProcess:
-    server: ServerProcess = api.notes["server_process"]
-    return server
+def with_job(scenario: Scenario, text: str) -> str:
+    return text.replace("JOB", scenario.job) if scenario.job else text
 
 
-def with_job(api: ApiScenario, text: str) -> str:
-    return text.replace("JOB", api.job) if api.job else text
-
-
-def ran(api: ApiScenario) -> subprocess.CompletedProcess[bytes]:
-    done: subprocess.CompletedProcess[bytes] = api.notes["ran"]
+def ran(scenario: Scenario) -> subprocess.CompletedProcess[bytes]:
+    """The last program run."""
+    done: subprocess.CompletedProcess[bytes] = scenario.notes["ran"]
     return done
 
 
 def run_client(
-    api: ApiScenario, kind: str, arguments: str, env: dict[str, str] | None = None
+    scenario: Scenario, kind: str, arguments: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run jobmgr-client with ``kind``'s certificate against the scenario's server."""
-    args = shlex.split(with_job(api, arguments))
+    args = shlex.split(with_job(scenario, arguments))
     began = time.monotonic()
-    done = run_program("jobmgr-client", *cli_server(api).client_args(kind), *args, env=env)
-    api.notes["ran"], api.notes["ran_seconds"] = done, time.monotonic() - began
+    done = run_program("jobmgr-client", *scenario.server.client_args(kind), *args, env=env)
+    scenario.notes["ran"], scenario.notes["ran_seconds"] = done, time.monotonic() - began
     return done
-
-
-def launch_server(
-    api: ApiScenario,
-    start: StartServerProcess,
-    *flags: str,
-    config: str | None = None,
-    state_tmpfs_bytes: int | None = None,
-) -> ServerProcess:
-    """Start jobmgr-server, remembering how, so that ``relaunch_server`` starts the next one
-    (after a crash) the same way on the same state dir."""
-    api.notes["server_launch"] = (flags, config, state_tmpfs_bytes)
-    server = start(None, *flags, config=config, state_tmpfs_bytes=state_tmpfs_bytes)
-    api.notes["server_process"] = server
-    return server
-
-
-def relaunch_server(api: ApiScenario, start: StartServerProcess) -> ServerProcess:
-    flags, config, tmpfs = api.notes.get("server_launch", ((), None, None))
-    return launch_server(api, start, *flags, config=config, state_tmpfs_bytes=tmpfs)
 
 
 # ---- a jobmgr-client following a job in the background ----------------------------------------
@@ -119,15 +90,14 @@ def followers() -> Iterator[list[Follower]]:
 
 @given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
 def _following(
-    start_server_process: StartServerProcess,
-    api: ApiScenario,
+    server_process: ServerProgram,
+    scenario: Scenario,
     followers: list[Follower],
     kind: str,
     command: str,
     flags: str,
 ) -> None:
-    server_process = api.notes.get("server_process") or start_server_process()
-    api.notes["server_process"] = server_process
+    scenario.server = server_process
     argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
     argv += [*shlex.split(flags), "--", *shlex.split(command)]
     process = subprocess.Popen(
@@ -136,176 +106,145 @@ def _following(
     follower = Follower(process)
     follower.collect()
     followers.append(follower)
-    api.notes["follower"] = follower
+    scenario.notes["follower"] = follower
     eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
-    with server_process.channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        jobs = stub.List(job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=10).jobs
+    request = job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING)
+    jobs = server_process.stub("admin").List(request, timeout=10).jobs
     assert len(jobs) == 1, jobs
-    api.job = jobs[0].uuid
+    scenario.job = jobs[0].uuid
 
 
 @when("the follower gets Ctrl-C")
-def _ctrl_c(api: ApiScenario) -> None:
-    api.notes["follower"].process.send_signal(signal.SIGINT)
+def _ctrl_c(scenario: Scenario) -> None:
+    scenario.notes["follower"].process.send_signal(signal.SIGINT)
 
 
 @then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
-def _follower_exits(api: ApiScenario, code: int, seconds: int) -> None:
-    follower: Follower = api.notes["follower"]
+def _follower_exits(scenario: Scenario, code: int, seconds: int) -> None:
+    follower: Follower = scenario.notes["follower"]
     assert follower.finish(seconds) == code, bytes(follower.stderr)
     assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
 
 
 @then(parsers.parse('the follower\'s stdout is "{text}"'))
-def _follower_stdout(api: ApiScenario, text: str) -> None:
-    assert bytes(api.notes["follower"].stdout) == unescape(text).encode()
+def _follower_stdout(scenario: Scenario, text: str) -> None:
+    assert bytes(scenario.notes["follower"].stdout) == unescape(text).encode()
 
 
 @then(parsers.parse('the follower\'s stderr contains "{text}"'))
-def _follower_stderr(api: ApiScenario, text: str) -> None:
-    stderr = bytes(api.notes["follower"].stderr).decode()
-    assert with_job(api, text) in stderr, stderr
-
-
-# ---- given ------------------------------------------------------------------------------------
-
-
-@given("the jobmgr-server program is running with this configuration:")
-def _server_with_config(
-    start_server_process: StartServerProcess, api: ApiScenario, docstring: str
-) -> None:
-    launch_server(api, start_server_process, config=docstring)
-
-
-@given(parsers.parse('the jobmgr-server program is running with flags "{flags}"'))
-def _server_with_flags(
-    start_server_process: StartServerProcess, api: ApiScenario, flags: str
-) -> None:
-    launch_server(api, start_server_process, *shlex.split(flags))
+def _follower_stderr(scenario: Scenario, text: str) -> None:
+    stderr = bytes(scenario.notes["follower"].stderr).decode()
+    assert with_job(scenario, text) in stderr, stderr
 
 
 @given(parsers.parse("the admin has started {count:d} jobs"))
-def _started_jobs(api: ApiScenario, count: int) -> None:
-    with cli_server(api).channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        request = job_pb2.StartRequest(cmd="true")
-        api.notes["ids"] = [stub.Start(request, timeout=30).uuid for _ in range(count)]
+def _started_jobs(scenario: Scenario, count: int) -> None:
+    stub = scenario.server.stub("admin")
+    request = job_pb2.StartRequest(cmd="true")
+    scenario.notes["ids"] = [stub.Start(request, timeout=30).uuid for _ in range(count)]
 
 
 @when("the server is killed with SIGKILL and started again on the same port")
-def _crash_and_restart(api: ApiScenario, start_server_process: StartServerProcess) -> None:
-    server = cli_server(api)
+def _crash_and_restart(scenario: Scenario) -> None:
+    server = scenario.program
     port = server.port
-    server.crash()  # the launcher and the job live on
-    time.sleep(1)  # the follower finds the door closed at least once
-    api.notes["server_process"] = start_server_process(None, "--port", str(port))
+    server.kill9()  # the launcher and the job live on
+    time.sleep(1)  # a client following the job finds the door closed at least once
+    server.argv += ["--port", str(port)]  # the last --port wins: the one clients know
+    server.start()
 
 
 # ---- when -------------------------------------------------------------------------------------
 
 
 @when(parsers.re(f"the {KIND} runs jobmgr-client (?P<arguments>.+)"))
-def _client_runs(api: ApiScenario, kind: str, arguments: str) -> None:
-    run_client(api, kind, arguments)
-
-
-@when(parsers.parse('the job has written "{text}"'))
-def _has_written(api: ApiScenario, text: str) -> None:
-    want = unescape(text).encode()
-    with cli_server(api).channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-
-        def written() -> bool:
-            request = job_pb2.OutputRequest(uuid=api.job, no_follow=True)
-            return collect(stub.Output(request, timeout=10))["stdout"] == want
-
-        eventually(written, 20, f"the job to write {want!r}")
+def _client_runs(scenario: Scenario, kind: str, arguments: str) -> None:
+    run_client(scenario, kind, arguments)
 
 
 # ---- then -------------------------------------------------------------------------------------
 
 
 @then(parsers.parse("jobmgr-client status says the job is {state}"))
-def _status_says(api: ApiScenario, state: str) -> None:
-    done = run_client(api, "admin", "status --json JOB")
+def _status_says(scenario: Scenario, state: str) -> None:
+    done = run_client(scenario, "admin", "status --json JOB")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == state, done.stdout
 
 
 @then(parsers.parse("it exits {code:d}"))
-def _exits(api: ApiScenario, code: int) -> None:
-    done = ran(api)
+def _exits(scenario: Scenario, code: int) -> None:
+    done = ran(scenario)
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     assert b"Traceback" not in done.stderr, done.stderr.decode()
 
 
 @then(parsers.parse("it exits {code:d} within {seconds:d} seconds"))
-def _exits_within(api: ApiScenario, code: int, seconds: int) -> None:
-    _exits(api, code)
-    assert api.notes["ran_seconds"] < seconds, api.notes["ran_seconds"]
+def _exits_within(scenario: Scenario, code: int, seconds: int) -> None:
+    _exits(scenario, code)
+    assert scenario.notes["ran_seconds"] < seconds, scenario.notes["ran_seconds"]
 
 
 @then("it exits 0 and prints the new job's id")
-def _prints_id(api: ApiScenario) -> None:
-    _exits(api, 0)
-    text = ran(api).stdout.decode().strip()
+def _prints_id(scenario: Scenario) -> None:
+    _exits(scenario, 0)
+    text = ran(scenario).stdout.decode().strip()
     assert len(text) == 36 and text.count("-") == 4, text
-    api.job = text
-    api.notes.setdefault("started", []).append(text)
+    scenario.job = text
+    scenario.notes.setdefault("started", []).append(text)
 
 
 @then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))
-def _streams(api: ApiScenario, stdout: str, stderr: str) -> None:
-    done = ran(api)
+def _streams(scenario: Scenario, stdout: str, stderr: str) -> None:
+    done = ran(scenario)
     assert (done.stdout, done.stderr) == (unescape(stdout).encode(), unescape(stderr).encode())
 
 
 @then(parsers.re(r'its stdout is "(?P<stdout>[^"]*)"$'))
-def _stdout_is(api: ApiScenario, stdout: str) -> None:
-    assert ran(api).stdout == unescape(stdout).encode(), ran(api)
+def _stdout_is(scenario: Scenario, stdout: str) -> None:
+    assert ran(scenario).stdout == unescape(stdout).encode(), ran(scenario)
 
 
 @then("its stderr is empty")
-def _stderr_empty(api: ApiScenario) -> None:
-    assert ran(api).stderr == b"", ran(api).stderr
+def _stderr_empty(scenario: Scenario) -> None:
+    assert ran(scenario).stderr == b"", ran(scenario).stderr
 
 
 @then(parsers.parse("its stdout is the bytes {hexdump}"))
-def _stdout_bytes(api: ApiScenario, hexdump: str) -> None:
-    assert ran(api).stdout == bytes.fromhex(hexdump)
+def _stdout_bytes(scenario: Scenario, hexdump: str) -> None:
+    assert ran(scenario).stdout == bytes.fromhex(hexdump)
 
 
 @then(parsers.parse('its stdout contains "{text}"'))
-def _stdout_contains(api: ApiScenario, text: str) -> None:
-    assert with_job(api, text) in ran(api).stdout.decode(), ran(api).stdout
+def _stdout_contains(scenario: Scenario, text: str) -> None:
+    assert with_job(scenario, text) in ran(scenario).stdout.decode(), ran(scenario).stdout
 
 
 @then(parsers.parse('its stderr contains "{text}"'))
-def _stderr_contains_text(api: ApiScenario, text: str) -> None:
-    assert with_job(api, text) in ran(api).stderr.decode(), ran(api).stderr
+def _stderr_contains_text(scenario: Scenario, text: str) -> None:
+    assert with_job(scenario, text) in ran(scenario).stderr.decode(), ran(scenario).stderr
 
 
 @then(parsers.parse('its stdout has a line with "{first}", "{second}" and "{third}"'))
-def _line_with(api: ApiScenario, first: str, second: str, third: str) -> None:
-    wanted = [with_job(api, word) for word in (first, second, third)]
-    lines = ran(api).stdout.decode().splitlines()
+def _line_with(scenario: Scenario, first: str, second: str, third: str) -> None:
+    wanted = [with_job(scenario, word) for word in (first, second, third)]
+    lines = ran(scenario).stdout.decode().splitlines()
     assert any(all(word in line for word in wanted) for line in lines), lines
 
 
 @then(parsers.parse('its stdout mentions "{first}", "{second}" and "{third}"'))
-def _mentions(api: ApiScenario, first: str, second: str, third: str) -> None:
-    text = ran(api).stdout.decode()
+def _mentions(scenario: Scenario, first: str, second: str, third: str) -> None:
+    text = ran(scenario).stdout.decode()
     assert all(word in text for word in (first, second, third)), text
 
 
 @then(parsers.parse('its stderr is one line: "{text}"'))
-def _stderr_exactly(api: ApiScenario, text: str) -> None:
-    assert ran(api).stderr.decode() == with_job(api, text) + "\n", ran(api).stderr
+def _stderr_exactly(scenario: Scenario, text: str) -> None:
+    assert ran(scenario).stderr.decode() == with_job(scenario, text) + "\n", ran(scenario).stderr
 
 
 @then(parsers.parse('its stderr is one line containing "{text}"'))
-def _stderr_contains(api: ApiScenario, text: str) -> None:
-    stderr = ran(api).stderr.decode()
+def _stderr_contains(scenario: Scenario, text: str) -> None:
+    stderr = ran(scenario).stderr.decode()
     assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
-    assert with_job(api, text) in stderr, stderr
+    assert with_job(scenario, text) in stderr, stderr

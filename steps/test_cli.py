@@ -16,24 +16,15 @@ import pytest
 from cryptography import x509
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import parent_dirs
+from harness.pki import ScenarioPKI, ServerFiles
+from harness.poll import eventually
+from harness.programs import program, program_env, run_program
 from jobmgr import pki
 
-from ._cli_steps import *  # noqa: F403  # the shared steps
-from ._cli_steps import cli_server as _server
-from ._cli_steps import ran as _ran
-from ._cli_steps import run_client, with_job
-from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import ApiScenario, eventually
-from ._identity_subject import subject_of
-from .fixtures_pki import ScenarioPKI
-from .fixtures_server import (
-    ServerFiles,
-    StartServerProcess,
-    cgroup_dirs,
-    program,
-    program_env,
-    run_program,
-)
+from ._cli_steps import ran, run_client, with_job
+from .fixtures_scenario import Scenario
+from .fixtures_server import LaunchServer
 
 scenarios("cli.feature")
 
@@ -41,62 +32,62 @@ scenarios("cli.feature")
 
 
 @when("the admin points jobmgr-client at a port where nothing listens")
-def _nothing_listens(api: ApiScenario, scenario_pki: ScenarioPKI) -> None:
+def _nothing_listens(scenario: Scenario, scenario_pki: ScenarioPKI) -> None:
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
     admin = scenario_pki.client("admin")
-    api.notes["ran"] = run_program(
+    scenario.notes["ran"] = run_program(
         "jobmgr-client", "--port", str(port), "--ca", str(scenario_pki.ca_path),
         "--cert", str(admin.cert_path), "--key", str(admin.key_path), "list",
     )  # fmt: skip
 
 
 @when("the server is sent SIGTERM")
-def _sigterm(api: ApiScenario) -> None:
-    process = _server(api).process
-    process.terminate()
+def _sigterm(scenario: Scenario) -> None:
+    scenario.program.send_signal(signal.SIGTERM)
 
 
 @when("jobmgr-server is started as user nobody")
-def _as_nobody(api: ApiScenario) -> None:
+def _as_nobody(scenario: Scenario) -> None:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv is not installed")
+    # The checkout may sit where nobody cannot enter (under /root, in a 0700 temp dir): with
+    # the read-and-search capability, and no other, nobody can load the program from it.
     argv = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
     argv += [*program("jobmgr-server"), "--port", "0"]
-    api.notes["ran"] = subprocess.run(
+    scenario.notes["ran"] = subprocess.run(
         argv, capture_output=True, env=program_env(), timeout=30, check=False, cwd="/"
     )
 
 
 @when(parsers.parse("jobmgr-certs {arguments} is run"))
-def _certs_run(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
+def _certs_run(scenario: Scenario, tmp_path: Path, arguments: str) -> None:
     made = tmp_path / "certs-made"
-    api.notes["keys_before"] = _keys(made)
+    scenario.notes["keys_before"] = _keys(made)
     args = [str(made) if arg == "certs" else arg for arg in shlex.split(arguments)]
-    api.notes["ran"] = run_program("jobmgr-certs", *args)
+    scenario.notes["ran"] = run_program("jobmgr-certs", *args)
 
 
 @when(parsers.parse("I ask {name} for --help"))
-def _help(api: ApiScenario, name: str) -> None:
-    api.notes["ran"] = run_program(name, "--help")
+def _help(scenario: Scenario, name: str) -> None:
+    scenario.notes["ran"] = run_program(name, "--help")
 
 
 @given("the jobmgr-server program is running with the certificates in certs")
 def _server_with_made_certs(
-    start_server_process: StartServerProcess, api: ApiScenario, tmp_path: Path
+    launch_server: LaunchServer, scenario: Scenario, tmp_path: Path
 ) -> None:
-    made = tmp_path / "certs-made"
-    files = ServerFiles(made / "ca.pem", made / "server.pem", made / "server.key")
-    api.notes["server_process"] = start_server_process(files)
+    scenario.server = launch_server(files=ServerFiles.in_dir(tmp_path / "certs-made"))
 
 
 @when("the admin lists jobs using the certificates in certs and --host 127.0.0.1")
-def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
+def _list_with_made_certs(scenario: Scenario, tmp_path: Path) -> None:
     made = tmp_path / "certs-made"
-    api.notes["ran"] = run_program(
-        "jobmgr-client", "--host", "127.0.0.1", "--port", str(_server(api).port),
+    scenario.notes["ran"] = run_program(
+        "jobmgr-client", "--host", "127.0.0.1", "--port", str(scenario.server.port),
         "--ca", str(made / "ca.pem"), "--cert", str(made / "client_admin.pem"),
         "--key", str(made / "client_admin.key"), "list",
     )  # fmt: skip
@@ -111,23 +102,23 @@ def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
         "Subject"
     )
 )
-def _json_says(api: ApiScenario, state: str, code: int, kind: str) -> None:
-    fields = json.loads(_ran(api).stdout)
-    owner = subject_of(_server(api).pki.client(kind))
+def _json_says(scenario: Scenario, state: str, code: int, kind: str) -> None:
+    fields = json.loads(ran(scenario).stdout)
+    owner = scenario.program.pki.client(kind).subject
     assert (fields["state"], fields["exit_code"], fields["owner"]) == (state, code, owner)
-    assert fields["id"] == api.job and fields["terminated"] is True, fields
+    assert fields["id"] == scenario.job and fields["terminated"] is True, fields
 
 
 @then(parsers.parse("the server exits 0 within {seconds:d} seconds"))
-def _server_exits(api: ApiScenario, seconds: int) -> None:
-    server = _server(api)
-    assert server.process.wait(seconds) == 0, server.stderr
+def _server_exits(scenario: Scenario, seconds: int) -> None:
+    server = scenario.program
+    assert server.wait(seconds) == 0, server.stderr
     assert "stopping running jobs" in server.stderr, server.stderr
 
 
 @then("no cgroup of its jobs is left")
-def _no_cgroups(api: ApiScenario) -> None:
-    assert cgroup_dirs(_server(api).cgroup_parent) == []
+def _no_cgroups(scenario: Scenario) -> None:
+    assert parent_dirs(scenario.program.cgroup_parent) == []
 
 
 @then(
@@ -160,13 +151,13 @@ def _server_sans(tmp_path: Path) -> None:
 
 
 @then("no key in certs has changed")
-def _keys_kept(api: ApiScenario, tmp_path: Path) -> None:
-    assert _keys(tmp_path / "certs-made") == api.notes["keys_before"]
+def _keys_kept(scenario: Scenario, tmp_path: Path) -> None:
+    assert _keys(tmp_path / "certs-made") == scenario.notes["keys_before"]
 
 
 @then("every key in certs has changed")
-def _keys_replaced(api: ApiScenario, tmp_path: Path) -> None:
-    before, after = api.notes["keys_before"], _keys(tmp_path / "certs-made")
+def _keys_replaced(scenario: Scenario, tmp_path: Path) -> None:
+    before, after = scenario.notes["keys_before"], _keys(tmp_path / "certs-made")
     assert before.keys() == after.keys()
     assert all(before[name] != after[name] for name in before)
 
@@ -178,7 +169,7 @@ def _keys(directory: Path) -> dict[str, bytes]:
 # ---- contexts and the environment -------------------------------------------------------------
 
 
-def _config_env(api: ApiScenario, tmp_path: Path) -> dict[str, str]:
+def _config_env(scenario: Scenario, tmp_path: Path) -> dict[str, str]:
     """The environment that points jobmgr-client at the scenario's config file (if any)."""
     config_home = tmp_path / "xdg-config"
     config_home.mkdir(exist_ok=True)
@@ -196,8 +187,8 @@ def _config_file(tmp_path: Path) -> Path:
         'a config file whose current context "{name}" reaches it with the {kind} certificate'
     )
 )
-def _config_with_context(api: ApiScenario, tmp_path: Path, name: str, kind: str) -> None:
-    server = _server(api)
+def _config_with_context(scenario: Scenario, tmp_path: Path, name: str, kind: str) -> None:
+    server = scenario.program
     pair = server.pki.client(kind)
     path = _config_file(tmp_path)
     # Paths relative to the file, and a ~ that expands: both as an operator writes them.
@@ -206,7 +197,7 @@ def _config_with_context(api: ApiScenario, tmp_path: Path, name: str, kind: str)
     (home / ".jobmgr").mkdir(parents=True, exist_ok=True)
     shutil.copy(pair.cert_path, home / ".jobmgr" / "me.pem")
     shutil.copy(pair.key_path, home / ".jobmgr" / "me.key")
-    api.notes["home"] = str(home)
+    scenario.notes["home"] = str(home)
     path.write_text(
         f'current = "{name}"\n\n[contexts.{name}]\naddress = "localhost:{server.port}"\n'
         'ca = "ca.pem"\ncert = "~/.jobmgr/me.pem"\nkey = "~/.jobmgr/me.key"\n'
@@ -220,25 +211,28 @@ def _another_context(tmp_path: Path, name: str, address: str) -> None:
 
 
 def _run_plain(
-    api: ApiScenario, tmp_path: Path, arguments: list[str], env: dict[str, str] | None = None
+    scenario: Scenario, tmp_path: Path, arguments: list[str], env: dict[str, str] | None = None
 ) -> None:
     """jobmgr-client with no flags of the scenario's: the config file and ``env`` only, run
     in an empty directory (so that no ./certs is found)."""
     empty = tmp_path / "elsewhere"
     empty.mkdir(exist_ok=True)
-    environment = {**_config_env(api, tmp_path), "HOME": api.notes.get("home", str(empty))}
+    environment = {
+        **_config_env(scenario, tmp_path),
+        "HOME": scenario.notes.get("home", str(empty)),
+    }
     environment.update(env or {})
-    api.notes["ran"] = run_program("jobmgr-client", *arguments, env=environment, cwd=empty)
+    scenario.notes["ran"] = run_program("jobmgr-client", *arguments, env=environment, cwd=empty)
 
 
 @when(parsers.re(r"^jobmgr-client (?P<arguments>.+?) is run in an empty directory with no flags$"))
-def _run_in_empty_dir(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
-    _run_plain(api, tmp_path, shlex.split(arguments))
+def _run_in_empty_dir(scenario: Scenario, tmp_path: Path, arguments: str) -> None:
+    _run_plain(scenario, tmp_path, shlex.split(arguments))
 
 
 @when(parsers.re(r"^jobmgr-client (?P<arguments>context .+|--context .+) is run$"))
-def _run_context(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
-    _run_plain(api, tmp_path, shlex.split(arguments))
+def _run_context(scenario: Scenario, tmp_path: Path, arguments: str) -> None:
+    _run_plain(scenario, tmp_path, shlex.split(arguments))
 
 
 @when(
@@ -247,35 +241,35 @@ def _run_context(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
         r"(?P<kind>\S+) certificate$"
     )
 )
-def _run_with_cert_env(api: ApiScenario, tmp_path: Path, arguments: str, kind: str) -> None:
-    pair = _server(api).pki.client(kind)
+def _run_with_cert_env(scenario: Scenario, tmp_path: Path, arguments: str, kind: str) -> None:
+    pair = scenario.program.pki.client(kind)
     env = {"JOBMGR_CERT": str(pair.cert_path), "JOBMGR_KEY": str(pair.key_path)}
-    _run_plain(api, tmp_path, shlex.split(arguments), env)
+    _run_plain(scenario, tmp_path, shlex.split(arguments), env)
 
 
 @when(
     "jobmgr-client list is run with JOBMGR_ADDR naming a port where nothing listens, and --port "
     "naming the server's"
 )
-def _run_with_addr_env(api: ApiScenario, tmp_path: Path) -> None:
+def _run_with_addr_env(scenario: Scenario, tmp_path: Path) -> None:
     env = {"JOBMGR_ADDR": f"localhost:{_free_port()}"}
-    _run_plain(api, tmp_path, ["--port", str(_server(api).port), "list"], env)
+    _run_plain(scenario, tmp_path, ["--port", str(scenario.program.port), "list"], env)
 
 
 @when("jobmgr-client list is run with --cert and no --key")
-def _cert_without_key(api: ApiScenario, tmp_path: Path) -> None:
-    server = _server(api)
+def _cert_without_key(scenario: Scenario, tmp_path: Path) -> None:
+    server = scenario.program
     admin = server.pki.client("admin")
     flags = ["--port", str(server.port), "--ca", str(server.pki.ca_path)]
-    _run_plain(api, tmp_path, [*flags, "--cert", str(admin.cert_path), "list"])
+    _run_plain(scenario, tmp_path, [*flags, "--cert", str(admin.cert_path), "list"])
 
 
 @when("the admin runs jobmgr-client with another CA's certificate as --ca")
-def _other_ca(api: ApiScenario) -> None:
-    server = _server(api)
+def _other_ca(scenario: Scenario) -> None:
+    server = scenario.program
     args = server.client_args("admin")
     args[args.index("--ca") + 1] = str(server.pki.other_ca_path)
-    api.notes["ran"] = run_program("jobmgr-client", *args, "list")
+    scenario.notes["ran"] = run_program("jobmgr-client", *args, "list")
 
 
 def _free_port() -> int:
@@ -289,8 +283,12 @@ def _free_port() -> int:
 
 
 @when(parsers.re(r"the admin pipes jobmgr-client (?P<arguments>.+) into a reader of one line"))
-def _piped_into_head(api: ApiScenario, arguments: str) -> None:
-    argv = [*program("jobmgr-client"), *_server(api).client_args("admin"), *shlex.split(arguments)]
+def _piped_into_head(scenario: Scenario, arguments: str) -> None:
+    argv = [
+        *program("jobmgr-client"),
+        *scenario.program.client_args("admin"),
+        *shlex.split(arguments),
+    ]
     began = time.monotonic()
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
@@ -300,38 +298,38 @@ def _piped_into_head(api: ApiScenario, arguments: str) -> None:
     process.stdout.close()
     stderr = process.stderr.read()
     code = process.wait(60)
-    api.notes["ran"] = subprocess.CompletedProcess(argv, code, first, stderr)
-    api.notes["ran_seconds"] = time.monotonic() - began
+    scenario.notes["ran"] = subprocess.CompletedProcess(argv, code, first, stderr)
+    scenario.notes["ran_seconds"] = time.monotonic() - began
     assert first == b"y\n", first
     ids = re.findall(r"job ([0-9a-f-]{36})", stderr.decode())
     assert ids, stderr
-    api.job = ids[0]
+    scenario.job = ids[0]
 
 
 @when("the follower gets SIGTERM")
-def _follower_sigterm(api: ApiScenario) -> None:
-    api.notes["follower"].process.send_signal(signal.SIGTERM)
+def _follower_sigterm(scenario: Scenario) -> None:
+    scenario.notes["follower"].process.send_signal(signal.SIGTERM)
 
 
 @then(parsers.parse("the follower's stderr names the server's --port in \"{text}\""))
-def _hint_has_port(api: ApiScenario, text: str) -> None:
-    stderr = bytes(api.notes["follower"].stderr).decode()
-    hint = f"--port {_server(api).port}"
-    assert re.search(re.escape(hint) + r".* " + re.escape(with_job(api, text)), stderr), stderr
+def _hint_has_port(scenario: Scenario, text: str) -> None:
+    stderr = bytes(scenario.notes["follower"].stderr).decode()
+    hint = f"--port {scenario.program.port}"
+    assert re.search(re.escape(hint) + r".* " + re.escape(with_job(scenario, text)), stderr), stderr
 
 
 # ---- resume -----------------------------------------------------------------------------------
 
 
 @when(parsers.parse('the follower has printed "{text}"'))
-def _has_printed(api: ApiScenario, text: str) -> None:
-    follower = api.notes["follower"]
+def _has_printed(scenario: Scenario, text: str) -> None:
+    follower = scenario.notes["follower"]
     eventually(lambda: text.encode() in follower.stdout, 30, f"the follower to print {text!r}")
 
 
 @then(parsers.parse('the follower\'s stdout is lines "line {first:d}" to "line {last:d}"'))
-def _lines(api: ApiScenario, first: int, last: int) -> None:
-    got = bytes(api.notes["follower"].stdout).decode()
+def _lines(scenario: Scenario, first: int, last: int) -> None:
+    got = bytes(scenario.notes["follower"].stdout).decode()
     assert got == "".join(f"line {i}\n" for i in range(first, last + 1)), got[-300:]
 
 
@@ -339,51 +337,51 @@ def _lines(api: ApiScenario, first: int, last: int) -> None:
 
 
 @when("the admin runs jobmgr-client status with the first 8 characters of a job's id")
-def _status_by_prefix(api: ApiScenario) -> None:
-    ids: list[str] = api.notes["ids"]
+def _status_by_prefix(scenario: Scenario) -> None:
+    ids: list[str] = scenario.notes["ids"]
     unique = next(i for i in ids if sum(j.startswith(i[:8]) for j in ids) == 1)
-    api.job = unique
-    run_client(api, "admin", f"status {unique[:8]}")
+    scenario.job = unique
+    run_client(scenario, "admin", f"status {unique[:8]}")
 
 
 @then("its stdout contains the job's whole id")
-def _whole_id(api: ApiScenario) -> None:
-    assert api.job in _ran(api).stdout.decode()
+def _whole_id(scenario: Scenario) -> None:
+    assert scenario.job in ran(scenario).stdout.decode()
 
 
 @when("the admin runs jobmgr-client status with a 1-character prefix that two jobs share")
-def _status_by_shared_prefix(api: ApiScenario) -> None:
-    firsts = [i[0] for i in api.notes["ids"]]  # 17 jobs, 16 hex digits: two share one
+def _status_by_shared_prefix(scenario: Scenario) -> None:
+    firsts = [i[0] for i in scenario.notes["ids"]]  # 17 jobs, 16 hex digits: two share one
     shared = next(c for c in firsts if firsts.count(c) > 1)
-    run_client(api, "admin", f"status {shared}")
+    run_client(scenario, "admin", f"status {shared}")
 
 
 @then("its stdout is the two jobs' ids, one per line")
-def _two_ids(api: ApiScenario) -> None:
-    assert _ran(api).stdout.decode().split("\n") == [*api.notes["started"], ""]
+def _two_ids(scenario: Scenario) -> None:
+    assert ran(scenario).stdout.decode().split("\n") == [*scenario.notes["started"], ""]
 
 
 @when("the admin stops both jobs with one jobmgr-client stop")
-def _stop_both(api: ApiScenario) -> None:
-    first, second = api.notes["started"]
-    run_client(api, "admin", f"stop {first[:8]} {second}")
+def _stop_both(scenario: Scenario) -> None:
+    first, second = scenario.notes["started"]
+    run_client(scenario, "admin", f"stop {first[:8]} {second}")
 
 
 @then('its stdout has a line "stopped job ...: STOPPED by signal 15" for each of them')
-def _stopped_lines(api: ApiScenario) -> None:
-    lines = _ran(api).stdout.decode().splitlines()
-    assert lines == [f"stopped job {i}: STOPPED by signal 15" for i in api.notes["started"]]
+def _stopped_lines(scenario: Scenario) -> None:
+    lines = ran(scenario).stdout.decode().splitlines()
+    assert lines == [f"stopped job {i}: STOPPED by signal 15" for i in scenario.notes["started"]]
 
 
 @when("the admin runs jobmgr-client status --json with both ids")
-def _status_both(api: ApiScenario) -> None:
-    run_client(api, "admin", "status --json " + " ".join(api.notes["started"]))
+def _status_both(scenario: Scenario) -> None:
+    run_client(scenario, "admin", "status --json " + " ".join(scenario.notes["started"]))
 
 
 @then(parsers.parse("the JSON is an array of {count:d} jobs, both {state}"))
-def _json_array(api: ApiScenario, count: int, state: str) -> None:
-    shown = json.loads(_ran(api).stdout)
-    assert [job["id"] for job in shown] == api.notes["started"]
+def _json_array(scenario: Scenario, count: int, state: str) -> None:
+    shown = json.loads(ran(scenario).stdout)
+    assert [job["id"] for job in shown] == scenario.notes["started"]
     assert len(shown) == count and {job["state"] for job in shown} == {state}, shown
 
 
@@ -391,14 +389,14 @@ def _json_array(api: ApiScenario, count: int, state: str) -> None:
 
 
 @when("jobmgr-client completion bash is run")
-def _completion(api: ApiScenario) -> None:
-    api.notes["ran"] = run_program("jobmgr-client", "completion", "bash")
+def _completion(scenario: Scenario) -> None:
+    scenario.notes["ran"] = run_program("jobmgr-client", "completion", "bash")
 
 
 @then(parsers.parse('bash, given that script, completes "{line}" to "{words}"'))
-def _bash_completes(api: ApiScenario, tmp_path: Path, line: str, words: str) -> None:
+def _bash_completes(scenario: Scenario, tmp_path: Path, line: str, words: str) -> None:
     script = tmp_path / "completion.bash"
-    script.write_bytes(_ran(api).stdout)
+    script.write_bytes(ran(scenario).stdout)
     test = (
         f"source {shlex.quote(str(script))}; COMP_WORDS=({line}); "
         f"COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); COMP_LINE={shlex.quote(line)}; "
