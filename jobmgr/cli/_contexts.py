@@ -22,9 +22,10 @@ $XDG_CONFIG_HOME/jobmgr/config.toml (~/.config/jobmgr/config.toml):
 
 Each setting comes from, first to last: its own flag (--host, --port, --ca,
 --cert with --key); the context --context names; the variables JOBMGR_ADDR
-(HOST[:PORT]), JOBMGR_CA, JOBMGR_CERT with JOBMGR_KEY; the context JOBMGR_CONTEXT
-names, else the file's current one; and last ./certs in the working directory
-with localhost:31234. A certificate and its key always come from the same place.
+(HOST[:PORT]), JOBMGR_CA, JOBMGR_CERT with JOBMGR_KEY; the context that
+JOBMGR_CONTEXT names, else the file's current one; and last ./certs in the
+working directory with localhost:31234. A certificate and its key always
+come from the same place.
 
 examples:
   jobmgr-client context list

@@ -32,9 +32,10 @@ CONNECTION_FLAGS = ("context", "host", "port", "ca", "cert", "key")
 Command = Callable[["Client", argparse.Namespace], int]
 
 EPILOG = """\
-Where the server is: the flags above, else a context (see `jobmgr-client context
---help`) or JOBMGR_ADDR, JOBMGR_CA, JOBMGR_CERT and JOBMGR_KEY, else, last,
-localhost:31234 with ./certs/ca.pem, ./certs/client_admin.pem and .key.
+Where the server is: the flags above, else a context (see
+`jobmgr-client context --help`) or JOBMGR_ADDR, JOBMGR_CA, JOBMGR_CERT and
+JOBMGR_KEY, else, last, localhost:31234 with ./certs/ca.pem,
+./certs/client_admin.pem and ./certs/client_admin.key.
 
 examples:
   jobmgr-client run -- sh -c 'make test'         # stream its output, exit with its status
@@ -43,9 +44,9 @@ examples:
   jobmgr-client list --state running
   jobmgr-client --context prod --cert me.pem --key me.key list --json
 
-Exit status: 0 done, 1 an error, 2 a usage error; run exits as its job did (see
-`jobmgr-client run --help`). Run `jobmgr-client COMMAND --help` for a command's own
-options and examples.
+Exit status: 0 done, 1 an error, 2 a usage error; run exits as its job did
+(see `jobmgr-client run --help`). Run `jobmgr-client COMMAND --help` for a
+command's own options and examples.
 """
 
 
