@@ -31,6 +31,7 @@ from types import FrameType
 from typing import IO
 
 from jobmgr.client._client import Client, OutputReader
+from jobmgr.client._errors import ConnectionFailed
 from jobmgr.client._types import JobState, JobStatus, Stream
 
 from ._render import outcome
@@ -123,6 +124,13 @@ def follow(
             note(f"got {name}: stopping job {job_id}")
             _stop_and_finish(client, reader, grace)
             return 128 + signalled.signum
+        except ConnectionFailed as exc:  # lost for longer than the client waits
+            print(f"error: {exc.message}", file=sys.stderr)
+            note(
+                f"job {job_id} may still be running; read it again with: {reattach} output "
+                f"{job_id}"
+            )
+            return EXIT_JOBMGR
         except BrokenPipeError:
             reader.close()
             silence_stdout()
