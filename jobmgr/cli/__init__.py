@@ -48,7 +48,8 @@ class _Version(argparse.Action):
             found = version("jobmgr")
         except PackageNotFoundError:
             found = "(not installed: run from a source tree)"
-        parser.exit(message=f"{parser.prog} {found}\n")
+        print(f"{parser.prog} {found}")
+        parser.exit()
 
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:
