@@ -47,7 +47,7 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     And its stdout contains "STOPPED with code 4"
     When the admin runs jobmgr-client status JOB --json
     Then it exits 0
-    And the JSON says state "STOPPED", exit_code 4 and owner "client_admin"
+    And the JSON says state "STOPPED", exit_code 4 and owner the admin certificate's Subject
 
   Scenario: An unknown job id is one clear error line
     Given the jobmgr-server program is running
