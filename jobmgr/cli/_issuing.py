@@ -73,11 +73,12 @@ def _server_lacks(server_pem: Path, hosts: list[str]) -> str | None:
 
 
 def server(args: argparse.Namespace) -> int:
-    """A server certificate for one host, valid for its name and each --san."""
-    hosts = list(dict.fromkeys([args.name, *args.san]))
+    """A server certificate for one host, valid for its name and each --san (each once,
+    whichever way it is written: ``h2``, ``DNS:H2``)."""
+    hosts = list(dict.fromkeys(str(pki.host_name(host).value) for host in [args.name, *args.san]))
     return _issue(
         args,
-        stem=f"server-{args.name}",
+        common_name=hosts[0],
         purpose="server",
         organizations=[pki.SERVER_ORGANIZATION],
         hosts=hosts,
@@ -96,20 +97,21 @@ def client(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return _issue(
-        args, stem=f"client-{args.name}", purpose="client", organizations=[args.role], hosts=[]
+        args, common_name=args.name, purpose="client", organizations=[args.role], hosts=[]
     )
 
 
 def _issue(
     args: argparse.Namespace,
     *,
-    stem: str,
+    common_name: str,
     purpose: pki.Purpose,
     organizations: list[str],
     hosts: list[str],
 ) -> int:
     out = Path(args.dir)
-    cert_path = Path(args.cert) if args.cert else out / f"{_file_safe(stem)}.pem"
+    stem = _file_safe(f"{purpose}-{common_name}")
+    cert_path = Path(args.cert) if args.cert else out / f"{stem}.pem"
     key_path = Path(args.key) if args.key else cert_path.with_suffix(".key")
     if cert_path.resolve() == key_path.resolve():
         return fail(f"--cert and --key are the same file ({cert_path}): give each its own")
@@ -137,7 +139,7 @@ def _issue(
         issued = pki.issue(
             ca,
             purpose=purpose,
-            common_name=args.name,
+            common_name=common_name,
             organizations=organizations,
             hosts=hosts,
             not_after=min(now + datetime.timedelta(days=args.days), ca_ends),
