@@ -10,6 +10,7 @@ Feature: Certificates for a deployment of jobmgr on several hosts
     Then it exits 0
     And certs holds ca, server, client_admin and client_user, each a certificate and a key
     And every key in certs has mode 0600 and every certificate mode 0644
+    And certs is writable by its owner only
 
   Scenario: init --ca-only makes the CA alone
     When the operator runs jobmgr-certs init --ca-only --dir certs

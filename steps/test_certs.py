@@ -148,6 +148,12 @@ def _modes(workdir: Path) -> None:
         assert mode == (0o600 if name.endswith(".key") else 0o644), (name, oct(mode))
 
 
+@then("certs is writable by its owner only")
+def _dir_mode(workdir: Path) -> None:
+    mode = stat.S_IMODE((workdir / "certs").stat().st_mode)
+    assert mode & 0o022 == 0, oct(mode)
+
+
 @then("certs holds only ca.pem and ca.key")
 def _ca_only(workdir: Path) -> None:
     assert sorted(path.name for path in (workdir / "certs").iterdir()) == ["ca.key", "ca.pem"]

@@ -145,7 +145,7 @@ def _issue(
             not_after=min(now + datetime.timedelta(days=args.days), ca_ends),
         )
         for directory in {cert_path.parent, key_path.parent}:
-            directory.mkdir(parents=True, exist_ok=True)
+            pki.make_dirs(directory)
         pki.write_pair(cert_path, key_path, issued)
     except pki.CertificateError as exc:
         return fail(str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def write_bundle(
     existing = [p for p in paths if p.exists()]
     if existing and not force:
         raise ExistingFiles(", ".join(str(p) for p in existing))
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     ca = make_ca(days=days)
     if ca_only:
         write_pair(out / "ca.pem", out / "ca.key", ca)
@@ -80,6 +81,19 @@ def write_pair(cert_path: Path, key_path: Path, issued: Issued) -> None:
     left without its key."""
     write_file(key_path, issued.key_pem, mode=0o600)
     write_file(cert_path, issued.cert_pem, mode=0o644)
+
+
+def make_dirs(path: Path) -> None:
+    """Create ``path`` and its missing parents, none of them writable by group or others,
+    whatever the umask: whoever may write a directory may swap the CA certificate or a key in
+    it for their own."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(exist_ok=True)
+        os.chmod(directory, stat.S_IMODE(directory.stat().st_mode) & ~0o022)
 
 
 def write_file(path: Path, data: bytes, *, mode: int) -> None:
