@@ -182,6 +182,8 @@ def test_the_wheel_carries_the_program_the_licence_and_the_dependencies(
         wheel_file = wheel.read(f"{info}/WHEEL").decode()
     assert program.external_attr >> 16 & 0o111, "the jobs' init is not executable"
     assert f"{info}/licenses/LICENSE" in names
+    units = {p.relative_to(ROOT).as_posix() for p in ROOT.glob("jobmgr/systemd/*.service")}
+    assert units <= names, f"the wheel lacks the systemd unit: {sorted(units - names)}"
     assert not any(name.startswith(("steps/", "tests/", "bench/")) for name in names)
     assert "Root-Is-Purelib: false" in wheel_file, wheel_file
     assert "License-Expression: Apache-2.0" in metadata
