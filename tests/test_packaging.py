@@ -31,9 +31,9 @@ from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, sys_tags
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
+from steps._leftovers import clear_launcher
 
 from jobmgr.cli.server import build_parser, effective_config
-from steps._leftovers import clear_launcher
 from steps.fixtures_server import LISTENING, cgroup_dirs, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
