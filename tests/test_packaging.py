@@ -31,10 +31,11 @@ from packaging.requirements import Requirement
 from packaging.tags import compatible_tags, sys_tags
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
-from steps._leftovers import clear_launcher
 
+from harness.leftovers import clear, launcher_pid, left_behind
+from harness.programs import run_program
+from harness.server import LISTENING
 from jobmgr.cli.server import build_parser, effective_config
-from steps.fixtures_server import LISTENING, cgroup_dirs, run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -273,7 +274,7 @@ def serving(venv: Venv, workdir: Path, cgroup_parent: str) -> Iterator[int]:
         )  # fmt: skip
     assert process.stdout is not None
     try:
-        listening = LISTENING.match(process.stdout.readline().strip())
+        listening = LISTENING.search(process.stdout.readline())
         assert listening, f"the venv's jobmgr-server did not start: {log.read_text()}"
         yield int(listening[2])
     finally:
@@ -281,10 +282,11 @@ def serving(venv: Venv, workdir: Path, cgroup_parent: str) -> Iterator[int]:
             process.send_signal(signal.SIGTERM)
         code = process.wait(30)
         process.stdout.close()
-        leftover = clear_launcher(state, cgroup_parent)
+        launcher = launcher_pid(state)
+        leftover = left_behind(cgroup_parent, launcher=launcher)
+        clear(cgroup_parent, launcher=launcher)
     assert code == 0, f"jobmgr-server exited {code}: {log.read_text()}"
-    assert not leftover, "a launcher outlived jobmgr-server"
-    assert cgroup_dirs(cgroup_parent) == [], "job cgroups outlived jobmgr-server"
+    assert not leftover, f"jobmgr-server left things behind: {leftover}"
 
 
 @pytest.mark.long
