@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 # one-line errors. GRPC_VERBOSITY=DEBUG in the environment still turns them on.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from jobmgr.cli import HelpFormatter
+from jobmgr.cli import HelpFormatter, add_version_flag
 
 from . import _contexts
 
@@ -76,6 +76,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     where = parser.add_argument_group("where the server is (see the end of this help)")
     where.add_argument("--context", metavar="NAME", help="a context of the config file")
     where.add_argument("--host", metavar="HOST[:PORT]", help="server address")
