@@ -6,8 +6,11 @@ Loads neither grpc nor protobuf: it reads and writes one small TOML file.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from jobmgr.client._settings import ContextFile, Settings
+if TYPE_CHECKING:
+    from jobmgr.client._contextfile import ContextFile
+    from jobmgr.client._settings import Settings
 
 CONTEXT_HELP = """\
 A context names a server and the files to present to it, in
@@ -45,6 +48,9 @@ def add_commands(context: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from jobmgr.client._contextfile import ContextFile
+    from jobmgr.client._settings import Settings
+
     file = ContextFile.load(ContextFile.default_path())
     if args.action == "use":
         file.use(args.name)

@@ -127,8 +127,7 @@ def follow(
         except ConnectionFailed as exc:  # lost for longer than the client waits
             print(f"error: {exc.message}", file=sys.stderr)
             note(
-                f"job {job_id} may still be running; read it again with: {reattach} output "
-                f"{job_id}"
+                f"job {job_id} may still be running; read it again with: {reattach} output {job_id}"
             )
             return EXIT_JOBMGR
         except BrokenPipeError:

@@ -28,10 +28,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._contextfile import Context
 
 DEFAULT_PORT = 31234  # jobmgr.api.DEFAULT_PORT, without importing the API package
 FALLBACK_DIR = "./certs"
@@ -40,132 +44,17 @@ ENV_FILES = {"ca": "JOBMGR_CA", "cert": "JOBMGR_CERT", "key": "JOBMGR_KEY"}
 ENV_ADDRESS = "JOBMGR_ADDR"
 
 
-@dataclass(frozen=True)
-class Context:
-    """A named server in the config file: its address and our files for it."""
-
-    name: str
-    address: str | None = None
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
-
-
-CONTEXT_KEYS = tuple(f.name for f in fields(Context) if f.name != "name")
-
-
-@dataclass(frozen=True)
-class ContextFile:
-    """The config file as read: its contexts and which one is current."""
-
-    path: Path
-    current: str | None
-    contexts: Mapping[str, Context]
-
-    @classmethod
-    def default_path(cls, environ: Mapping[str, str] = os.environ) -> Path:
-        base = environ.get("XDG_CONFIG_HOME") or os.path.join(
-            environ.get("HOME") or os.path.expanduser("~"), ".config"
-        )
-        return Path(base) / "jobmgr" / "config.toml"
-
-    @classmethod
-    def load(cls, path: Path) -> ContextFile:
-        """The file at ``path``; an empty one if there is none. ConfigError if it is wrong."""
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return cls(path, None, {})
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from None
-        import tomllib  # only once there is a file: its regular expressions cost 2 ms
-
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-        unknown = set(data) - {"current", "contexts"}
-        if unknown:
-            raise ConfigError(
-                f"{path}: unknown key {sorted(unknown)[0]!r} (known: current, [contexts.NAME])"
-            )
-        current = data.get("current")
-        if current is not None and not isinstance(current, str):
-            raise ConfigError(f"{path}: current must be a context's name, a string")
-        tables = data.get("contexts", {})
-        if not isinstance(tables, dict):
-            raise ConfigError(f"{path}: contexts must be tables, [contexts.NAME]")
-        contexts = {name: _context(path, name, table) for name, table in tables.items()}
-        if current is not None and current not in contexts:
-            raise ConfigError(f"{path}: current = {current!r} names no [contexts.{current}]")
-        return cls(path, current, contexts)
-
-    def get(self, name: str, why: str) -> Context:
-        """The context ``name``, which ``why`` asked for; ConfigError if there is none."""
-        if name in self.contexts:
-            return self.contexts[name]
-        known = ", ".join(sorted(self.contexts)) or "none"
-        where = f"in {self.path}" if self.contexts else f"({self.path} holds none)"
-        raise ConfigError(f"{why} names context {name!r}, which is not {where} (known: {known})")
-
-    def use(self, name: str) -> None:
-        """Make ``name`` the current context: rewrites the file's top-level ``current``
-        line, keeping the rest of it (comments included) as it is."""
-        self.get(name, "context use")
-        lines = self.path.read_text().splitlines(keepends=True)
-        line = f"current = {_toml_string(name)}\n"
-        for number, text in enumerate(lines):
-            stripped = text.lstrip()
-            if stripped.startswith("["):
-                lines.insert(number, line)
-                break
-            if stripped.split("=", 1)[0].strip() == "current":
-                lines[number] = line
-                break
-        else:
-            lines.append(line)
-        new = "".join(lines)
-        if ContextFile._parse_current(new) != name:  # never leave a file we misread
-            raise ConfigError(f"cannot set current in {self.path}: edit it by hand")
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(new)
-        os.chmod(temporary, self.path.stat().st_mode & 0o777)
-        os.replace(temporary, self.path)
-
-    @staticmethod
-    def _parse_current(text: str) -> object:
-        import tomllib
-
-        try:
-            return tomllib.loads(text).get("current")
-        except tomllib.TOMLDecodeError:
-            return None
-
-
-def _context(path: Path, name: str, table: object) -> Context:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: contexts.{name} must be a table, [contexts.{name}]")
-    unknown = set(table) - set(CONTEXT_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown key {sorted(unknown)[0]!r} in [contexts.{name}] "
-            f"(known: {', '.join(CONTEXT_KEYS)})"
-        )
-    for key, value in table.items():
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{path}: {key} in [contexts.{name}] must be a non-empty string")
-    files = {key: _path(table[key], path.parent) for key in ("ca", "cert", "key") if key in table}
-    return Context(name, address=table.get("address"), **files)
+def config_path(environ: Mapping[str, str] = os.environ) -> Path:
+    """Where the config file is: $XDG_CONFIG_HOME/jobmgr/config.toml, ~/.config by default."""
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".config"
+    )
+    return Path(base) / "jobmgr" / "config.toml"
 
 
 def _path(text: str, base: Path | None) -> Path:
     path = Path(text).expanduser()
     return base / path if base is not None and not path.is_absolute() else path
-
-
-def _toml_string(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in escaped) + '"'
 
 
 @dataclass(frozen=True)
@@ -203,31 +92,20 @@ class Settings:
         layers = _Layers()
         layers.add("flag", _address_flags(host, port), ca, cert, key, ("--cert", "--key"))
         wanted = context or environ.get(ENV_CONTEXT)
-        file = ContextFile.load(config or ContextFile.default_path(environ))
+        path = config or config_path(environ)
+        if not wanted and not path.exists():  # no contexts: their module is not even loaded
+            return layers.without_contexts(environ)
+        from ._contextfile import ContextFile
+
+        file = ContextFile.load(path)
         if context:
             layers.add_context(file.get(context, "--context"))
-        address = environ.get(ENV_ADDRESS)
-        layers.add(
-            "environment",
-            _parse_address(address, ENV_ADDRESS) if address else None,
-            environ.get(ENV_FILES["ca"]) or None,
-            environ.get(ENV_FILES["cert"]) or None,
-            environ.get(ENV_FILES["key"]) or None,
-            (ENV_FILES["cert"], ENV_FILES["key"]),
-        )
+        layers.add_environment(environ)
         if not context and wanted:
             layers.add_context(file.get(wanted, ENV_CONTEXT))
         elif not context and file.current:
             layers.add_context(file.get(file.current, f"{file.path}'s current"))
-        layers.add(
-            "default",
-            ("localhost", DEFAULT_PORT),
-            f"{FALLBACK_DIR}/ca.pem",
-            f"{FALLBACK_DIR}/client_admin.pem",
-            f"{FALLBACK_DIR}/client_admin.key",
-            ("", ""),
-        )
-        return layers.settings()
+        return layers.with_default()
 
 
 Address = tuple[str | None, int | None]
@@ -267,6 +145,32 @@ class _Layers:
         self._port: tuple[int, str] | None = None
         self._ca: tuple[Path, str] | None = None
         self._pair: tuple[Path, Path, str] | None = None
+
+    def without_contexts(self, environ: Mapping[str, str]) -> Settings:
+        self.add_environment(environ)
+        return self.with_default()
+
+    def add_environment(self, environ: Mapping[str, str]) -> None:
+        address = environ.get(ENV_ADDRESS)
+        self.add(
+            "environment",
+            _parse_address(address, ENV_ADDRESS) if address else None,
+            environ.get(ENV_FILES["ca"]) or None,
+            environ.get(ENV_FILES["cert"]) or None,
+            environ.get(ENV_FILES["key"]) or None,
+            (ENV_FILES["cert"], ENV_FILES["key"]),
+        )
+
+    def with_default(self) -> Settings:
+        self.add(
+            "default",
+            ("localhost", DEFAULT_PORT),
+            f"{FALLBACK_DIR}/ca.pem",
+            f"{FALLBACK_DIR}/client_admin.pem",
+            f"{FALLBACK_DIR}/client_admin.key",
+            ("", ""),
+        )
+        return self.settings()
 
     def add_context(self, context: Context) -> None:
         where = f"context {context.name}"
