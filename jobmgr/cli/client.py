@@ -65,8 +65,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; with ``only``, every command's arguments but that one's are left
     out (each is still listed), since building them all is a tenth of a short command's
     time."""
-    from ._jobflags import add_grace_flag, add_job_flags  # their sizes' regexes: when asked
-
     parser = _Parser(
         prog="jobmgr-client",
         formatter_class=HelpFormatter,
@@ -110,6 +108,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         if start is None:
             continue
+        from ._jobflags import add_grace_flag, add_job_flags  # loaded only where used
+
         start.set_defaults(follow=following)
         if following:
             start.usage_status = EXIT_JOBMGR  # type: ignore[attr-defined]
@@ -137,6 +137,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "--state running | xargs jobmgr-client stop",
     )
     if stop is not None:
+        from ._jobflags import add_grace_flag
+
         _job_ids(stop.add_argument("ids", nargs="+", metavar="ID", help="job ids or prefixes"))
         add_grace_flag(stop, what="stopping")
 

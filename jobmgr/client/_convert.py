@@ -30,7 +30,12 @@ STATE_VALUES = {state: value for value, state in _STATES.items()}
 
 def start_request(spec: JobSpec) -> pb.StartRequest:
     """The StartRequest for a job: argv as exact bytes, and as text too when it is text, for
-    servers that know only the reference's cmd and args."""
+    servers that know only the reference's cmd and args.
+
+    Client.start and AsyncClient.start build every Start here and send it once: a Start whose
+    connection drops may have started the job, so it is never sent again blindly. The hook
+    for an idempotent Start is this function: it is where a request id goes (one uuid4 per
+    ``start`` call, the same on each retry of it), and with one set, ``start`` may retry."""
     argv = spec.argv_bytes()
     request = pb.StartRequest(
         argv=argv,
