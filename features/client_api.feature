@@ -61,6 +61,16 @@ Feature: jobmgr.client, the Python client library
     And each chunk's offset is the number of bytes before it
     And the reader's final status is EXITED with code 4
 
+  Scenario: output gives up on a server that stays away, after the time it was given
+    Given the jobmgr-server program is running
+    And a program has a Client for it with the admin certificate that tries a lost stream again for 3 seconds
+    When the program starts "sh -c 'echo started; exec sleep 60'" and reads its output in a thread
+    And the program has read "started"
+    And the server is killed with SIGKILL
+    Then the program's reader raises ConnectionFailed within 30 seconds, with "could not get it back within 3s"
+    When the server is started again on the same port
+    Then the program's Client finds the job RUNNING within 10 seconds
+
   Scenario: output from an offset gives the rest of the output, and a tail says where it starts
     Given the jobmgr-server program is running
     And a program has a Client for it with the admin certificate

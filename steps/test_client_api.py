@@ -81,6 +81,22 @@ def _has_client(scenario: Scenario, clients: list[Client], kind: str) -> None:
     clients.append(scenario.notes["client"])
 
 
+@given(
+    parsers.parse(
+        "a program has a Client for it with the admin certificate that tries a lost stream "
+        "again for {seconds:d} seconds"
+    )
+)
+def _client_giving_up(scenario: Scenario, clients: list[Client], seconds: int) -> None:
+    server = scenario.program
+    pair = server.pki.client("admin")
+    scenario.notes["client"] = Client(
+        f"localhost:{server.port}", server.pki.ca_path, pair.cert_path, pair.key_path,
+        reconnect_for=seconds,
+    )  # fmt: skip
+    clients.append(scenario.notes["client"])
+
+
 @given("a program has a Client for a port where nothing listens")
 def _client_nowhere(scenario: Scenario, clients: list[Client], scenario_pki: ScenarioPKI) -> None:
     import socket
@@ -145,11 +161,26 @@ def _reads_in_thread(scenario: Scenario, command: str) -> None:
     def read() -> None:
         try:
             chunks.extend(reader)
+        except JobmgrError as exc:  # what ended it, checked by a Then step
+            scenario.notes["raised"] = exc
         finally:
             done.set()
 
     threading.Thread(target=read, daemon=True).start()
     scenario.notes.update(reader=reader, chunks=chunks, done=done)
+
+
+@when("the server is killed with SIGKILL")
+def _server_killed(scenario: Scenario) -> None:
+    scenario.notes["port"] = scenario.program.port
+    scenario.program.kill9()  # the launcher and the job live on
+
+
+@when("the server is started again on the same port")
+def _server_restarted(scenario: Scenario) -> None:
+    server = scenario.program
+    server.argv += ["--port", str(scenario.notes["port"])]  # the last --port wins
+    server.start()
 
 
 @when(parsers.parse('the program has read "{text}"'))
@@ -275,6 +306,29 @@ def _reader_ends(scenario: Scenario, seconds: int, first: int, last: int) -> Non
     assert scenario.notes["done"].wait(seconds), "the reader did not end"
     got = b"".join(c.data for c in scenario.notes["chunks"]).decode()
     assert got == "".join(f"line {i}\n" for i in range(first, last + 1)), got[-300:]
+
+
+@then(
+    parsers.parse(
+        'the program\'s reader raises {error} within {seconds:d} seconds, with "{text}"'
+    )
+)
+def _reader_raises(scenario: Scenario, error: str, seconds: int, text: str) -> None:
+    assert scenario.notes["done"].wait(seconds), "the reader did not end"
+    raised = scenario.notes.get("raised")
+    assert type(raised).__name__ == error, repr(raised)
+    assert text in str(raised), str(raised)
+
+
+@then(parsers.parse("the program's Client finds the job {state} within {seconds:d} seconds"))
+def _client_finds(scenario: Scenario, state: str, seconds: int) -> None:
+    def found() -> bool:
+        try:
+            return _client(scenario).status(scenario.job).state is JobState[state]
+        except JobmgrError:
+            return False
+
+    eventually(found, seconds, f"the job {state}")
 
 
 @then("each chunk's offset is the number of bytes before it")
