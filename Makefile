@@ -6,11 +6,18 @@ STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-long run certs protobufs lint bench bench-quick clean
+.PHONY: install system-deps test test-long run certs protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py jobmgr/worker/_pid1.c
+# The jobs' init is C and links libseccomp: its headers are installed here when missing (apt;
+# elsewhere setup.py stops with the package to install).
+system-deps:
+	@printf '#include <seccomp.h>\n' | cc -E - >/dev/null 2>&1 \
+		|| ! command -v apt-get >/dev/null \
+		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq libseccomp-dev'
+
+$(STAMP): pyproject.toml setup.py $(wildcard jobmgr/worker/*.c jobmgr/worker/*.h) | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'

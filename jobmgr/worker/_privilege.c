@@ -1,0 +1,277 @@
+/* The job's identity and privileges, and its first process.
+ *
+ * Every job: no_new_privs, so no setuid program or file capability lifts it; a seccomp filter
+ * with the semantics of Docker's default profile, made with libseccomp; no supplementary
+ * group. A job as a user (MODE_USER) runs as its uid with an empty capability bounding set and
+ * no ambient or inheritable capability. A root job (MODE_ROOT) runs as root of a user
+ * namespace of its own, mapped to one unprivileged host uid: its capabilities reach only what
+ * that namespace owns, its own mount and UTS namespaces (made with it, so it can mount in its
+ * view and name its host), never the host's files, clock, kernel or cgroups. The init writes
+ * its uid_map and gid_map from outside, as root of the parent namespace: a process cannot map
+ * itself to a uid it does not hold.
+ *
+ * The filters are built once, by the zygote, and the inits inherit them: building one with
+ * libseccomp takes about a millisecond, loading one a few microseconds.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "_sandbox.h"
+
+#define SCRATCH "/scratch"
+
+/* Refused with EPERM for every job: the kernel's own state (modules, kexec, reboot, swap,
+ * clock, accounting, keyrings, quotas, the kernel log), raw hardware (iopl, ioperm), tracing
+ * and programs run in the kernel (bpf, perf_event_open, fanotify), handles that bypass paths
+ * (open_by_handle_at), other processes' memory policy, and userfaultfd. */
+static const char *const DENIED[] = {
+    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
+    "create_module", "query_module", "get_kernel_syms", "reboot", "swapon", "swapoff",
+    "settimeofday", "clock_settime", "stime", "acct", "add_key", "request_key", "keyctl",
+    "quotactl", "quotactl_fd", "syslog", "iopl", "ioperm", "bpf", "perf_event_open",
+    "lookup_dcookie", "fanotify_init", "open_by_handle_at", "userfaultfd", "kcmp",
+    "pidfd_getfd", "process_madvise", "get_mempolicy", "set_mempolicy", "mbind",
+    "migrate_pages", "move_pages", "set_mempolicy_home_node", "vhangup", "uselib",
+    "nfsservctl", "_sysctl", NULL};
+
+/* Refused to a job as a user too: mounts and roots (a root job may change its own view). */
+static const char *const DENIED_TO_USERS[] = {
+    "mount", "umount", "umount2", "pivot_root", "chroot", "open_tree", "move_mount",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "sethostname",
+    "setdomainname", "setns", NULL};
+
+static const unsigned long NAMESPACES[] = {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC,
+                                           CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
+                                           CLONE_NEWTIME};
+
+/* filter[root][userns]: for jobs as a user or as root, making user namespaces or not. */
+static struct sock_fprog FILTERS[2][2];
+
+static int deny(scmp_filter_ctx ctx, int err, const char *name, unsigned ncmp,
+                const struct scmp_arg_cmp *cmp) {
+    int nr = seccomp_syscall_resolve_name(name);
+    if (nr == __NR_SCMP_ERROR)
+        return 0; /* not a system call of this architecture */
+    return seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO(err), nr, ncmp, cmp);
+}
+
+/* Refuse clone and unshare when their flags hold `flag`. */
+static int deny_flag(scmp_filter_ctx ctx, unsigned long flag) {
+    struct scmp_arg_cmp cmp = SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag);
+    int rc = deny(ctx, EPERM, "clone", 1, &cmp);
+    return rc < 0 ? rc : deny(ctx, EPERM, "unshare", 1, &cmp);
+}
+
+static int build(scmp_filter_ctx ctx, int root, int userns) {
+    int rc = 0;
+    for (const char *const *name = DENIED; rc == 0 && *name != NULL; name++)
+        rc = deny(ctx, EPERM, *name, 0, NULL);
+    for (const char *const *name = DENIED_TO_USERS; rc == 0 && !root && *name != NULL; name++)
+        rc = deny(ctx, EPERM, *name, 0, NULL);
+    /* clone3 passes its flags in memory, out of a filter's sight: ENOSYS makes the C
+     * library fall back to clone, whose flags are checked. */
+    if (rc == 0)
+        rc = deny(ctx, ENOSYS, "clone3", 0, NULL);
+    /* AF_VSOCK reaches the hypervisor's host, whatever the network namespace. */
+    struct scmp_arg_cmp vsock = SCMP_A0(SCMP_CMP_EQ, AF_VSOCK);
+    if (rc == 0)
+        rc = deny(ctx, EPERM, "socket", 1, &vsock);
+    if (rc == 0 && !userns)
+        rc = deny_flag(ctx, CLONE_NEWUSER);
+    /* A user cannot make any other namespace without a user namespace of its own. */
+    for (size_t i = 0; rc == 0 && !root && !userns && i < sizeof NAMESPACES / sizeof NAMESPACES[0];
+         i++)
+        rc = deny_flag(ctx, NAMESPACES[i]);
+    return rc;
+}
+
+/* The BPF program libseccomp makes of ctx, copied out through a memfd. */
+static int export(scmp_filter_ctx ctx, struct sock_fprog *prog) {
+    int fd = memfd_create("jobmgr-seccomp", MFD_CLOEXEC);
+    if (fd < 0 || seccomp_export_bpf(ctx, fd) < 0)
+        return -1;
+    off_t size = lseek(fd, 0, SEEK_END);
+    struct sock_filter *code = malloc((size_t)size);
+    if (size <= 0 || code == NULL || pread(fd, code, (size_t)size, 0) != size)
+        return -1;
+    close(fd);
+    prog->len = (unsigned short)((size_t)size / sizeof *code);
+    prog->filter = code;
+    return 0;
+}
+
+int filters_prepare(void) {
+    for (int root = 0; root < 2; root++)
+        for (int userns = 0; userns < 2; userns++) {
+            scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+            if (ctx == NULL)
+                return -1;
+            /* no_new_privs is set by the job itself, just before the filter is loaded */
+            seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+            int rc = build(ctx, root, userns);
+            if (rc == 0)
+                rc = export(ctx, &FILTERS[root][userns]);
+            seccomp_release(ctx);
+            if (rc != 0) {
+                errno = rc < 0 ? -rc : errno;
+                return -1;
+            }
+        }
+    return 0;
+}
+
+/* ---- the job's first process -------------------------------------------------------------- */
+static int drop_capabilities(void) {
+    for (int cap = 0; cap < 64; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            return -1;
+    return 0;
+}
+
+static int clear_capabilities(void) {
+    struct __user_cap_header_struct head = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct none[2];
+    memset(none, 0, sizeof none);
+    if (syscall(SYS_capset, &head, none) < 0)
+        return -1;
+    return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+}
+
+static int become(const struct order *o, int sync, int go, struct failure *f) {
+    if (setgroups(0, NULL) < 0)
+        return failed(f, "user", "cannot drop the supplementary groups");
+    if (o->mode == MODE_ROOT) {
+        char byte = 0;
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS) < 0)
+            return failed(f, "user", "cannot make the job's user namespace");
+        if (write(sync, "u", 1) != 1 || read(go, &byte, 1) != 1 || byte != 'm')
+            return failed(f, "user", "the job's user namespace was not mapped");
+        if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            return failed(f, "user", "cannot become root of the job's user namespace");
+        return 0;
+    }
+    if (setresgid(o->gid, o->gid, o->gid) < 0 || drop_capabilities() < 0 ||
+        setresuid(o->uid, o->uid, o->uid) < 0 || clear_capabilities() < 0)
+        return failed(f, "user", "cannot switch to uid %u", (unsigned)o->uid);
+    return 0;
+}
+
+/* fd 0, 1 and 2 from `stdio`, whatever numbers those have. */
+static int standard_streams(const int *stdio) {
+    int moved[3];
+    for (int i = 0; i < 3; i++)
+        if ((moved[i] = fcntl(stdio[i], F_DUPFD_CLOEXEC, 3)) < 0)
+            return -1;
+    for (int i = 0; i < 3; i++)
+        if (dup2(moved[i], i) < 0)
+            return -1;
+    return 0;
+}
+
+static _Noreturn void run_job(const struct order *o, const int *stdio, int status, int sync,
+                              int go) {
+    struct failure f = {0};
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; sig++)
+        signal(sig, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    umask(022); /* the init builds the view with 0; the job gets the usual mask */
+    if (setsid() < 0 || standard_streams(stdio) < 0 ||
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+        failed(&f, "setup", "preparing the job's process");
+    } else if (become(o, sync, go, &f) == 0) {
+        const char *cwd = o->cwd[0] != '\0' ? o->cwd : SCRATCH;
+        const struct sock_fprog *filter = &FILTERS[o->mode == MODE_ROOT][o->user_namespaces];
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+            failed(&f, "setup", "setting no_new_privs");
+        } else if (chdir(cwd) < 0) {
+            failed(&f, "cwd", "cannot change to working directory '%.500s'", cwd);
+        } else if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, filter, 0, 0) < 0) {
+            failed(&f, "setup", "loading the job's seccomp filter");
+        } else {
+            /* execvpe looks the program up in this process's PATH: make it the job's. */
+            const char *path = "/usr/local/bin:/usr/bin:/bin";
+            for (char **e = o->envp; *e != NULL; e++)
+                if (strncmp(*e, "PATH=", 5) == 0)
+                    path = *e + 5;
+            setenv("PATH", path, 1);
+            execvpe(o->argv[0], o->argv, o->envp);
+            failed(&f, "exec", "%.600s", o->argv[0]);
+        }
+    }
+    if (write(status, &f, sizeof f) < 0)
+        _exit(127); /* the init is gone: nobody to tell */
+    _exit(127);
+}
+
+/* Map root of the child's new user namespace to the order's host uid and gid. */
+static int map_root(pid_t child, const struct order *o) {
+    static const char *const MAPS[] = {"uid_map", "gid_map"};
+    for (int i = 0; i < 2; i++) {
+        char path[64], line[64];
+        snprintf(path, sizeof path, "/proc/%d/%s", (int)child, MAPS[i]);
+        int len = snprintf(line, sizeof line, "0 %u 1\n", i == 0 ? (unsigned)o->uid
+                                                                  : (unsigned)o->gid);
+        int fd = open(path, O_WRONLY | O_CLOEXEC);
+        int rc = fd < 0 ? -1 : (int)write(fd, line, (size_t)len);
+        if (fd >= 0)
+            close(fd);
+        if (rc != len)
+            return -1;
+    }
+    return 0;
+}
+
+pid_t launch_job(const struct order *o, const int *stdio, struct failure *f) {
+    int status[2], sync[2] = {-1, -1}, go[2] = {-1, -1};
+    if (pipe2(status, O_CLOEXEC) < 0 ||
+        (o->mode == MODE_ROOT && (pipe2(sync, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0)))
+        return failed(f, "setup", "making the job's pipes");
+    pid_t pid = fork();
+    if (pid < 0)
+        return failed(f, "setup", "forking the job's process");
+    if (pid == 0)
+        run_job(o, stdio, status[1], sync[1], go[0]);
+    close(status[1]);
+    if (o->mode == MODE_ROOT) {
+        char byte;
+        close(sync[1]);
+        close(go[0]);
+        /* No byte: the child failed before its namespace was made, and says why below. */
+        if (read(sync[0], &byte, 1) == 1 && map_root(pid, o) == 0 && write(go[1], "m", 1) != 1)
+            errno = EPIPE;
+        close(sync[0]);
+        close(go[1]);
+    }
+    ssize_t n;
+    do
+        n = read(status[0], f, sizeof *f);
+    while (n < 0 && errno == EINTR);
+    close(status[0]);
+    if (n == 0)
+        return pid; /* the pipe closed on exec: the command runs */
+    if (n != (ssize_t)sizeof *f)
+        failed(f, "setup", "the job's process died before its command ran");
+    waitpid(pid, NULL, 0);
+    errno = f->err;
+    return -1;
+}
