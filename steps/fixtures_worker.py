@@ -21,6 +21,7 @@ from jobmgr.worker import (
     JobState,
     JobStatus,
     Limits,
+    Sandbox,
     Stream,
     Worker,
     WorkerError,
@@ -46,8 +47,16 @@ def cgroup_parent(worker_id: str) -> str:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, cgroup_parent: str) -> Iterator[Worker]:
-    w = Worker(tmp_path / "state", cgroup_parent=cgroup_parent, default_grace=2.0)
+def worker_sandbox() -> Sandbox:
+    """The sandbox of the scenario's worker: the default (a module may override it)."""
+    return Sandbox()
+
+
+@pytest.fixture
+def worker(tmp_path: Path, cgroup_parent: str, worker_sandbox: Sandbox) -> Iterator[Worker]:
+    w = Worker(
+        tmp_path / "state", cgroup_parent=cgroup_parent, default_grace=2.0, sandbox=worker_sandbox
+    )
     launcher = w._launcher.process
     try:
         yield w

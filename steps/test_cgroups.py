@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,13 +12,13 @@ from typing import Any
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from jobmgr.worker import JobSpec, Limits, Worker
+from jobmgr.worker import JobSpec, Limits, Mount, Sandbox, Worker
 
-from .fixtures_worker import MiB, cgroup_dirs, start, wait_until_ended
+from .fixtures_worker import MiB, cgroup_dirs, wait_until_ended
 
 scenarios("cgroups.feature")
 
-HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids")
+HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids", "devices")
 
 
 @then("the OOM killer is reported")
@@ -71,38 +72,52 @@ def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -
     assert time.monotonic() - began <= most
 
 
+@pytest.fixture
+def io_dir() -> Iterator[Path]:
+    """A directory on the root filesystem, which jobs may mount writable: blkio throttles real
+    disks, and a job's own files are on a tmpfs."""
+    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir()
+    os.chmod(path, 0o777)  # for the job, running as nobody
+    assert os.stat(path).st_dev == os.stat("/").st_dev
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_sandbox(io_dir: Path) -> Sandbox:
+    return Sandbox(mount_sources=(f"{io_dir}:rw",))
+
+
+def start_on_disk(worker: Worker, ctx: dict[str, Any], argv: list[str], limits: Limits) -> None:
+    """Start ``argv`` as nobody with the test's directory on the root filesystem at /io."""
+    io_dir = ctx["io_dir"]
+    mount = Mount(str(io_dir), "/io", writable=True)
+    ctx["job"] = worker.start(JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount]))
+
+
 @when(
     parsers.parse(
         "I start a dd writing {size:d} MiB with oflag=direct to the root filesystem "
         "with an IO write limit of {rate:d} MiB/s"
     )
 )
-def _dd_write(
-    worker: Worker, ctx: dict[str, Any], root_fs_scratch: Path, size: int, rate: int
-) -> None:
-    target = root_fs_scratch
-    argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
-    start(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
-
-
-@pytest.fixture
-def root_fs_scratch() -> Iterator[Path]:
-    """A file path on the root filesystem (blkio throttles real disks, not tmpfs)."""
-    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
-    assert os.stat(path.parent).st_dev == os.stat("/").st_dev
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+def _dd_write(worker: Worker, ctx: dict[str, Any], io_dir: Path, size: int, rate: int) -> None:
+    ctx["io_dir"] = io_dir
+    argv = ["dd", "if=/dev/zero", "of=/io/written", "bs=1M", f"count={size}", "oflag=direct"]
+    start_on_disk(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
 
 
 @given(parsers.parse("a {size:d} MiB file on the root filesystem"), target_fixture="io_file")
-def _io_file(root_fs_scratch: Path, size: int) -> Path:
-    with open(root_fs_scratch, "wb") as f:
+def _io_file(io_dir: Path, size: int) -> Path:
+    path = io_dir / "read"
+    with open(path, "wb") as f:
         f.write(os.urandom(MiB) * size)
         f.flush()
         os.fsync(f.fileno())
-    return root_fs_scratch
+    return path
 
 
 @when(
@@ -111,8 +126,9 @@ def _io_file(root_fs_scratch: Path, size: int) -> Path:
     )
 )
 def _dd_read(worker: Worker, ctx: dict[str, Any], io_file: Path, rate: int) -> None:
-    argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
+    ctx["io_dir"] = io_file.parent
+    argv = ["dd", f"if=/io/{io_file.name}", "of=/dev/null", "bs=1M", "iflag=direct"]
+    start_on_disk(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))

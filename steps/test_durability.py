@@ -9,6 +9,7 @@ import os
 import signal
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +21,7 @@ from ._cli_steps import *  # noqa: F403  # the shared steps
 from ._cli_steps import cli_server, launch_server, ran, relaunch_server, run_client
 from ._grpc_steps import *  # noqa: F403  # the shared steps
 from ._grpc_steps import ApiScenario, eventually
+from ._hostile_server import marked_processes
 from .fixtures_server import StartServerProcess
 
 scenarios("durability.feature")
@@ -88,39 +90,46 @@ def _crash_both(api: ApiScenario) -> None:
     'the admin has started, as root, a job that prints "before", then "during" and "after" '
     "each when told to"
 )
-def _told_job(api: ApiScenario, tmp_path: Path) -> None:
-    # Files outside the state dir tell the job to go on (the job runs as root to reach them:
-    # the test's directories are root's alone) and tell the test it has.
-    signals = tmp_path / "signals"
-    signals.mkdir()
-    api.notes["signals"] = signals
-    wait = "until [ -e {0} ]; do sleep 0.05; done"
+def _told_job(api: ApiScenario) -> None:
+    # Files in the job's own /tmp tell it to go on and tell the test it has: the test reaches
+    # them through /proc/PID/root, the job's view as its processes see it.
+    tag = f"jobmgr-told-{uuid.uuid4().hex}"
+    wait = "until [ -e /tmp/{0} ]; do sleep 0.05; done"
     script = "; ".join(
         [
             "echo before",
-            wait.format(signals / "go-during"),
+            wait.format("go-during"),
             "echo during",
-            f"touch {signals / 'said-during'}",
-            wait.format(signals / "go-after"),
+            "touch /tmp/said-during",
+            wait.format("go-after"),
             "echo after",
             "exit 7",
         ]
     )
-    done = run_client(api, "admin", "start --run-as root -- sh -c " + json.dumps(script))
+    command = f"start --run-as root -- sh -c {json.dumps(script)} {tag}"
+    done = run_client(api, "admin", command)
     assert done.returncode == 0, done.stderr
     api.job = done.stdout.decode().strip()
+    api.notes["tag"] = tag
+
+
+def _job_tmp(api: ApiScenario) -> Path:
+    """The job's own /tmp, as the host reaches it."""
+    pids = marked_processes(api.notes["tag"])
+    assert pids, "the job's shell is not running"
+    return Path(f"/proc/{pids[0]}/root/tmp")
 
 
 @when('the job is told to print "during", and does')
 def _go_during(api: ApiScenario) -> None:
-    signals: Path = api.notes["signals"]
-    (signals / "go-during").touch()
-    eventually((signals / "said-during").exists, 20, "the job to print during")
+    tmp = _job_tmp(api)
+    (tmp / "go-during").touch()
+    eventually((tmp / "said-during").exists, 20, "the job to print during")
 
 
 @when('the job is told to print "after" and exit 7')
 def _go_after(api: ApiScenario) -> None:
-    (api.notes["signals"] / "go-after").touch()
+    (_job_tmp(api) / "go-after").touch()
 
 
 @then(parsers.parse("jobmgr-client status says the job EXITED with code {code:d}"))
