@@ -10,7 +10,7 @@
  * its uid_map and gid_map from outside, as root of the parent namespace: a process cannot map
  * itself to a uid it does not hold.
  *
- * The filters are built once, by the zygote, and the inits inherit them: building one with
+ * The filters are built once, for the zygote, and the inits inherit them: building one with
  * libseccomp takes about a millisecond, loading one a few microseconds.
  */
 #define _GNU_SOURCE
@@ -62,7 +62,9 @@ static const unsigned long NAMESPACES[] = {CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWI
                                            CLONE_NEWPID, CLONE_NEWNET, CLONE_NEWCGROUP,
                                            CLONE_NEWTIME};
 
-/* filter[root][userns]: for jobs as a user or as root, making user namespaces or not. */
+/* FILTERS[root][userns]: for jobs as a user or as root, making user namespaces or not. The
+ * programs live in static memory the zygote writes once and every init shares. */
+static struct sock_filter PROGRAMS[2][2][BPF_MAXINSNS];
 static struct sock_fprog FILTERS[2][2];
 
 static int deny(scmp_filter_ctx ctx, int err, const char *name, unsigned ncmp,
@@ -103,47 +105,58 @@ static int build(scmp_filter_ctx ctx, int root, int userns) {
     return rc;
 }
 
-/* The BPF program libseccomp makes of ctx, copied out through a memfd. */
-static int export(scmp_filter_ctx ctx, struct sock_fprog *prog) {
-    int fd = memfd_create("jobmgr-seccomp", MFD_CLOEXEC);
-    if (fd < 0 || seccomp_export_bpf(ctx, fd) < 0)
-        return -1;
-    off_t size = lseek(fd, 0, SEEK_END);
-    struct sock_filter *code = malloc((size_t)size);
-    if (size <= 0 || code == NULL || pread(fd, code, (size_t)size, 0) != size)
-        return -1;
-    close(fd);
-    prog->len = (unsigned short)((size_t)size / sizeof *code);
-    prog->filter = code;
-    return 0;
+/* In a child process, so that libseccomp's working memory never enters the zygote's heap
+ * (each init would otherwise copy the pages its own few allocations land in): build the
+ * four programs and write each into its memfd. */
+static _Noreturn void build_all(const int *memfds) {
+    for (int i = 0; i < 4; i++) {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        if (ctx == NULL)
+            _exit(1);
+        /* no_new_privs is set by the job itself, just before its filter is loaded */
+        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+        if (build(ctx, i / 2, i % 2) != 0 || seccomp_export_bpf(ctx, memfds[i]) != 0)
+            _exit(1);
+        seccomp_release(ctx);
+    }
+    _exit(0);
 }
 
 int filters_prepare(void) {
-    for (int root = 0; root < 2; root++)
-        for (int userns = 0; userns < 2; userns++) {
-            scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-            if (ctx == NULL)
-                return -1;
-            /* no_new_privs is set by the job itself, just before the filter is loaded */
-            seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
-            int rc = build(ctx, root, userns);
-            if (rc == 0)
-                rc = export(ctx, &FILTERS[root][userns]);
-            seccomp_release(ctx);
-            if (rc != 0) {
-                errno = rc < 0 ? -rc : errno;
-                return -1;
-            }
-        }
-    return 0;
+    int memfds[4];
+    for (int i = 0; i < 4; i++)
+        if ((memfds[i] = memfd_create("jobmgr-seccomp", MFD_CLOEXEC)) < 0)
+            return -1;
+    /* The zygote ignores SIGCHLD (the kernel reaps its children): this one is waited for. */
+    void (*was)(int) = signal(SIGCHLD, SIG_DFL);
+    pid_t pid = fork();
+    if (pid == 0)
+        build_all(memfds);
+    int status = 0, rc = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+        WEXITSTATUS(status) != 0)
+        rc = -1;
+    signal(SIGCHLD, was);
+    for (int i = 0; i < 4; i++) {
+        struct sock_filter *code = PROGRAMS[i / 2][i % 2];
+        ssize_t size = rc == 0 ? pread(memfds[i], code, sizeof PROGRAMS[0][0], 0) : -1;
+        if (size <= 0 || size % (ssize_t)sizeof *code != 0)
+            rc = -1;
+        else
+            FILTERS[i / 2][i % 2] = (struct sock_fprog){
+                .len = (unsigned short)(size / (ssize_t)sizeof *code), .filter = code};
+        close(memfds[i]);
+    }
+    if (rc < 0)
+        errno = EINVAL;
+    return rc;
 }
 
 /* ---- the job's first process -------------------------------------------------------------- */
 static int drop_capabilities(void) {
-    for (int cap = 0; cap < 64; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            return -1;
-    return 0;
+    for (int cap = 0;; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            return errno == EINVAL ? 0 : -1; /* past the last capability the kernel has */
 }
 
 static int clear_capabilities(void) {

@@ -19,15 +19,14 @@
  * left on the host.
  *
  * Sources are taken from a detached, read-only clone of the host's root (`host`), cloned
- * again per bind; it is kept until the order is applied, so a bind's source may lie under a
- * path the view hides. Paths from the launcher are resolved there with RESOLVE_NO_SYMLINKS:
- * a symlink swapped in on the host cannot redirect a bind.
+ * again per bind; where binds are allowed it is kept until the order is applied, so a bind's
+ * source may lie under a path the view hides. Paths from the launcher are resolved there with
+ * RESOLVE_NO_SYMLINKS: a symlink swapped in on the host cannot redirect a bind.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <linux/openat2.h>
 #include <sched.h>
 #include <stdio.h>
@@ -44,9 +43,9 @@
 struct setup SETUP;
 char view_problem[600];
 
-static int host = -1;   /* the host's root, read-only, detached */
-static int masks = -1;  /* an empty read-only tmpfs: "dir" and "file" cover what is hidden */
-static int jobfs = -1;  /* the job's private tmpfs */
+static int host = -1;  /* the host's root, read-only, detached */
+static int jobfs = -1; /* the job's private tmpfs; its "mask" and "mask-file", empty, read-only
+                        * once bound, cover what is hidden */
 
 #define STAGING "/tmp" /* where the skeleton is built, in the init's copy of the host's view */
 #define SCRATCH "/scratch"
@@ -132,7 +131,8 @@ static int cover(const char *path, int sockets_only) {
         return errno == ENOENT || errno == ENOTDIR ? 0 : problem("looking at", path);
     if (sockets_only && !S_ISSOCK(st.st_mode))
         return 0;
-    return bind_clone(masks, S_ISDIR(st.st_mode) ? "dir" : "file", 0, 0, 0, path);
+    return bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
+                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
 }
 
 static int is_hidden_top(const char *name) {
@@ -152,22 +152,25 @@ static int is_own(const char *name) {
     return 0;
 }
 
-static int skeleton_entry(int source, int dir, const char *name, const char *target,
-                          int hide) {
+static int skeleton_entry(int source, int dir, const char *name, unsigned char type,
+                          const char *target, int hide) {
+    /* Buffers sized for top-level names: the init's stack is a page copy in every slot. */
     struct stat st;
-    char path[PATH_MAX];
-    if (fstatat(source, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return problem("looking at", name);
+    char path[512], link[1024];
+    if (type == DT_UNKNOWN) {
+        if (fstatat(source, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return problem("looking at", name);
+        type = S_ISLNK(st.st_mode) ? DT_LNK : S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+    }
     snprintf(path, sizeof path, "%s/%s", target, name);
-    if (S_ISLNK(st.st_mode)) {
-        char link[PATH_MAX];
+    if (type == DT_LNK) {
         ssize_t n = readlinkat(source, name, link, sizeof link - 1);
-        if (n < 0)
+        if (n < 0 || n == sizeof link - 1)
             return problem("reading the link", name);
         link[n] = '\0';
         return symlinkat(link, dir, name) < 0 ? problem("linking", path) : 0;
     }
-    if (S_ISDIR(st.st_mode)) {
+    if (type == DT_DIR) {
         if (mkdirat(dir, name, 0755) < 0)
             return problem("making", path);
     } else if (mknodat(dir, name, S_IFREG | 0644, 0) < 0) {
@@ -175,25 +178,42 @@ static int skeleton_entry(int source, int dir, const char *name, const char *tar
     }
     if (hide || is_own(name))
         return 0; /* an empty directory (or file) where the host has one */
-    return bind_clone(source, name, S_ISDIR(st.st_mode), 0, 0, path);
+    return bind_clone(source, name, type == DT_DIR, 0, 0, path);
 }
+
+/* The entries of a directory, read with getdents64 into a buffer on the stack: opendir's
+ * 32 KiB heap buffer would be a private page copy in every init. */
+struct linux_dirent64 {
+    ino64_t d_ino;
+    off64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
 
 static int skeleton(int source, const char *target, int hide) {
     int dir = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int list = openat(source, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *entries = list < 0 ? NULL : fdopendir(list);
-    if (dir < 0 || entries == NULL)
+    if (dir < 0 || list < 0)
         return problem("listing", target);
     int rc = 0;
-    struct dirent *e;
-    while (rc == 0 && (e = readdir(entries)) != NULL)
-        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-            rc = skeleton_entry(source, dir, e->d_name, target, hide && is_hidden_top(e->d_name));
+    char buf[2048];
+    long n;
+    while (rc == 0 && (n = syscall(SYS_getdents64, list, buf, sizeof buf)) > 0)
+        for (long at = 0; rc == 0 && at < n;) {
+            struct linux_dirent64 *e = (struct linux_dirent64 *)(buf + at);
+            at += e->d_reclen;
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                rc = skeleton_entry(source, dir, e->d_name, e->d_type, target,
+                                    hide && is_hidden_top(e->d_name));
+        }
+    if (rc == 0 && n < 0)
+        rc = problem("listing", target);
     for (const char *const *own = OWN; rc == 0 && *own != NULL; own++)
         if (mkdirat(dir, *own, 0755) < 0 && errno != EEXIST)
             rc = problem("making", *own);
     int saved = errno;
-    closedir(entries);
+    close(list);
     close(dir);
     errno = saved;
     return rc;
@@ -208,26 +228,6 @@ static int enter(const char *target) {
 }
 
 /* ---- the warm steps ------------------------------------------------------------------------ */
-int view_skeleton(void) {
-    umask(0);
-    host = open_tree_(AT_FDCWD, "/", OPEN_TREE_CLONE | AT_RECURSIVE);
-    if (host < 0 || setattr_(host, "", AT_EMPTY_PATH | AT_RECURSIVE,
-                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0) < 0)
-        return problem("cloning", "/");
-    masks = new_tmpfs("0755", 4096, 4, TMPFS_FLAGS);
-    if (masks < 0 || mkdirat(masks, "dir", 0555) < 0 ||
-        mknodat(masks, "file", S_IFREG | 0444, 0) < 0 ||
-        setattr_(masks, "", AT_EMPTY_PATH, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0) < 0)
-        return problem("making", "the empty mask");
-    if (mount("jobmgr", STAGING, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0)
-        return problem("mounting", STAGING);
-    return skeleton(host, STAGING, 1);
-}
-
-int view_enter(void) {
-    return enter(STAGING);
-}
-
 static const struct node {
     const char *name;
     unsigned major, minor;
@@ -240,27 +240,64 @@ static const char *const DEV_LINKS[][2] = {
     {"stderr", "/proc/self/fd/2"},
 };
 
-int view_dev(void) {
-    if (mount("jobmgr", "/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") < 0)
-        return problem("mounting", "/dev");
+/* One inode per 4 KiB of disk, as a filesystem full of small files would use. */
+static unsigned long long inodes_for(unsigned long long disk) {
+    return disk == 0 ? 0 : disk / 4096 < 4096 ? 4096 : disk / 4096;
+}
+
+/* The job's tmpfs comes first: the masks are made of it. */
+static int make_jobfs(void) {
+    jobfs = new_tmpfs("0755", SETUP.disk, inodes_for(SETUP.disk), TMPFS_FLAGS);
+    if (jobfs < 0 || mkdirat(jobfs, "mask", 0555) < 0 ||
+        mknodat(jobfs, "mask-file", S_IFREG | 0444, 0) < 0)
+        return problem("making", "the job's tmpfs");
+    return 0;
+}
+
+/* /dev is a directory of the skeleton, read-only with it: the nodes of NODES (the ones the
+ * devices cgroup allows), the links, and mount points for pts and shm. */
+static int make_dev(const char *dev) {
+    char path[64];
     for (size_t i = 0; i < sizeof NODES / sizeof NODES[0]; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "/dev/%s", NODES[i].name);
+        snprintf(path, sizeof path, "%s/%s", dev, NODES[i].name);
         if (mknod(path, S_IFCHR | 0666, makedev(NODES[i].major, NODES[i].minor)) < 0)
             return problem("making", path);
     }
     for (size_t i = 0; i < sizeof DEV_LINKS / sizeof DEV_LINKS[0]; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "/dev/%s", DEV_LINKS[i][0]);
+        snprintf(path, sizeof path, "%s/%s", dev, DEV_LINKS[i][0]);
         if (symlink(DEV_LINKS[i][1], path) < 0)
             return problem("linking", path);
     }
-    if (mkdir("/dev/pts", 0755) < 0 || mkdir("/dev/shm", 01777) < 0)
-        return problem("making", "/dev/pts, /dev/shm");
+    snprintf(path, sizeof path, "%s/pts", dev);
+    if (mkdir(path, 0755) < 0)
+        return problem("making", path);
+    snprintf(path, sizeof path, "%s/shm", dev);
+    return mkdir(path, 01777) < 0 ? problem("making", path) : 0;
+}
+
+int view_skeleton(void) {
+    umask(0);
+    host = open_tree_(AT_FDCWD, "/", OPEN_TREE_CLONE | AT_RECURSIVE);
+    if (host < 0 || setattr_(host, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0) < 0)
+        return problem("cloning", "/");
+    if (make_jobfs() < 0)
+        return -1;
+    /* Not nodev: /dev's nodes are in it. Nobody adds one: it is read-only once entered. */
+    if (mount("jobmgr", STAGING, "tmpfs", MS_NOSUID, "mode=0755,size=1m") < 0)
+        return problem("mounting", STAGING);
+    return skeleton(host, STAGING, 1) < 0 ? -1 : make_dev(STAGING "/dev");
+}
+
+int view_enter(void) {
+    return enter(STAGING);
+}
+
+int view_dev(void) {
     if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620") < 0)
         return problem("mounting", "/dev/pts");
-    return setattr_(AT_FDCWD, "/dev", 0, MOUNT_ATTR_RDONLY, 0);
+    return 0;
 }
 
 /* runc's lists: what a container should not read, and what it should not write. */
@@ -295,11 +332,6 @@ int view_sys(void) {
     return 0;
 }
 
-/* One inode per 4 KiB of disk, as a filesystem full of small files would use. */
-static unsigned long long inodes_for(unsigned long long disk) {
-    return disk == 0 ? 0 : disk / 4096 < 4096 ? 4096 : disk / 4096;
-}
-
 static const struct private_dir {
     const char *name, *target;
     mode_t mode;
@@ -309,9 +341,6 @@ static const struct private_dir {
                {"shm", "/dev/shm", 01777}};
 
 int view_private(void) {
-    jobfs = new_tmpfs("0755", SETUP.disk, inodes_for(SETUP.disk), TMPFS_FLAGS);
-    if (jobfs < 0)
-        return problem("making", "the job's tmpfs");
     for (size_t i = 0; i < sizeof PRIVATE / sizeof PRIVATE[0]; i++) {
         const struct private_dir *d = &PRIVATE[i];
         if (mkdirat(jobfs, d->name, d->mode) < 0)
@@ -328,6 +357,12 @@ int view_hidden(void) {
     for (char **p = SETUP.hidden; *p != NULL; p++)
         if (strchr(*p + 1, '/') != NULL && cover(*p, 0) < 0) /* top-level ones stay empty */
             return -1;
+    /* No order will bind a host path: the host's clone goes now, while the slot warms.
+     * Dropping it waits for an RCU grace period (about 1 ms here, little CPU). */
+    if (!SETUP.binds) {
+        close(host);
+        host = -1;
+    }
     return 0;
 }
 
@@ -350,18 +385,21 @@ static int resize(unsigned long long disk) {
 }
 
 /* A root of the job's own: a skeleton of the tree's entries, the private mounts moved over. */
+#define STAGED_DEV "/.rootfs/dev"
+
 static int enter_rootfs(const char *rootfs, struct failure *f) {
     const char *stage = "/.rootfs";
     int tree = resolve(host, rootfs + 1, O_PATH | O_DIRECTORY);
     if (tree < 0)
         return failed(f, "mount", "the root filesystem '%.300s' cannot be opened", rootfs);
     if (setattr_(AT_FDCWD, "/", 0, 0, MOUNT_ATTR_RDONLY) < 0 || mkdir(stage, 0755) < 0 ||
-        mount("jobmgr", stage, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m") < 0 ||
-        skeleton(tree, stage, 0) < 0)
+        mount("jobmgr", stage, "tmpfs", MS_NOSUID, "mode=0755,size=1m") < 0 ||
+        skeleton(tree, stage, 0) < 0 || make_dev(STAGED_DEV) < 0)
         return failed(f, "mount", "building the job's root from '%.300s'%s", rootfs,
                       view_problem);
     close(tree);
-    static const char *const MOVED[] = {"/dev", "/proc", "/sys", "/tmp", SCRATCH, "/var/tmp"};
+    static const char *const MOVED[] = {"/dev/pts", "/dev/shm", "/proc",   "/sys",
+                                        "/tmp",     SCRATCH,    "/var/tmp"};
     for (size_t i = 0; i < sizeof MOVED / sizeof MOVED[0]; i++) {
         char target[64];
         snprintf(target, sizeof target, "%s%s", stage, MOVED[i]);
@@ -407,6 +445,10 @@ static int bind_host(const struct bind *b, struct failure *f) {
 }
 
 int view_order(const struct order *o, struct failure *f) {
+    if ((o->nbinds > 0 || o->rootfs[0] != '\0') && host < 0) {
+        errno = 0;
+        return failed(f, "mount", "this server lets no job bind a host path or use a root of its own");
+    }
     if (o->disk != SETUP.disk && resize(o->disk) < 0)
         return failed(f, "setup", "setting the job's disk limit to %llu bytes", o->disk);
     if ((o->uid != SETUP.uid || o->gid != SETUP.gid) && o->mode == MODE_USER &&
@@ -426,7 +468,7 @@ int view_order(const struct order *o, struct failure *f) {
 void view_release(void) {
     /* Closing the host's clone lets go of its copies of every host mount: the job never
      * had these fds (they are close-on-exec and closed in its first process). */
-    int *fds[] = {&host, &masks, &jobfs};
+    int *fds[] = {&host, &jobfs};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
         if (*fds[i] >= 0)
             close(*fds[i]);

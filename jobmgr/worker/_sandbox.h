@@ -28,6 +28,7 @@ struct setup {
     uid_t uid;                /* the slot's own uid (its lease) and gid */
     gid_t gid;
     unsigned long long disk;  /* bytes its private tmpfs holds at first; 0: no size limit */
+    int binds;                /* an order may bind host paths (or a root of its own) */
     char **hidden;            /* host paths hidden behind an empty directory or file */
 };
 

@@ -106,6 +106,7 @@ class Worker:
             hidden=hidden((*sandbox.hidden_paths, str(self._state))),
             disk=int(default_limits.effective("disk_bytes") or 0),
             user_namespaces=sandbox.user_namespaces,
+            binds=bool(sandbox.mount_sources or sandbox.rootfs_dirs),
         )
         self._lock = threading.Lock()  # guards _closed and _starting
         self._closed = False

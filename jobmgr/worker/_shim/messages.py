@@ -257,14 +257,16 @@ class StopRequest(Request[StopReply]):
 class SlotSettings:
     """What every slot is made from, whatever job it gets (see _sandbox.c): the uids slots
     take theirs from, the host paths the view hides, the size its private tmpfs starts with
-    (the default disk limit: a start that keeps it resizes nothing), and whether jobs may make
-    user namespaces."""
+    (the default disk limit: a start that keeps it resizes nothing), whether jobs may make
+    user namespaces, and whether a start may bind host paths (else a slot lets go of its
+    clone of the host's root while it warms)."""
 
     uid_first: int
     uid_last: int
     hidden: tuple[str, ...] = ()
     disk: int = 0
     user_namespaces: bool = False
+    binds: bool = False  # a start may bind host paths or ask for a root of its own
 
 
 @dataclass(frozen=True)
