@@ -35,7 +35,11 @@ def check_libseccomp(compiler: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = os.path.join(tmp, "probe.c")
         with open(source, "w") as f:
-            f.write("#include <seccomp.h>\nint main(void) { return seccomp_api_get() < 0; }\n")
+            f.write(
+                "#include <seccomp.h>\n"
+                "int main(void) { scmp_filter_ctx c = seccomp_init(SCMP_ACT_ALLOW); "
+                "seccomp_release(c); return 0; }\n"
+            )
         probe = [compiler, source, "-o", os.path.join(tmp, "probe"), "-lseccomp"]
         if subprocess.run(probe, capture_output=True).returncode != 0:
             raise SystemExit(LIBSECCOMP_MISSING)

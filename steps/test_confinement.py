@@ -19,6 +19,7 @@ import trustme
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2
+from jobmgr.worker.cgroups._device_bpf import attached
 
 from ._confinement_host import (
     Service,
@@ -578,7 +579,12 @@ def _devices(hostile: Hostile, user: str) -> None:
 
 
 def _devices_list(server: HostileServer, job: str) -> str | None:
+    """What the job's cgroup allows: devices.list on v1; on v2 (the v2 VM), the device
+    filter programs attached to it, which allow exactly JOB_DEVICES (tests/test_device_filter)."""
+    v2 = Path("/sys/fs/cgroup") / server.cgroup_parent / job
     try:
+        if v2.is_dir() and (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
+            return JOB_DEVICES if attached(str(v2)) == 1 else f"{attached(str(v2))} filters"
         path = Path("/sys/fs/cgroup/devices") / server.cgroup_parent / job / "devices.list"
         return " ".join(path.read_text().split())
     except FileNotFoundError:

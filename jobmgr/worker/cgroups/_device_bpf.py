@@ -33,7 +33,7 @@ _INSN = struct.Struct("<BBhi")
 _LDX_W, _AND32_K, _JNE_K, _MOV64_K, _EXIT = 0x61, 0x54, 0x55, 0xB7, 0x95
 _TYPES = {"b": 1, "c": 2}  # BPF_DEVCG_DEV_BLOCK, BPF_DEVCG_DEV_CHAR
 
-BPF_PROG_LOAD, BPF_PROG_ATTACH = 5, 8
+BPF_PROG_LOAD, BPF_PROG_ATTACH, BPF_PROG_QUERY = 5, 8, 16
 BPF_PROG_TYPE_CGROUP_DEVICE, BPF_CGROUP_DEVICE = 15, 6
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 
@@ -106,5 +106,24 @@ def attach(cgroup_dir: str, devices: tuple[Device, ...]) -> None:
         _bpf(BPF_PROG_ATTACH, struct.pack("<IIII", fd, prog, BPF_CGROUP_DEVICE, 0))
     except OSError as exc:
         raise WorkerError(f"cannot attach the device filter to {cgroup_dir}: {exc}") from exc
+    finally:
+        os.close(fd)
+
+
+def attached(cgroup_dir: str) -> int:
+    """How many device filters are attached to the cgroup v2 directory ``cgroup_dir``."""
+    fd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        ids = ctypes.create_string_buffer(4 * 64)
+        # BPF_PROG_QUERY: target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt
+        query = struct.pack("<IIIIQI", fd, BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), 64)
+        attr = ctypes.create_string_buffer(query, 128)
+        number = _SYS_BPF[platform.machine()]
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syscall(number, BPF_PROG_QUERY, attr, 128) < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        count: int = struct.unpack_from("<I", attr.raw, 24)[0]
+        return count
     finally:
         os.close(fd)
