@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+VM_STAMP := $(VENV)/.installed-vm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-long run certs protobufs lint bench bench-quick clean
+.PHONY: install system-deps test test-long test-v2 run certs protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
@@ -29,6 +30,15 @@ test: install
 test-long: install
 	$(SUDO) $(BIN)/pytest -n auto -m long $(PYTEST_ARGS)
 
+# The kernel-facing features in a cgroup-v2-only VM (virtme-ng + qemu; see vm/__init__.py).
+# Installs what it needs: the Debian packages (apt-get, as root) and the `vm` extra.
+test-v2: install $(VM_STAMP)
+	$(SUDO) $(BIN)/python -m vm --install-missing $(VM_ARGS)
+
+$(VM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,dev,vm]'
+	touch $(VM_STAMP)
+
 certs: install
 	$(BIN)/jobmgr-certs --out certs
 
@@ -48,7 +58,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr steps tests bench
+	$(BIN)/mypy jobmgr steps tests bench vm
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench

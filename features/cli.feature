@@ -37,6 +37,18 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     Then it exits 0
     And its stdout has a line with "JOB", "STOPPED" and "sleep 60"
 
+  Scenario: A job that exits 4 on the SIGTERM of a stop is shown STOPPED with code 4
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'trap "exit 4" TERM; echo ready; sleep 60 & wait'
+    Then it exits 0 and prints the new job's id
+    When the job has written "ready\n"
+    And the admin runs jobmgr-client stop JOB
+    Then it exits 0
+    And its stdout contains "STOPPED with code 4"
+    When the admin runs jobmgr-client status JOB --json
+    Then it exits 0
+    And the JSON says state "STOPPED", exit_code 4 and owner the admin certificate's Subject
+
   Scenario: An unknown job id is one clear error line
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client status 5a0e8a5e-1c1f-4b8e-9d0e-3f3f3f3f3f3f

@@ -79,7 +79,7 @@ def wait_until_ended(server: RunningServer, job_id: str, timeout: float = 30.0) 
     for _ in stub.Output(job_pb2.OutputRequest(uuid=job_id), timeout=timeout):
         pass
     status = stub.Status(job_pb2.StatusRequest(uuid=job_id), timeout=timeout)
-    assert status.terminated, f"the output ended but the job is {status.status}"
+    assert status.state != job_pb2.JOB_STATE_RUNNING, f"the output ended, not the job: {status}"
     return status
 
 
@@ -185,7 +185,7 @@ def _receives_stdout(api: ApiScenario, text: str) -> None:
 @then(parsers.parse("the admin sees that job {state}"))
 def _admin_sees_state(job_server: RunningServer, api: ApiScenario, state: str) -> None:
     status = job_server.stub("admin").Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
-    assert status.status == state, status
+    assert status.state == job_pb2.JobState.Value(f"JOB_STATE_{state}"), status
 
 
 @then(parsers.parse('the user sees that job owned by the {kind} certificate\'s Subject, "{shown}"'))

@@ -144,15 +144,16 @@ def check_accounts(server: HostileServer, load: Load) -> list[str]:
         if expected is None:
             continue
         output = server.output(status.uuid, follow=False)
-        if status.status == "EXITED" and status.exit_code == 0:
+        if status.state == job_pb2.JOB_STATE_EXITED and status.exit_code == 0:
             if output != expected.output:
                 problems.append(f"{status.uuid}: output {output[:60]!r} is not what it printed")
-        elif status.status == "STOPPED" and expected.stopped:
+        elif status.state == job_pb2.JOB_STATE_STOPPED and expected.stopped:
             if not expected.output.startswith(output) or output[-1:] not in (b"", b"\n"):
                 problems.append(f"{status.uuid}: stopped, output {output[:60]!r} no prefix")
         else:
+            state = job_pb2.JobState.Name(status.state)
             problems.append(
-                f"{status.uuid}: {status.status} exit {status.exit_code} signal "
+                f"{status.uuid}: {state} exit {status.exit_code} signal "
                 f"{status.signal} ({'stop asked' if expected.stopped else 'no stop asked'})"
             )
     return problems

@@ -257,7 +257,7 @@ class HostileServer:
     def wait_ended(self, job_id: str, timeout: float = 60.0) -> job_pb2.StatusResponse:
         self.output(job_id, timeout=timeout)
         status = self.status(job_id)
-        assert status.terminated, f"the output ended but the job is {status.status}"
+        assert status.state != job_pb2.JOB_STATE_RUNNING, f"the output ended, not the job: {status}"
         return status
 
     def list_ids(self) -> list[str]:

@@ -12,13 +12,72 @@ from typing import Any
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from jobmgr.worker import JobSpec, Limits, Mount, Sandbox, Worker
+from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
 
 from .fixtures_worker import MiB, cgroup_dirs, wait_until_ended
 
 scenarios("cgroups.feature")
 
 HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids", "devices")
+
+
+HOG_128_MIB = "x = bytearray(128 * 1024 * 1024); print('survived', flush=True)"
+
+# Mounts cgroupfs in the job's own mount namespace (v2 if the job's /proc/self/cgroup says so),
+# tries to write an unlimited value into every memory limit file it finds there, says how
+# many writes went through, then allocates 128 MiB.
+LIFT_LIMITS = f"""
+import os, subprocess
+v2 = open("/proc/self/cgroup").read().startswith("0::")
+kind = ["-t", "cgroup2"] if v2 else ["-t", "cgroup", "-o", "memory"]
+mounted = subprocess.run(["mount", *kind, "cgroup", "/mnt"]).returncode == 0
+print("mounted", mounted, flush=True)
+names = {{"memory.max": "max", "memory.swap.max": "max",
+         "memory.memsw.limit_in_bytes": "-1", "memory.limit_in_bytes": "-1"}}
+lifted = 0
+for top, _, files in os.walk("/mnt"):
+    for name in sorted(files, key=lambda n: "memsw" not in n):
+        if name in names:
+            try:
+                with open(os.path.join(top, name), "w") as f:
+                    f.write(names[name])
+                lifted += 1
+            except OSError:
+                pass
+print("lifted", lifted, flush=True)
+{HOG_128_MIB}
+"""
+
+
+@when(
+    parsers.parse(
+        'I start a job whose shell runs "{background}" in the background and then a python3 '
+        "allocating 128 MiB, with a memory limit of {mib:d} MiB"
+    )
+)
+def _oom_in_one_process(worker: Worker, ctx: dict[str, Any], background: str, mib: int) -> None:
+    script = f'{background} & python3 -c "{HOG_128_MIB}"; wait'
+    ctx["job"] = worker.start(JobSpec(["sh", "-c", script], limits=Limits(memory_bytes=mib * MiB)))
+
+
+@when(
+    parsers.parse(
+        'I start, as root, a job that mounts the cgroup filesystem, writes "max" to every '
+        "memory limit it finds there, then allocates 128 MiB, with a memory limit of {mib:d} MiB"
+    )
+)
+def _lift_limits(worker: Worker, ctx: dict[str, Any], mib: int) -> None:
+    limits = Limits(memory_bytes=mib * MiB)
+    ctx["job"] = worker.start(JobSpec(["python3", "-c", LIFT_LIMITS], limits=limits, run_as="root"))
+
+
+@then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
+def _ends_killed(worker: Worker, ctx: dict[str, Any], seconds: int, signo: int) -> None:
+    deadline = time.monotonic() + seconds
+    while not (status := worker.status(ctx["job"])).terminated and time.monotonic() < deadline:
+        time.sleep(0.1)
+    said = b"".join(chunk.data for chunk in worker.output(ctx["job"], follow=False))
+    assert (status.state, status.signal) == (JobState.FAILED, signo), (status, said)
 
 
 @then("the OOM killer is reported")

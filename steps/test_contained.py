@@ -78,8 +78,10 @@ def _memory_hog(hostile: Hostile, mib: int) -> None:
 )
 def _oom(hostile: Hostile, seconds: int) -> None:
     status = hostile.srv.wait_ended(hostile.job, timeout=seconds)
-    assert (status.status, status.signal, status.oom_killed) == ("FAILED", 9, True), status
-    report(f"memory hog: {status.status} signal {status.signal}, reason {status.reason!r}")
+    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
+    assert (status.state, status.signal, status.oom_killed) == failed, status
+    state = job_pb2.JobState.Name(status.state)
+    report(f"memory hog: {state} signal {status.signal}, reason {status.reason!r}")
 
 
 # ---- fork bomb --------------------------------------------------------------------------------
@@ -141,9 +143,9 @@ def _stop(hostile: Hostile, seconds: int) -> None:
 @then(parsers.parse("the Stop returned within {seconds:d} seconds, the job STOPPED by signal 9"))
 def _stopped(hostile: Hostile, seconds: int) -> None:
     took, status = hostile.notes["stop_took"], hostile.notes["stopped"]
-    report(f"stop took {took:.3f}s: {status.status} signal {status.signal}")
+    report(f"stop took {took:.3f}s: {job_pb2.JobState.Name(status.state)} signal {status.signal}")
     assert took <= seconds, took
-    assert (status.status, status.signal) == ("STOPPED", 9), status
+    assert (status.state, status.signal) == (job_pb2.JOB_STATE_STOPPED, 9), status
 
 
 @then("no process of the job is left anywhere on the host")
@@ -221,7 +223,7 @@ def _daemon_running(hostile: Hostile) -> None:
         return len(mine) >= 2
 
     eventually(both, 10.0, "the job and its daemon")
-    assert server.status(hostile.job).status == "RUNNING"
+    assert server.status(hostile.job).state == job_pb2.JOB_STATE_RUNNING
 
 
 @when("the admin starts a job that double-forks a daemon ignoring SIGTERM, then exits 0")
@@ -234,7 +236,7 @@ def _daemon_then_exit(hostile: Hostile) -> None:
 @then("the job EXITED with code 0")
 def _exited(hostile: Hostile) -> None:
     status = hostile.srv.wait_ended(hostile.job, timeout=120)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
 
 
 # ---- 5 GiB ------------------------------------------------------------------------------------

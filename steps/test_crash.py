@@ -101,7 +101,7 @@ def _restart(hostile: Hostile) -> None:
 def _whole(hostile: Hostile, count: int) -> None:
     server = hostile.srv
     status = server.wait_ended(hostile.job)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
     assert server.output(hostile.job) == hostile.notes["expected"]
 
 
@@ -175,7 +175,8 @@ def _round(server: HostileServer, ledger: Ledger, rng: random.Random, round_: in
 
 
 def _record(server: HostileServer, status: job_pb2.StatusResponse) -> tuple[str, int, int, str]:
-    return (status.status, status.exit_code, status.signal, sha(server.output(status.uuid)))
+    state = job_pb2.JobState.Name(status.state)
+    return (state, status.exit_code, status.signal, sha(server.output(status.uuid)))
 
 
 def _follow(server: HostileServer, job: str, whole: bytes, ledger: Ledger) -> None:
@@ -237,7 +238,7 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
             after = _record(server, listed[job])
             if after != before:
                 ledger.changed.append(f"after kill {ledger.kills}: {job} {before} -> {after}")
-    running = {job for job, status in listed.items() if status.status == "RUNNING"}
+    running = {job for job, status in listed.items() if status.state == job_pb2.JOB_STATE_RUNNING}
     cgroups = server.job_cgroups()
     for name in cgroups & set(listed):
         if name not in running:
@@ -254,7 +255,7 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
         where = _outside(pid, running)
         if where:
             owner = next((j for j in listed if j in where), None)
-            state = listed[owner].status if owner is not None else "not listed"
+            state = job_pb2.JobState.Name(listed[owner].state) if owner else "not listed"
             cgroup = next((line for line in where.splitlines() if ":pids:" in line), where)
             ledger.orphans.append(
                 f"after kill {ledger.kills}: process {pid} of no running job ({cgroup}: {state})"
@@ -313,8 +314,9 @@ def _all_exact(hostile: Hostile) -> None:
     for job in sorted(ledger.confirmed | ledger.unconfirmed):
         status = server.wait_ended(job, timeout=120)
         output = server.output(job)
-        if (status.status, status.exit_code) != ("EXITED", 0):
-            wrong.append(f"{job}: {status.status} exit {status.exit_code} ({status.reason})")
+        if (status.state, status.exit_code) != (job_pb2.JOB_STATE_EXITED, 0):
+            state = job_pb2.JobState.Name(status.state)
+            wrong.append(f"{job}: {state} exit {status.exit_code} ({status.reason})")
         elif output != (printed := expected_output(list(status.argv))):
             wrong.append(f"{job}: {len(output)} bytes, not the {len(printed)} it printed")
     report(f"crash loop: {len(ledger.confirmed | ledger.unconfirmed)} jobs checked byte for byte")

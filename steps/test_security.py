@@ -149,7 +149,7 @@ def _answers(hostile: Hostile, datatable: list[list[str]]) -> None:
             if code != grpc.StatusCode.OK and received:
                 leaks.append(f"{kind} got {received} bytes of {method} before being refused")
         if kind != "admin":
-            states.append((kind, server.status(hostile.job).status))
+            states.append((kind, server.status(hostile.job).state))
     assert not mismatches, "\n".join(mismatches)
     hostile.notes.update(leaks=leaks, started=admin_jobs, states=states)
 
@@ -171,8 +171,8 @@ def _no_leak(hostile: Hostile) -> None:
 def _admin_only(hostile: Hostile) -> None:
     server = hostile.srv
     states = hostile.notes["states"]
-    assert all(state == "RUNNING" for _, state in states), states
-    assert server.status(hostile.job).status == "STOPPED"
+    assert all(state == job_pb2.JOB_STATE_RUNNING for _, state in states), states
+    assert server.status(hostile.job).state == job_pb2.JOB_STATE_STOPPED
     started = hostile.notes["started"]
     assert [kind for kind, _ in started] == ["admin"], started
     assert sorted(server.list_ids()) == sorted([hostile.job, started[0][1]])
@@ -222,7 +222,7 @@ def _all_denied(hostile: Hostile) -> None:
 @then("the admin's job is still running and it is the only job")
 def _still_alone(hostile: Hostile) -> None:
     server = hostile.srv
-    assert server.status(hostile.job).status == "RUNNING"
+    assert server.status(hostile.job).state == job_pb2.JOB_STATE_RUNNING
     assert server.list_ids() == [hostile.job]
 
 
@@ -315,7 +315,7 @@ def _cli_start(hostile: Hostile, hex: str) -> None:
 def _received(hostile: Hostile) -> None:
     server = hostile.srv
     status = server.wait_ended(hostile.job)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
     assert server.output(hostile.job) == hostile.notes["expected"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 import grpc
 from pytest_bdd import given, parsers, scenarios, then, when
@@ -20,8 +19,10 @@ scenarios("streaming.feature")
 MiB = 1024 * 1024
 
 
-def _status(server: RunningServer, job_id: str) -> Any:
-    return server.stub("admin").Status(job_pb2.StatusRequest(uuid=job_id), timeout=10)
+def _state(server: RunningServer, job_id: str) -> str:
+    """The job's state in jobmgr's words (RUNNING, EXITED, ...), as the admin reads it."""
+    status = server.stub("admin").Status(job_pb2.StatusRequest(uuid=job_id), timeout=10)
+    return job_pb2.JobState.Name(status.state).removeprefix("JOB_STATE_")
 
 
 @given("the admin has started a job writing 3 MiB of random bytes in three bursts")
@@ -49,9 +50,9 @@ def _follows(job_server: RunningServer, api: ApiScenario) -> None:
     stub = job_server.stub("user")
     arrivals: list[tuple[bytes, str]] = []  # (bytes, job state when they arrived)
     for message in stub.Output(job_pb2.OutputRequest(uuid=api.job), timeout=30):
-        arrivals.append((message.output, _status(job_server, api.job).status))
+        arrivals.append((message.output, _state(job_server, api.job)))
     api.notes["arrivals"] = arrivals
-    api.notes["state_at_end"] = _status(job_server, api.job).status
+    api.notes["state_at_end"] = _state(job_server, api.job)
 
 
 @when("the user client reads the job's output without following it")
@@ -151,4 +152,4 @@ def _hang_ups(job_server: RunningServer, api: ApiScenario, count: int) -> None:
 
 @then("the user can still read the job's status, and it is RUNNING")
 def _still_running(job_server: RunningServer, api: ApiScenario) -> None:
-    assert _status(job_server, api.job).status == "RUNNING"
+    assert _state(job_server, api.job) == "RUNNING"

@@ -385,9 +385,9 @@ class StatusResponse(_message.Message):
     ARGV_BYTES_FIELD_NUMBER: _builtins.int
     ARGV_ABBREVIATED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """(reference) the state's name: RUNNING, EXITED, STOPPED, FAILED, LOST"""
+    """(reference) RUNNING, then EXITED however it ended (state says how)"""
     terminated: _builtins.bool
-    """(reference) true once the job has ended"""
+    """(reference) true if a Stop ended it (a Stop call, timeout, shutdown)"""
     exit_code: _builtins.int
     """(reference) exit status if it exited by itself; -1 otherwise"""
     uuid: _builtins.str
