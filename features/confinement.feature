@@ -71,6 +71,13 @@ Feature: Every job runs in a sandbox of its own, by default
     When the admin starts 6 jobs as their own uid and 2 as root, all at once, each printing its host uid
     Then the 8 host uids are distinct and in the range 1879048192-1879113727
 
+  Scenario: A job re-adopted after the server is killed keeps its uid, and no job started since gets it
+    Given a jobmgr-server whose state directory and certificates are under /var/lib, allowing root jobs
+    When the admin starts a job as its own uid that waits
+    And jobmgr-server is killed with SIGKILL and started again
+    And the admin starts 6 jobs as their own uid, all at once, each printing its host uid
+    Then the first job still runs, re-adopted, as the uid it started with, which none of the 6 has
+
   Scenario: A job has no privilege: no_new_privs, a seccomp filter, no capability, and a setuid program does not lift it
     Given a jobmgr-server whose state directory and certificates are under /var/lib, allowing root jobs
     And a setuid-root copy of "id" in a host directory under /var/lib

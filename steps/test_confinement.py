@@ -32,7 +32,7 @@ from ._confinement_host import (
     var_lib_place,  # noqa: F401  # a fixture
 )
 from ._grpc_steps import eventually
-from ._hostile_server import HostileServer, LaunchServer
+from ._hostile_server import HostileServer, LaunchServer, marked_processes
 from ._hostile_steps import *  # noqa: F403  # the shared steps
 from ._hostile_steps import Hostile, report
 from .fixtures_pki import CertPair, ScenarioPKI
@@ -398,6 +398,54 @@ def _distinct(hostile: Hostile, count: int, first: int, last: int) -> None:
     uids = hostile.notes["uids"]
     assert len(uids) == count and len(set(uids)) == count, uids
     assert all(first <= uid <= last for uid in uids), uids
+
+
+@when("the admin starts a job as its own uid that waits")
+def _waiting_job(hostile: Hostile) -> None:
+    hostile.job = start_probe(hostile.srv, [["wait", "sleep", "600"]])
+    eventually(lambda: bool(_job_uids(hostile)), 20.0, "the job to run")
+    hostile.notes["first uid"] = _job_uids(hostile)
+
+
+def _job_uids(hostile: Hostile) -> set[int]:
+    """The host uids of the waiting job's processes (its probe, found by its plan)."""
+    uids = set()
+    for pid in marked_processes(hostile.srv.marker):
+        try:
+            if b"600" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:
+            continue
+        uids |= {int(line.split()[1]) for line in status if line.startswith("Uid:")}
+    return uids
+
+
+@when("jobmgr-server is killed with SIGKILL and started again")
+def _killed_and_restarted(hostile: Hostile) -> None:
+    hostile.srv.kill9()
+    hostile.srv.start()
+
+
+@when(
+    parsers.parse(
+        "the admin starts {count:d} jobs as their own uid, all at once, each printing its host uid"
+    )
+)
+def _more_jobs(hostile: Hostile, count: int) -> None:
+    _many(hostile, count, 0)
+
+
+@then(
+    "the first job still runs, re-adopted, as the uid it started with, which none of the 6 has"
+)
+def _uid_kept(hostile: Hostile) -> None:
+    first = hostile.notes["first uid"]
+    assert len(first) == 1, first
+    assert hostile.srv.status(hostile.job).status == "RUNNING"
+    assert _job_uids(hostile) == first
+    assert not first & set(hostile.notes["uids"]), (first, hostile.notes["uids"])
+    hostile.srv.stub().Stop(job_pb2.StopRequest(uuid=hostile.job), timeout=30)
 
 
 # ---- privilege --------------------------------------------------------------------------------
