@@ -283,7 +283,8 @@ def _shm_then_hog(hostile: Hostile, mib: int) -> None:
 )
 def _oom(hostile: Hostile, seconds: int) -> None:
     status = hostile.srv.wait_ended(hostile.job, timeout=seconds)
-    assert (status.status, status.signal, status.oom_killed) == ("FAILED", 9, True), status
+    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
+    assert (status.state, status.signal, status.oom_killed) == failed, status
 
 
 # ---- identity ---------------------------------------------------------------------------------
@@ -442,7 +443,7 @@ def _more_jobs(hostile: Hostile, count: int) -> None:
 def _uid_kept(hostile: Hostile) -> None:
     first = hostile.notes["first uid"]
     assert len(first) == 1, first
-    assert hostile.srv.status(hostile.job).status == "RUNNING"
+    assert hostile.srv.status(hostile.job).state == job_pb2.JOB_STATE_RUNNING
     assert _job_uids(hostile) == first
     assert not first & set(hostile.notes["uids"]), (first, hostile.notes["uids"])
     hostile.srv.stub().Stop(job_pb2.StopRequest(uuid=hostile.job), timeout=30)

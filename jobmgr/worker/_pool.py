@@ -74,6 +74,8 @@ class WarmPool:
             if spare.state in SPARE_STATES:
                 spare.move(SlotState.DISCARDED)
                 close_order(spare)
+        # Before the hello is answered: a server that is up finds its spares made.
+        self.refill()
 
     def refill(self) -> None:
         """Make spares until there are ``size`` (none while broken, closed or unconfigured)."""
