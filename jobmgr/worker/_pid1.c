@@ -18,10 +18,10 @@
  * init: PID 1 of the new PID namespace. Reads the slot's set-up from the order pipe, runs each
  *   step's inside() (the namespaces', then the job's filesystem view of _sandbox.c), reports
  *   "ready", then reads its order (both messages: _order.c; an empty order: exit quietly). It
- *   finishes the view for the order and forks the job's first process (_privilege.c), which
- *   takes the job's identity, drops its privileges and execs the command in a new session,
- *   every signal at its default; an error on the way comes back here. It reports "started"
- *   or "error <stage> <message>".
+ *   finishes the view for the order and starts the job's first process (_privilege.c: vfork,
+ *   or fork for a root job), which takes the job's identity, drops its privileges and execs
+ *   the command in a new session, every signal at its default; an error on the way comes back
+ *   here. It reports "started" or "error <stage> <message>".
  *
  * Signal and reaping rules, as in tini: SIGTERM, SIGINT and SIGHUP are forwarded to the job's
  * main process; every child that dies in the namespace is reaped; when the main process ends,
@@ -121,7 +121,7 @@ static const struct step {
      * depend on the request is made here, while the slot warms. */
     {"view: the host's root, read-only", 0, view_skeleton},
     {"view: entering it", 0, view_enter},
-    {"view: a minimal /dev", 0, view_dev},
+    {"view: /dev/pts of its own", 0, view_dev},
     {"view: /proc, masked", 0, view_proc},
     {"view: /sys, read-only", 0, view_sys},
     {"view: scratch, /tmp, /var/tmp and /dev/shm", 0, view_private},
