@@ -7,7 +7,7 @@ VM_STAMP := $(VENV)/.installed-vm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-long test-v2 run certs protobufs lint bench bench-quick clean
+.PHONY: install system-deps test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
@@ -45,6 +45,15 @@ certs: install
 run: install certs
 	$(SUDO) $(BIN)/jobmgr-server
 
+# dist/: the sdist, and the wheel built from it, which auditwheel tags
+# py3-none-manylinux_X_Y_ARCH by the glibc its program needs (setup.py says why py3-none).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist/build .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist dist/build/*.whl
+	mv dist/build/*.tar.gz dist/
+	rm -rf dist/build
+
 # Generated code is committed. protoc writes top-level `import job_pb2`; the package needs
 # relative imports, hence the sed lines.
 protobufs: install
@@ -58,7 +67,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr steps tests bench vm
+	$(BIN)/mypy jobmgr steps tests bench harness vm
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench
@@ -67,4 +76,4 @@ bench-quick: install
 	$(SUDO) $(BIN)/python -m bench --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 
 from setuptools import Extension, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
@@ -61,6 +62,16 @@ class BuildPrograms(build_ext):
         )
 
 
+class ProgramWheel(bdist_wheel):
+    """Tags the wheel py3-none-PLATFORM: its one compiled part is a program that loads no
+    libpython, so one wheel serves every Python 3 on a platform. PLATFORM is the build
+    machine's (linux_x86_64); `make dist` has auditwheel replace it with the manylinux tag
+    the program's glibc symbol versions allow (and bring in any library manylinux lacks)."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        return "py3", "none", super().get_tag()[2]
+
+
 setup(
     ext_modules=[
         Extension(
@@ -71,5 +82,5 @@ setup(
             extra_compile_args=["-O2", *WARNINGS],
         )
     ],
-    cmdclass={"build_ext": BuildPrograms},
+    cmdclass={"build_ext": BuildPrograms, "bdist_wheel": ProgramWheel},
 )

@@ -11,13 +11,14 @@ import shutil
 import socket
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from ._hostile_server import scenario_marker  # noqa: F401  # a fixture
+from harness.pki import ScenarioPKI, ServerFiles
+from harness.server import ServerProgram
 
 MiB = 1024 * 1024
 # Where a job's writes would land on the host if its view leaked; searched for markers.
@@ -26,15 +27,49 @@ UID_RANGE = (1879048192, 1879113727)
 
 
 @pytest.fixture
-def var_lib_place(scenario_marker: str) -> Iterator[Path]:  # noqa: F811
+def var_lib_place(scenario_marker: str) -> Iterator[Path]:
     """A directory of the scenario's under /var/lib: a place jobs see, unlike /tmp (theirs)
-    and /run (hidden). Request it before launch_server, so it outlives the server."""
-    place = Path("/var/lib") / f"jobmgr-test-{scenario_marker}"
+    and /run (hidden)."""
+    place = Path("/var/lib") / f"{scenario_marker}"
     place.mkdir(mode=0o755)
     try:
         yield place
     finally:
         shutil.rmtree(place, ignore_errors=True)
+
+
+Launch = Callable[..., ServerProgram]
+
+
+@pytest.fixture
+def launch_in_place(
+    var_lib_place: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str, scenario_marker: str
+) -> Iterator[Launch]:
+    """Starts jobmgr-server with its state directory and certificates (and the CA's key, as
+    jobmgr-certs leaves it) in var_lib_place, where a job would see them; after the scenario
+    each must stop cleanly and leave nothing (no launcher, cgroup or job process)."""
+    servers: list[ServerProgram] = []
+
+    def launch(*flags: str, ca_key: bytes = b"") -> ServerProgram:
+        certs = var_lib_place / "certs"
+        certs.mkdir(mode=0o700)
+        (certs / "ca.pem").write_bytes(scenario_pki.ca_pem)
+        (certs / "server.pem").write_bytes(scenario_pki.server.cert_pem)
+        for name, pem in (("server.key", scenario_pki.server.key_pem), ("ca.key", ca_key)):
+            fd = os.open(certs / name, os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, pem)
+            os.close(fd)
+        server = ServerProgram(
+            scenario_pki, ServerFiles.in_dir(certs), var_lib_place,
+            f"{server_cgroup_parent}-{len(servers)}", *flags, marker=scenario_marker,
+        )  # fmt: skip
+        servers.append(server)
+        server.start()
+        return server
+
+    yield launch
+    problems = [problem for server in servers for problem in server.shut_down()]
+    assert not problems, "\n".join(problems)
 
 
 def markers_on_host(marker: str) -> list[str]:

@@ -7,18 +7,26 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import (
+    job_controllers,
+    job_dirs,
+    job_file,
+    job_pids,
+    job_procs_dirs,
+    placement,
+)
+from harness.worker import wait_until_ended
 from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
 
-from .fixtures_worker import MiB, cgroup_dirs, wait_until_ended
+from ._phrases import MiB
+from ._worker_steps import start
+from .fixtures_scenario import Scenario
 
 scenarios("cgroups.feature")
-
-HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids", "devices")
 
 
 HOG_128_MIB = "x = bytearray(128 * 1024 * 1024); print('survived', flush=True)"
@@ -55,9 +63,9 @@ print("lifted", lifted, flush=True)
         "allocating 128 MiB, with a memory limit of {mib:d} MiB"
     )
 )
-def _oom_in_one_process(worker: Worker, ctx: dict[str, Any], background: str, mib: int) -> None:
+def _oom_in_one_process(worker: Worker, scenario: Scenario, background: str, mib: int) -> None:
     script = f'{background} & python3 -c "{HOG_128_MIB}"; wait'
-    ctx["job"] = worker.start(JobSpec(["sh", "-c", script], limits=Limits(memory_bytes=mib * MiB)))
+    start(worker, scenario, ["sh", "-c", script], Limits(memory_bytes=mib * MiB))
 
 
 @when(
@@ -66,50 +74,47 @@ def _oom_in_one_process(worker: Worker, ctx: dict[str, Any], background: str, mi
         "memory limit it finds there, then allocates 128 MiB, with a memory limit of {mib:d} MiB"
     )
 )
-def _lift_limits(worker: Worker, ctx: dict[str, Any], mib: int) -> None:
+def _lift_limits(worker: Worker, scenario: Scenario, mib: int) -> None:
     limits = Limits(memory_bytes=mib * MiB)
-    ctx["job"] = worker.start(JobSpec(["python3", "-c", LIFT_LIMITS], limits=limits, run_as="root"))
+    spec = JobSpec(["python3", "-c", LIFT_LIMITS], limits=limits, run_as="root")
+    scenario.job = worker.start(spec)
 
 
 @then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
-def _ends_killed(worker: Worker, ctx: dict[str, Any], seconds: int, signo: int) -> None:
+def _ends_killed(worker: Worker, scenario: Scenario, seconds: int, signo: int) -> None:
     deadline = time.monotonic() + seconds
-    while not (status := worker.status(ctx["job"])).terminated and time.monotonic() < deadline:
+    while not (status := worker.status(scenario.job)).terminated and time.monotonic() < deadline:
         time.sleep(0.1)
-    said = b"".join(chunk.data for chunk in worker.output(ctx["job"], follow=False))
+    said = b"".join(chunk.data for chunk in worker.output(scenario.job, follow=False))
     assert (status.state, status.signal) == (JobState.FAILED, signo), (status, said)
 
 
 @then("the OOM killer is reported")
-def _oom(worker: Worker, ctx: dict[str, Any]) -> None:
-    status = worker.status(ctx["job"])
+def _oom(worker: Worker, scenario: Scenario) -> None:
+    status = worker.status(scenario.job)
     assert status.oom_killed, status
 
 
 @then(
     parsers.parse("over {seconds:g} seconds it uses at most {share:g} CPU-seconds per wall second")
 )
-def _cpu_share(worker: Worker, ctx: dict[str, Any], seconds: float, share: float) -> None:
+def _cpu_share(worker: Worker, scenario: Scenario, seconds: float, share: float) -> None:
     time.sleep(0.5)  # let the loop get going
-    before, t0 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    before, t0 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     time.sleep(seconds)
-    after, t1 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    after, t1 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     used = (after - before) / (t1 - t0)
-    worker.stop(ctx["job"], grace=1)
+    worker.stop(scenario.job, grace=1)
     assert 0.05 < used <= share, used
 
 
-def _pids_file(parent: str, job_id: str) -> Path:
-    return Path(f"/sys/fs/cgroup/pids/{parent}/{job_id}/cgroup.procs")
-
-
 @then(parsers.parse("the job's cgroup holds at most {count:d} processes"))
-def _pids_held(worker: Worker, ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
-    status = worker.status(ctx["job"])
-    assert not status.terminated, (status, list(worker.output(ctx["job"]))[-5:])
-    current = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.current")
+def _pids_held(worker: Worker, scenario: Scenario, cgroup_parent: str, count: int) -> None:
+    status = worker.status(scenario.job)
+    assert not status.terminated, (status, list(worker.output(scenario.job))[-5:])
+    current = job_file(cgroup_parent, scenario.job, "pids.current")
     assert int(current.read_text()) <= count
-    events = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.events")
+    events = job_file(cgroup_parent, scenario.job, "pids.events")
     assert int(events.read_text().split()[1]) > 0, "the limit was never hit"
 
 
@@ -125,9 +130,9 @@ def _another(worker: Worker) -> None:
         "takes at most {most:g} seconds"
     )
 )
-def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -> None:
+def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) -> None:
     began = time.monotonic()
-    worker.stop(ctx["job"], grace=grace)
+    worker.stop(scenario.job, grace=grace)
     assert time.monotonic() - began <= most
 
 
@@ -150,11 +155,13 @@ def worker_sandbox(io_dir: Path) -> Sandbox:
     return Sandbox(mount_sources=(f"{io_dir}:rw",))
 
 
-def start_on_disk(worker: Worker, ctx: dict[str, Any], argv: list[str], limits: Limits) -> None:
+def start_on_disk(
+    worker: Worker, scenario: Scenario, io_dir: Path, argv: list[str], limits: Limits
+) -> None:
     """Start ``argv`` as nobody with the test's directory on the root filesystem at /io."""
-    io_dir = ctx["io_dir"]
     mount = Mount(str(io_dir), "/io", writable=True)
-    ctx["job"] = worker.start(JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount]))
+    spec = JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount])
+    scenario.job = worker.start(spec)
 
 
 @when(
@@ -163,10 +170,9 @@ def start_on_disk(worker: Worker, ctx: dict[str, Any], argv: list[str], limits: 
         "with an IO write limit of {rate:d} MiB/s"
     )
 )
-def _dd_write(worker: Worker, ctx: dict[str, Any], io_dir: Path, size: int, rate: int) -> None:
-    ctx["io_dir"] = io_dir
+def _dd_write(worker: Worker, scenario: Scenario, io_dir: Path, size: int, rate: int) -> None:
     argv = ["dd", "if=/dev/zero", "of=/io/written", "bs=1M", f"count={size}", "oflag=direct"]
-    start_on_disk(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
+    start_on_disk(worker, scenario, io_dir, argv, Limits(io_write_bps=rate * MiB))
 
 
 @given(parsers.parse("a {size:d} MiB file on the root filesystem"), target_fixture="io_file")
@@ -184,25 +190,37 @@ def _io_file(io_dir: Path, size: int) -> Path:
         "I start a dd reading it with iflag=direct with an IO read limit of {rate:d} MiB/s"
     )
 )
-def _dd_read(worker: Worker, ctx: dict[str, Any], io_file: Path, rate: int) -> None:
-    ctx["io_dir"] = io_file.parent
+def _dd_read(worker: Worker, scenario: Scenario, io_file: Path, rate: int) -> None:
     argv = ["dd", f"if=/io/{io_file.name}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start_on_disk(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
+    start_on_disk(worker, scenario, io_file.parent, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))
-def _ran_for(worker: Worker, ctx: dict[str, Any], seconds: float) -> None:
-    status = worker.status(ctx["job"])
+def _ran_for(worker: Worker, scenario: Scenario, seconds: float) -> None:
+    status = worker.status(scenario.job)
     assert status.ended_at is not None
     assert status.ended_at - status.started_at >= seconds, status
 
 
 @then("the job has a cgroup in every hierarchy")
-def _has_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    found = {Path(d).parent.parent.name for d in cgroup_dirs(cgroup_parent, ctx["job"])}
-    assert set(HIERARCHIES) <= found, found
+def _has_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job), "the job has no cgroup directory"
+    placed = job_procs_dirs(cgroup_parent, scenario.job)
+    # The kernel's word for where the job's processes are, for every controller it is under:
+    # a path from the root of that controller's hierarchy, which the directory the driver
+    # placed them in ends with.
+    controllers = job_controllers(cgroup_parent)
+    for pid in job_pids(cgroup_parent, scenario.job):
+        where = placement(pid, controllers)
+        astray = {
+            controller: path
+            for controller, path in where.items()
+            if f"/{cgroup_parent}/{scenario.job}" not in path
+            or not any(directory.endswith(path) for directory in placed)
+        }
+        assert not astray, f"process {pid} is not in the job's cgroup {placed}: {astray}"
 
 
 @then("no cgroup of the job is left")
-def _no_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    assert cgroup_dirs(cgroup_parent, ctx["job"]) == []
+def _no_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job) == []

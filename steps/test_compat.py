@@ -10,9 +10,7 @@ job's state in jobmgr's words).
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +22,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.duration_pb2 import Duration
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.inprocess import RunningServer
+from harness.poll import eventually
+from harness.rpc import CALL_TIMEOUT, CallResult, call, collect
 from jobmgr.api import job_pb2, job_pb2_grpc
 
-from ._cli_steps import cli_server, relaunch_server
-from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import CALL_TIMEOUT, ApiScenario, CallResult, call, collect, eventually, unescape
-from .fixtures_server import RunningServer, StartServerProcess
+from ._phrases import unescape
+from .fixtures_scenario import Scenario
 
 scenarios("compat.feature")
 
@@ -118,51 +117,51 @@ def _reference_client(
     target_fixture="reference",
 )
 def _reference_client_of_program(
-    api: ApiScenario, reference_messages: dict[str, type[Any]]
+    scenario: Scenario, reference_messages: dict[str, type[Any]]
 ) -> ReferenceClient:
-    return ReferenceClient(lambda: cli_server(api).channel("admin"), reference_messages)
+    return ReferenceClient(lambda: scenario.program.channel("admin"), reference_messages)
 
 
 @when(parsers.parse('the reference client starts "{command}"'))
-def _starts(reference: ReferenceClient, api: ApiScenario, command: str) -> None:
-    api.result = reference.start(shlex.split(command))
-    if api.result.code == grpc.StatusCode.OK:
-        api.job = api.result.value.uuid
+def _starts(reference: ReferenceClient, scenario: Scenario, command: str) -> None:
+    scenario.result = reference.start(shlex.split(command))
+    if scenario.result.code == grpc.StatusCode.OK:
+        scenario.job = scenario.result.value.uuid
 
 
 @when("the reference client starts an empty command")
-def _starts_empty(reference: ReferenceClient, api: ApiScenario) -> None:
-    api.result = reference.start([])
+def _starts_empty(reference: ReferenceClient, scenario: Scenario) -> None:
+    scenario.result = reference.start([])
 
 
 @when("the reference client reads the job's output")
-def _reads(reference: ReferenceClient, api: ApiScenario) -> None:
-    api.result = reference.output(api.job)
+def _reads(reference: ReferenceClient, scenario: Scenario) -> None:
+    scenario.result = reference.output(scenario.job)
 
 
 @when("the reference client asks for the job's status")
-def _asks(reference: ReferenceClient, api: ApiScenario) -> None:
-    api.result = reference.status(api.job)
+def _asks(reference: ReferenceClient, scenario: Scenario) -> None:
+    scenario.result = reference.status(scenario.job)
 
 
 @when("the reference client stops the job")
-def _stops(reference: ReferenceClient, api: ApiScenario) -> None:
-    api.result = reference.stop(api.job)
+def _stops(reference: ReferenceClient, scenario: Scenario) -> None:
+    scenario.result = reference.stop(scenario.job)
 
 
 @when(parsers.parse('jobmgr\'s own client starts "{command}" with a memory limit of {mib:d} MiB'))
 def _starts_with_memory(
-    reference: ReferenceClient, api: ApiScenario, command: str, mib: int
+    reference: ReferenceClient, scenario: Scenario, command: str, mib: int
 ) -> None:
     limits = job_pb2.Limits(memory_bytes=mib * 1024 * 1024)
-    api.job = _jobmgr_start(reference, command, limits=limits)
+    scenario.job = _jobmgr_start(reference, command, limits=limits)
 
 
 @when(parsers.parse('jobmgr\'s own client starts "{command}" with a timeout of {seconds:d} second'))
 def _starts_with_timeout(
-    reference: ReferenceClient, api: ApiScenario, command: str, seconds: int
+    reference: ReferenceClient, scenario: Scenario, command: str, seconds: int
 ) -> None:
-    api.job = _jobmgr_start(reference, command, timeout=Duration(seconds=seconds))
+    scenario.job = _jobmgr_start(reference, command, timeout=Duration(seconds=seconds))
 
 
 def _jobmgr_start(reference: ReferenceClient, command: str, **settings: Any) -> str:
@@ -174,13 +173,13 @@ def _jobmgr_start(reference: ReferenceClient, command: str, **settings: Any) -> 
 
 
 @when(parsers.parse('the job has printed "{text}"'))
-def _has_printed(reference: ReferenceClient, api: ApiScenario, text: str) -> None:
+def _has_printed(reference: ReferenceClient, scenario: Scenario, text: str) -> None:
     want = unescape(text).encode() + b"\n"
 
     def printed() -> bool:
         with reference.connect() as channel:
             stub = job_pb2_grpc.JobManagerStub(channel)
-            request = job_pb2.OutputRequest(uuid=api.job, no_follow=True)
+            request = job_pb2.OutputRequest(uuid=scenario.job, no_follow=True)
             return collect(stub.Output(request, timeout=CALL_TIMEOUT))["stdout"] == want
 
     eventually(printed, 20, f"the job to print {want!r}")
@@ -190,43 +189,38 @@ def _has_printed(reference: ReferenceClient, api: ApiScenario, text: str) -> Non
     "jobmgr-server and then its launcher are killed with SIGKILL, and jobmgr-server is "
     "started again"
 )
-def _crash_with_launcher(start_server_process: StartServerProcess, api: ApiScenario) -> None:
-    server = cli_server(api)
-    launcher = server.launcher_pid
-    assert launcher is not None, "no launcher is running"
-    server.crash()
-    os.kill(launcher, signal.SIGKILL)
-    eventually(lambda: server.launcher_pid is None, 10, "the launcher to die")
-    relaunch_server(api, start_server_process)
+def _crash_with_launcher(scenario: Scenario) -> None:
+    scenario.program.kill9_with_launcher()
+    scenario.program.start()
 
 
 @when(parsers.parse("the reference client asks for the status of job {job_id}"))
-def _asks_for(reference: ReferenceClient, api: ApiScenario, job_id: str) -> None:
-    api.result = reference.status(job_id)
+def _asks_for(reference: ReferenceClient, scenario: Scenario, job_id: str) -> None:
+    scenario.result = reference.status(job_id)
 
 
 @when(parsers.parse("the reference client reads the output of job {job_id}"))
-def _reads_of(reference: ReferenceClient, api: ApiScenario, job_id: str) -> None:
-    api.result = reference.output(job_id)
+def _reads_of(reference: ReferenceClient, scenario: Scenario, job_id: str) -> None:
+    scenario.result = reference.output(job_id)
 
 
 @when(parsers.parse("the reference client stops job {job_id}"))
-def _stops_job(reference: ReferenceClient, api: ApiScenario, job_id: str) -> None:
-    api.result = reference.stop(job_id)
+def _stops_job(reference: ReferenceClient, scenario: Scenario, job_id: str) -> None:
+    scenario.result = reference.stop(job_id)
 
 
 @then(parsers.parse('the reference output is "{text}"'))
-def _output_is(api: ApiScenario, text: str) -> None:
-    assert api.last.code == grpc.StatusCode.OK, api.last
-    assert b"".join(m.output for m in api.last.value) == unescape(text).encode()
+def _output_is(scenario: Scenario, text: str) -> None:
+    assert scenario.last.code == grpc.StatusCode.OK, scenario.last
+    assert b"".join(m.output for m in scenario.last.value) == unescape(text).encode()
 
 
 @then(
     parsers.parse('it reads status "{status}", terminated {terminated} and exit_code {exit_code:d}')
 )
-def _reads_status(api: ApiScenario, status: str, terminated: str, exit_code: int) -> None:
-    assert api.last.code == grpc.StatusCode.OK, api.last
-    reply = api.last.value
+def _reads_status(scenario: Scenario, status: str, terminated: str, exit_code: int) -> None:
+    assert scenario.last.code == grpc.StatusCode.OK, scenario.last
+    reply = scenario.last.value
     assert (reply.status, reply.terminated, reply.exit_code) == (
         status,
         terminated == "true",
@@ -240,48 +234,48 @@ JOBMGR_READS = r"jobmgr's own client reads state \"(?P<state>[A-Z]+)\""
 
 
 def _jobmgr_state(
-    reference: ReferenceClient, api: ApiScenario, state: str
+    reference: ReferenceClient, scenario: Scenario, state: str
 ) -> job_pb2.StatusResponse:
-    status = reference.jobmgr_status(api.job)
+    status = reference.jobmgr_status(scenario.job)
     assert status.state == job_pb2.JobState.Value(f"JOB_STATE_{state}"), status
     return status
 
 
 @then(parsers.re(f"{JOBMGR_READS}$"))
-def _jobmgr_reads(reference: ReferenceClient, api: ApiScenario, state: str) -> None:
-    _jobmgr_state(reference, api, state)
+def _jobmgr_reads(reference: ReferenceClient, scenario: Scenario, state: str) -> None:
+    _jobmgr_state(reference, scenario, state)
 
 
 @then(parsers.re(rf"{JOBMGR_READS}, ended by signal (?P<signo>\d+)$"), converters={"signo": int})
 def _jobmgr_reads_signal(
-    reference: ReferenceClient, api: ApiScenario, state: str, signo: int
+    reference: ReferenceClient, scenario: Scenario, state: str, signo: int
 ) -> None:
-    status = _jobmgr_state(reference, api, state)
+    status = _jobmgr_state(reference, scenario, state)
     assert (status.signal, status.oom_killed) == (signo, False), status
 
 
 @then(parsers.re(f"{JOBMGR_READS}, with the OOM flag set$"))
-def _jobmgr_reads_oom(reference: ReferenceClient, api: ApiScenario, state: str) -> None:
-    status = _jobmgr_state(reference, api, state)
+def _jobmgr_reads_oom(reference: ReferenceClient, scenario: Scenario, state: str) -> None:
+    status = _jobmgr_state(reference, scenario, state)
     assert status.oom_killed, status
 
 
 @then(parsers.re(f'{JOBMGR_READS}, with a reason mentioning "(?P<words>[^"]+)"$'))
 def _jobmgr_reads_reason(
-    reference: ReferenceClient, api: ApiScenario, state: str, words: str
+    reference: ReferenceClient, scenario: Scenario, state: str, words: str
 ) -> None:
-    status = _jobmgr_state(reference, api, state)
+    status = _jobmgr_state(reference, scenario, state)
     assert words in status.reason, status
 
 
 @then("the stop succeeds with an empty StopResponse")
-def _stop_ok(api: ApiScenario) -> None:
-    assert api.last.code == grpc.StatusCode.OK, api.last
+def _stop_ok(scenario: Scenario) -> None:
+    assert scenario.last.code == grpc.StatusCode.OK, scenario.last
     # The reference's StopResponse has no fields: what jobmgr adds is unknown to it, kept aside.
-    assert api.last.value.ListFields() == []
+    assert scenario.last.value.ListFields() == []
 
 
 @then(parsers.parse('the reference client gets {code} with a message containing "{words}"'))
-def _gets(api: ApiScenario, code: str, words: str) -> None:
-    assert api.last.code == grpc.StatusCode[code], api.last
-    assert words in api.last.details, api.last.details
+def _gets(scenario: Scenario, code: str, words: str) -> None:
+    assert scenario.last.code == grpc.StatusCode[code], scenario.last
+    assert words in scenario.last.details, scenario.last.details

@@ -16,49 +16,26 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from harness.poll import eventually
 from jobmgr.worker import Limits
-from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, _placement, detect_driver, v2
-from tests._spawn_in_cgroup import spawn as spawn_in
+from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, _placement, v2
+from tests._real_driver import Spawn, driver_or_skip, own_driver
 
 MiB = 1024 * 1024
-Spawn = Callable[..., "subprocess.Popen[bytes]"]
 Record = Callable[[str, object], None]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
-def _v2_or_skip(parent: str) -> v2.Driver:
-    driver = detect_driver(parent)
-    if not isinstance(driver, v2.Driver):
-        pytest.skip("this machine uses cgroup v1 (make test-v2 runs these in a VM)")
-    return driver
+def _parent_dirs(d: v2.Driver) -> list[str]:
+    path = os.path.join(d.root, d.base, d.parent)
+    return [path] if os.path.exists(path) else []
 
 
 @pytest.fixture
 def driver() -> Iterator[v2.Driver]:
     """A v2 driver under a parent unique to this test; nothing it made outlives the test."""
-    d = _v2_or_skip(f"jobmgr-test-cg-{uuid.uuid4().hex[:12]}")
-    yield d
-    for name in d.existing():
-        d.open(name).destroy()
-    d.remove_parent()
-    assert not os.path.exists(os.path.join(d.root, d.parent)), "cgroups outlived the test"
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start a process already placed in a cgroup, as the launcher does; killed at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(cgroup: v2.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
-        proc = spawn_in(cgroup, *argv)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    yield from own_driver(v2.Driver, _parent_dirs)
 
 
 def _read(path: str, filename: str) -> str:
@@ -66,15 +43,8 @@ def _read(path: str, filename: str) -> str:
         return f.read().strip()
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_this_machine_is_driven_with_v2_and_every_job_controller() -> None:
-    d = _v2_or_skip("jobmgr-test-cg-unused")
+    d = driver_or_skip(v2.Driver, "jobmgr-test-cg-unused")
     assert d.version == 2
     available = _read(d.root, "cgroup.controllers").split()
     assert set(v2.CONTROLLERS) <= set(available)
@@ -114,7 +84,7 @@ def test_an_oom_kill_takes_the_whole_job_where_it_took_one_process(
         _kernfs.write_text(os.path.join(cg.path, "memory.oom.group"), group)
         shell = spawn(cg, "sh", "-c", f"sleep 1000 & {hog}; wait")
         shell_died = shell.wait(timeout=60) if group == "1" else None
-        _wait_for(functools.partial(_oom_killed, cg))
+        eventually(functools.partial(_oom_killed, cg), 30.0, "the OOM kill")
         time.sleep(0.5)
         outcome[group] = (shell_died, len(cg.pids()))
         cg.destroy()
@@ -136,7 +106,7 @@ def test_cgroup_kill_empties_a_job_faster_than_signalling_each_process(
         for way in timings:
             cg = driver.create(f"kill-{round_}-{way.replace(' ', '-')}", Limits())
             spawn(cg, "sh", "-c", forks)
-            _wait_for(functools.partial(_holds, cg, 151))
+            eventually(functools.partial(_holds, cg, 151), 30.0, "the shell and its 150 sleeps")
             procs = [os.path.join(cg.leaf, "cgroup.procs")]
             started = time.perf_counter()
             if way == "cgroup.kill":
@@ -170,7 +140,8 @@ def _sigkill_each(procs_files: list[str]) -> None:
 def test_pids_max_holds_a_fork_loop(driver: v2.Driver, spawn: Spawn) -> None:
     cg = driver.create("job", Limits(pids=8))
     spawn(cg, "sh", "-c", "for i in $(seq 40); do sleep 1000 & done 2>/dev/null; wait")
-    _wait_for(lambda: _kernfs.keyed_int(_read(cg.path, "pids.events"), "max") > 0)
+    pids_max_hit = lambda: _kernfs.keyed_int(_read(cg.path, "pids.events"), "max") > 0  # noqa: E731
+    eventually(pids_max_hit, 30.0, "a fork refused at pids.max")
     assert int(_read(cg.path, "pids.current")) <= 8
     assert len(cg.pids()) <= 8
 
@@ -235,7 +206,7 @@ def test_io_max_throttles_direct_writes_to_the_scratch_disk(
 
 
 def test_a_delegated_base_is_found_and_vacated_into_its_supervisor_child() -> None:
-    probe = _v2_or_skip("jobmgr-test-cg-unused")
+    probe = driver_or_skip(v2.Driver, "jobmgr-test-cg-unused")
     unit = f"jobmgr-test-unit-{uuid.uuid4().hex[:12]}"
     unit_dir = os.path.join(probe.root, unit)
     os.mkdir(unit_dir)
@@ -261,7 +232,7 @@ def test_a_delegated_base_is_found_and_vacated_into_its_supervisor_child() -> No
 
 
 def test_a_base_without_the_controllers_is_refused_naming_the_file() -> None:
-    probe = _v2_or_skip("jobmgr-test-cg-unused")
+    probe = driver_or_skip(v2.Driver, "jobmgr-test-cg-unused")
     outer = os.path.join(probe.root, f"jobmgr-test-bare-{uuid.uuid4().hex[:12]}")
     os.makedirs(os.path.join(outer, "unit"))
     try:

@@ -443,6 +443,18 @@ def test_existing_and_remove_parent(driver: v2.Driver, fake: FakeCgroup2) -> Non
     driver.remove_parent()
 
 
+def test_parent_dirs_finds_the_parent_until_it_is_removed(
+    driver: v2.Driver, fake: FakeCgroup2
+) -> None:
+    assert driver.parent_dirs() == []
+    driver.create("a", Limits())
+    assert driver.parent_dirs() == [str(fake.root / "jobmgr")]
+
+    driver.open("a").destroy()
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+
+
 # ---- placement -----------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import grpc
 
 from jobmgr.api import DEFAULT_PORT, MAX_MESSAGE_BYTES, channel_credentials, job_pb2, job_pb2_grpc
-from jobmgr.cli import HelpFormatter
+from jobmgr.cli import HelpFormatter, add_version_flag
 
 from . import _render
 from ._follow import follow, write_output
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     parser.add_argument("--host", default="localhost", help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
     parser.add_argument(

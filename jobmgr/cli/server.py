@@ -19,7 +19,7 @@ from jobmgr.api import (
     role_policy,
     set_tls13_floor,
 )
-from jobmgr.cli import HelpFormatter
+from jobmgr.cli import HelpFormatter, add_version_flag
 from jobmgr.worker import Worker, WorkerError
 
 from . import _config, _logs
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     parser.add_argument(
         "--config", metavar="PATH", help="TOML configuration file (docs/jobmgr.example.toml)"
     )

@@ -221,6 +221,10 @@ class Driver:
         """Names of the job cgroups under the parent."""
         return sorted(child_dirs(self._parent_dir))
 
+    def parent_dirs(self) -> list[str]:
+        """The parent's directory, if it exists now."""
+        return [self._parent_dir] if os.path.isdir(self._parent_dir) else []
+
     def remove_parent(self) -> None:
         """Remove the parent if it is empty; errors are ignored."""
         with contextlib.suppress(OSError):

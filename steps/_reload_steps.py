@@ -14,31 +14,26 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pytest_bdd import given, parsers, then, when
 
+from harness.rpc import CallResult, call
 from jobmgr import pki
 from jobmgr.api import job_pb2, job_pb2_grpc
 
-from ._hostile_server import LaunchServer
-from ._hostile_steps import Hostile, Outcome, outcome
 from ._identity_pki import (
-    ca_dir,
     channel,
     client_pair,
     crl_of,
-    issuer_of,
     reload,
-    run_revoke,
     served_certificate,
-    server_pair,
 )
-from .fixtures_pki import ScenarioPKI
+from .fixtures_pki import issuer_of, server_pair
+from .fixtures_scenario import Scenario
+from .fixtures_server import LaunchServer
 
 
-def _config_path(hostile: Hostile) -> Path:
-    path: Path = hostile.notes["config"]
-    return path
-
-
-def _write_config(path: Path, text: str) -> None:
+def _rewrite_config(scenario: Scenario, text: str) -> None:
+    """Replace the text of the server's --config file."""
+    path = scenario.program.config_path
+    assert path is not None, "the server was started without a configuration file"
     path.write_text(text)
     path.chmod(0o644)
 
@@ -49,29 +44,29 @@ def _write_config(path: Path, text: str) -> None:
 @when(
     "the server's certificate and key files are replaced by a new pair and the server gets SIGHUP"
 )
-def _rotate_server_cert(hostile: Hostile, trusted_ca: trustme.CA) -> None:
-    server = hostile.srv
+def _rotate_server_cert(scenario: Scenario, trusted_ca: trustme.CA) -> None:
+    server = scenario.program
     fresh = server_pair(issuer_of(trusted_ca))
     pki.write_file(server.pki.server.key_path, fresh.key_pem, mode=0o600)
     pki.write_file(server.pki.server.cert_path, fresh.cert_pem, mode=0o644)
-    hostile.notes["fresh"] = fresh
+    scenario.notes["fresh"] = fresh
     line = reload(server)
     assert "reloaded:" in line, line
 
 
 @then("a new connection is handed the new server certificate")
-def _new_cert_served(hostile: Hostile, tmp_path: Path) -> None:
-    server, fresh = hostile.srv, hostile.notes["fresh"]
+def _new_cert_served(scenario: Scenario, tmp_path: Path) -> None:
+    server, fresh = scenario.program, scenario.notes["fresh"]
     admin = server.pki.client("admin")
     assert served_certificate(server.port, server.pki.ca_pem, admin, tmp_path) == fresh.cert
     with channel(server.target, server.pki.ca_pem, admin) as new:
-        got = outcome(job_pb2_grpc.JobManagerStub(new).List, job_pb2.ListRequest())
+        got = call(job_pb2_grpc.JobManagerStub(new).List, job_pb2.ListRequest())
     assert got.code == grpc.StatusCode.OK, got
 
 
 @then("a new connection is still handed the server certificate it started with")
-def _old_cert_served(hostile: Hostile, tmp_path: Path) -> None:
-    server = hostile.srv
+def _old_cert_served(scenario: Scenario, tmp_path: Path) -> None:
+    server = scenario.program
     served = served_certificate(
         server.port, server.pki.ca_pem, server.pki.client("admin"), tmp_path
     )
@@ -79,7 +74,7 @@ def _old_cert_served(hostile: Hostile, tmp_path: Path) -> None:
 
 
 def _roles_config(user_calls: str) -> str:
-    calls = ", ".join(json.dumps(call.strip()) for call in user_calls.split(","))
+    calls = ", ".join(json.dumps(name.strip()) for name in user_calls.split(","))
     return f"[access.roles]\nuser = [{calls}]\n"
 
 
@@ -88,11 +83,8 @@ def _roles_config(user_calls: str) -> str:
         'the jobmgr-server program is running with a configuration file giving role user "{calls}"'
     )
 )
-def _with_roles(hostile: Hostile, launch_server: LaunchServer, tmp_path: Path, calls: str) -> None:
-    path = tmp_path / "jobmgr.toml"
-    _write_config(path, _roles_config(calls))
-    hostile.notes["config"] = path
-    hostile.server = launch_server("--config", str(path))
+def _with_roles(scenario: Scenario, launch_server: LaunchServer, calls: str) -> None:
+    scenario.server = launch_server(config=_roles_config(calls))
 
 
 @when(
@@ -100,10 +92,10 @@ def _with_roles(hostile: Hostile, launch_server: LaunchServer, tmp_path: Path, c
         'the configuration file is changed to give role user "{calls}" and the server gets SIGHUP'
     )
 )
-def _change_roles(hostile: Hostile, calls: str) -> None:
-    _write_config(_config_path(hostile), _roles_config(calls))
-    hostile.notes["reloaded_at"] = time.monotonic()
-    line = reload(hostile.srv)
+def _change_roles(scenario: Scenario, calls: str) -> None:
+    _rewrite_config(scenario, _roles_config(calls))
+    scenario.notes["reloaded_at"] = time.monotonic()
+    line = reload(scenario.program)
     assert "reloaded:" in line, line
 
 
@@ -118,112 +110,92 @@ def _run_as_config(users: str) -> str:
         'as "{users}"'
     )
 )
-def _with_run_as(hostile: Hostile, launch_server: LaunchServer, tmp_path: Path, users: str) -> None:
-    path = tmp_path / "jobmgr.toml"
-    _write_config(path, _run_as_config(users))
-    hostile.notes["config"] = path
-    hostile.server = launch_server("--config", str(path))
+def _with_run_as(scenario: Scenario, launch_server: LaunchServer, users: str) -> None:
+    scenario.server = launch_server(config=_run_as_config(users))
 
 
-def _start_as(hostile: Hostile, user: str) -> Outcome:
+def _start_as(scenario: Scenario, user: str) -> CallResult:
     request = job_pb2.StartRequest(cmd="id", args=["-un"], run_as=user)
-    return outcome(hostile.srv.stub().Start, request)
+    return call(scenario.program.stub().Start, request)
 
 
 @given(parsers.parse('a Start asking to run as "{user}" fails with INVALID_ARGUMENT'))
-def _start_as_refused(hostile: Hostile, user: str) -> None:
-    got = _start_as(hostile, user)
+def _start_as_refused(scenario: Scenario, user: str) -> None:
+    got = _start_as(scenario, user)
     assert got.code == grpc.StatusCode.INVALID_ARGUMENT and user in got.details, got
 
 
 @when(
     parsers.parse('the configuration file is changed to allow "{users}" and the server gets SIGHUP')
 )
-def _change_run_as(hostile: Hostile, users: str) -> None:
-    _write_config(_config_path(hostile), _run_as_config(users))
-    line = reload(hostile.srv)
+def _change_run_as(scenario: Scenario, users: str) -> None:
+    _rewrite_config(scenario, _run_as_config(users))
+    line = reload(scenario.program)
     assert "reloaded:" in line, line
 
 
 @then(parsers.parse('a Start asking to run as "{user}" runs "id -un" and prints "{printed}"'))
-def _start_as_works(hostile: Hostile, user: str, printed: str) -> None:
-    got = _start_as(hostile, user)
+def _start_as_works(scenario: Scenario, user: str, printed: str) -> None:
+    got = _start_as(scenario, user)
     assert got.code == grpc.StatusCode.OK, got
-    assert hostile.srv.output(got.value.uuid) == printed.encode() + b"\n"
+    assert scenario.program.output(got.value.uuid) == printed.encode() + b"\n"
 
 
 @when(
     "the CA file is replaced by a new CA, with a server certificate it signed, and the server "
     "gets SIGHUP"
 )
-def _rotate_ca(hostile: Hostile) -> None:
-    server = hostile.srv
+def _rotate_ca(scenario: Scenario) -> None:
+    server = scenario.program
     new_ca = pki.make_ca("jobmgr CA")  # the same name as before: only its key tells them apart
     fresh = server_pair(new_ca)
     pki.write_file(server.pki.ca_path, new_ca.cert_pem, mode=0o644)
     pki.write_file(server.pki.server.key_path, fresh.key_pem, mode=0o600)
     pki.write_file(server.pki.server.cert_path, fresh.cert_pem, mode=0o644)
-    hostile.notes["new_ca"] = new_ca
+    scenario.notes["new_ca"] = new_ca
     line = reload(server)
     assert "reloaded:" in line, line
 
 
 @then(parsers.parse('a certificate "{subject}" of the new CA can list jobs'))
-def _new_ca_client(hostile: Hostile, tmp_path: Path, subject: str) -> None:
-    new_ca: pki.Issued = hostile.notes["new_ca"]
+def _new_ca_client(scenario: Scenario, tmp_path: Path, subject: str) -> None:
+    new_ca: pki.Issued = scenario.notes["new_ca"]
     pair = client_pair(new_ca, tmp_path / "identity", "new-ca-client", subject)
-    with channel(hostile.srv.target, new_ca.cert_pem, pair) as new:
-        got = outcome(job_pb2_grpc.JobManagerStub(new).List, job_pb2.ListRequest())
+    with channel(scenario.program.target, new_ca.cert_pem, pair) as new:
+        got = call(job_pb2_grpc.JobManagerStub(new).List, job_pb2.ListRequest())
     assert got.code == grpc.StatusCode.OK, got
 
 
 @then("a new connection with the old user certificate fails at the handshake")
-def _old_ca_refused(hostile: Hostile) -> None:
-    new_ca: pki.Issued = hostile.notes["new_ca"]
-    with channel(hostile.srv.target, new_ca.cert_pem, hostile.srv.pki.client("user")) as old:
-        got = outcome(job_pb2_grpc.JobManagerStub(old).List, job_pb2.ListRequest(), timeout=10)
+def _old_ca_refused(scenario: Scenario) -> None:
+    new_ca: pki.Issued = scenario.notes["new_ca"]
+    with channel(
+        scenario.program.target, new_ca.cert_pem, scenario.program.pki.client("user")
+    ) as old:
+        got = call(job_pb2_grpc.JobManagerStub(old).List, job_pb2.ListRequest(), timeout=10)
     assert got.code == grpc.StatusCode.UNAVAILABLE, got
-
-
-@given(
-    "the jobmgr-server program is running with a configuration file and a CRL that revokes nothing"
-)
-def _with_config_and_crl(
-    hostile: Hostile,
-    launch_server: LaunchServer,
-    scenario_pki: ScenarioPKI,
-    trusted_ca: trustme.CA,
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "jobmgr.toml"
-    _write_config(path, '[access]\nuser_sees = "all"\n')
-    hostile.notes["config"] = path
-    directory = ca_dir(scenario_pki, trusted_ca)
-    run_revoke(directory)
-    hostile.notes["ca_dir"] = directory
-    hostile.server = launch_server("--config", str(path), "--crl", str(directory / "crl.pem"))
 
 
 @when(parsers.parse("{what} is put in place and the server gets SIGHUP"))
 def _bad_reload(
-    hostile: Hostile, trusted_ca: trustme.CA, untrusted_ca: trustme.CA, what: str
+    scenario: Scenario, trusted_ca: trustme.CA, untrusted_ca: trustme.CA, what: str
 ) -> None:
-    server = hostile.srv
+    server = scenario.program
     if what == "a server certificate of another key":
         other = server_pair(issuer_of(trusted_ca))
         pki.write_file(server.pki.server.cert_path, other.cert_pem, mode=0o644)
     elif what == "a CRL signed by another CA, revoking the user":
         user = x509.load_pem_x509_certificate(server.pki.client("user").cert_pem)
         crl = crl_of(issuer_of(untrusted_ca), [user.serial_number])
-        pki.write_file(hostile.notes["ca_dir"] / "crl.pem", crl, mode=0o644)
+        pki.write_file(scenario.notes["ca_dir"] / "crl.pem", crl, mode=0o644)
     elif what == "a configuration with an unknown role call":
-        _write_config(_config_path(hostile), '[access.roles]\nuser = ["Launch"]\n')
+        _rewrite_config(scenario, '[access.roles]\nuser = ["Launch"]\n')
     else:
         raise AssertionError(f"no such bad reload: {what}")
-    hostile.notes["reload line"] = reload(server)
+    scenario.notes["reload line"] = reload(server)
 
 
 @then(parsers.parse('the server logged "{words}" saying "{why}"'))
-def _logged_refused(hostile: Hostile, words: str, why: str) -> None:
-    line = hostile.notes["reload line"]
+def _logged_refused(scenario: Scenario, words: str, why: str) -> None:
+    line = scenario.notes["reload line"]
     assert words in line and why in line, line
