@@ -47,10 +47,14 @@ run: install certs
 
 # dist/: the sdist, and the wheel built from it, which auditwheel tags
 # py3-none-manylinux_X_Y_ARCH by the glibc its program needs (setup.py says why py3-none).
+# libseccomp (LGPL-2.1) stays the host's: the program links libseccomp.so.2 dynamically, and
+# the wheel does not carry a copy (the server says how to install it when it is missing).
+WHEEL_EXCLUDES := --exclude libseccomp.so.2
 dist: install
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist/build .
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist dist/build/*.whl
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair $(WHEEL_EXCLUDES) \
+		--wheel-dir dist dist/build/*.whl
 	mv dist/build/*.tar.gz dist/
 	rm -rf dist/build
 

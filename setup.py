@@ -66,7 +66,9 @@ class ProgramWheel(bdist_wheel):
     """Tags the wheel py3-none-PLATFORM: its one compiled part is a program that loads no
     libpython, so one wheel serves every Python 3 on a platform. PLATFORM is the build
     machine's (linux_x86_64); `make dist` has auditwheel replace it with the manylinux tag
-    the program's glibc symbol versions allow (and bring in any library manylinux lacks)."""
+    the program's glibc symbol versions allow. The one library manylinux lacks,
+    libseccomp.so.2 (LGPL-2.1), is left out of the wheel: it is the host's, as a dependency
+    of the system, and the server names the package to install when it is missing."""
 
     def get_tag(self) -> tuple[str, str, str]:
         return "py3", "none", super().get_tag()[2]

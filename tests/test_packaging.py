@@ -64,10 +64,19 @@ def build(out: Path) -> Packages:
     raw, dist = out / "raw", out / "dist"
     run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(raw), str(source)])
     (wheel,) = raw.glob("*.whl")
-    run([str(BIN / "auditwheel"), "repair", "--wheel-dir", str(dist), str(wheel)])
+    excludes = [arg for name in wheel_excludes() for arg in ("--exclude", name)]
+    run([str(BIN / "auditwheel"), "repair", *excludes, "--wheel-dir", str(dist), str(wheel)])
     (sdist,) = raw.glob("*.tar.gz")
     (repaired,) = dist.glob("*.whl")
     return Packages(sdist, repaired)
+
+
+def wheel_excludes() -> list[str]:
+    """The libraries `make dist` keeps out of the wheel (the host's own: libseccomp is
+    LGPL-2.1), read from the Makefile so that this build is the one it makes."""
+    line = re.search(r"^WHEEL_EXCLUDES := (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    assert line, "the Makefile no longer says which libraries the wheel leaves out"
+    return re.findall(r"--exclude (\S+)", line[1])
 
 
 def project_files() -> list[str]:
@@ -182,6 +191,8 @@ def test_the_wheel_carries_the_program_the_licence_and_the_dependencies(
         metadata = wheel.read(f"{info}/METADATA").decode()
         wheel_file = wheel.read(f"{info}/WHEEL").decode()
     assert program.external_attr >> 16 & 0o111, "the jobs' init is not executable"
+    grafted = [name for name in names if ".libs/" in name]
+    assert not grafted, f"the wheel carries libraries of its own: {grafted}"
     assert f"{info}/licenses/LICENSE" in names
     units = {p.relative_to(ROOT).as_posix() for p in ROOT.glob("jobmgr/systemd/*.service")}
     assert units <= names, f"the wheel lacks the systemd unit: {sorted(units - names)}"
