@@ -18,6 +18,7 @@ import pytest
 import trustme
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import job_dirs, job_file
 from harness.figures import report
 from harness.pki import CertPair, ScenarioPKI
 from harness.poll import eventually
@@ -618,16 +619,18 @@ def _devices(scenario: Scenario, user: str) -> None:
 
 
 def _devices_list(server: ServerProgram, job: str) -> str | None:
-    """What the job's cgroup allows: devices.list on v1; on v2 (the v2 VM), the device
-    filter programs attached to it, which allow exactly JOB_DEVICES (tests/test_device_filter)."""
-    v2 = Path("/sys/fs/cgroup") / server.cgroup_parent / job
+    """What the job's cgroup allows, found where the cgroup driver put it: devices.list under
+    v1; under v2, where a cgroup has no such file, the device filter programs attached to its
+    one directory (one program allows exactly JOB_DEVICES: tests/test_device_filter)."""
     try:
-        if v2.is_dir() and (Path("/sys/fs/cgroup") / "cgroup.controllers").exists():
-            return JOB_DEVICES if attached(str(v2)) == 1 else f"{attached(str(v2))} filters"
-        path = Path("/sys/fs/cgroup/devices") / server.cgroup_parent / job / "devices.list"
-        return " ".join(path.read_text().split())
+        return " ".join(job_file(server.cgroup_parent, job, "devices.list").read_text().split())
     except FileNotFoundError:
-        return None
+        pass
+    for directory in job_dirs(server.cgroup_parent, job):
+        if os.path.exists(os.path.join(directory, "cgroup.controllers")):
+            filters = attached(directory)
+            return JOB_DEVICES if filters == 1 else f"{filters} filters"
+    return None
 
 
 @then("making or opening the disk failed, and the three others opened")
