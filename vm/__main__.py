@@ -19,7 +19,6 @@ KERNEL_FACING = (
     "steps/test_contained.py",
     "steps/test_confinement.py",
     "tests/test_cgroups_v2.py",
-    "tests/test_device_filter.py",
 )
 # Run a second time with cgroup2 remounted with nsdelegate: a job must not lift its limits on
 # either kind of mount.
