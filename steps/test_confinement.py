@@ -18,11 +18,10 @@ import pytest
 import trustme
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from harness.cgroups import job_dirs, job_file
+from harness.cgroups import job_dirs, job_file, job_pids
 from harness.figures import report
 from harness.pki import CertPair, ScenarioPKI
 from harness.poll import eventually
-from harness.procs import marked_processes
 from harness.programs import program, program_env
 from harness.server import ServerProgram
 from jobmgr.api import job_pb2
@@ -402,16 +401,19 @@ def _waiting_job(scenario: Scenario) -> None:
 
 
 def _job_uids(scenario: Scenario) -> set[int]:
-    """The host uids of the waiting job's processes (its probe, found by its plan)."""
+    """The host uids of the waiting job's own code: the probe and its sleep, among the
+    processes of the job's cgroup (its init, which runs as root, is the sandbox's). The
+    server and its launcher carry the scenario's marker in their command lines too, so the
+    cgroup, not the marker, says what is the job's."""
     uids = set()
-    for pid in marked_processes(scenario.program.marker):
+    for pid in job_pids(scenario.program.cgroup_parent, scenario.job):
         try:
-            if b"600" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                continue
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
         except OSError:
             continue
-        uids |= {int(line.split()[1]) for line in status if line.startswith("Uid:")}
+        if args[:2] == [b"python3", b"-c"] or args == [b"sleep", b"600"]:
+            uids |= {int(line.split()[1]) for line in status if line.startswith("Uid:")}
     return uids
 
 
