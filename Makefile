@@ -11,12 +11,16 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-# The jobs' init is C and links libseccomp: its headers are installed here when missing (apt;
-# elsewhere setup.py stops with the package to install).
+# The jobs' init is C and links libseccomp: a C compiler and libseccomp's headers are installed
+# here when a program using it does not build (apt; elsewhere setup.py stops with the package
+# to install).
 system-deps:
-	@printf '#include <seccomp.h>\n' | cc -E - >/dev/null 2>&1 \
-		|| ! command -v apt-get >/dev/null \
-		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq libseccomp-dev'
+	@probe=$$(mktemp -d) \
+		&& printf '#include <seccomp.h>\nint main(void) { return !seccomp_api_get(); }\n' \
+			> $$probe/probe.c \
+		&& cc $$probe/probe.c -lseccomp -o $$probe/probe >/dev/null 2>&1; built=$$?; \
+		rm -rf $$probe; [ $$built = 0 ] || ! command -v apt-get >/dev/null \
+		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq gcc libc6-dev libseccomp-dev'
 
 $(STAMP): pyproject.toml setup.py $(wildcard jobmgr/worker/*.c jobmgr/worker/*.h) | system-deps
 	$(PYTHON) -m venv $(VENV)
