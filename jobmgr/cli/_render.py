@@ -15,7 +15,7 @@ from jobmgr.client._types import JobStatus, Limits
 
 from ._units import human_bytes
 
-LIMIT_NAMES = ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids")
+LIMIT_NAMES = ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids", "disk_bytes")
 
 
 def summary(job: JobStatus) -> str:
@@ -127,4 +127,6 @@ def _limits(limits: Limits) -> str:
         f"io write {rate(limits.io_write_bps)}",
         f"pids {limits.pids}" if limits.pids else "pids unlimited",
     ]
+    if limits.disk_bytes:
+        words.append(f"disk {human_bytes(limits.disk_bytes)}")
     return ", ".join(words)

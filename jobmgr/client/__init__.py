@@ -60,7 +60,7 @@ if TYPE_CHECKING:
         Unauthenticated,
     )
     from ._settings import Settings
-    from ._types import JobSpec, JobState, JobStatus, Limits, OutputChunk, Stream
+    from ._types import JobSpec, JobState, JobStatus, Limits, Mount, OutputChunk, Stream
 
 # Name -> module: loaded on first use, so that Settings and the types cost no grpc import.
 _LAZY = {
@@ -87,6 +87,7 @@ _LAZY = {
     "JobState": "._types",
     "JobStatus": "._types",
     "Limits": "._types",
+    "Mount": "._types",
     "OutputChunk": "._types",
     "Stream": "._types",
 }
@@ -108,6 +109,7 @@ __all__ = [
     "JobStatus",
     "JobmgrError",
     "Limits",
+    "Mount",
     "NotExecutable",
     "OutputChunk",
     "OutputReader",

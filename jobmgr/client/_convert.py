@@ -10,13 +10,14 @@ from jobmgr.api import job_pb2 as pb
 
 from ._types import JobSpec, JobState, JobStatus, Limits, OutputChunk, Stream
 
-LimitField = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids"]
+LimitField = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids", "disk_bytes"]
 _LIMIT_FIELDS: tuple[LimitField, ...] = (
     "cpu",
     "memory_bytes",
     "io_read_bps",
     "io_write_bps",
     "pids",
+    "disk_bytes",
 )
 _STATES = {
     pb.JOB_STATE_RUNNING: JobState.RUNNING,
@@ -49,6 +50,10 @@ def start_request(spec: JobSpec) -> pb.StartRequest:
         env=dict(spec.env),
         cwd=spec.cwd or "",
         run_as=spec.run_as or "",
+        mounts=[
+            pb.Mount(source=m.source, target=m.target, writable=m.writable) for m in spec.mounts
+        ],
+        rootfs=spec.rootfs or "",
     )
     try:
         texts = [arg.decode() for arg in argv]

@@ -47,14 +47,28 @@ class Limits:
     io_read_bps: int | None = None  # bytes per second read from each block device
     io_write_bps: int | None = None  # bytes per second written to each block device
     pids: int | None = None  # processes and threads alive at once
+    # bytes the job may write to its scratch directory, /tmp, /var/tmp and /dev/shm together
+    disk_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the job's view (only sources the server's configuration
+    allows): ``source`` on the server at ``target`` in the job, read-only unless
+    ``writable``."""
+
+    source: str
+    target: str
+    writable: bool = False
 
 
 @dataclass(frozen=True)
 class JobSpec:
     """A job to start. ``argv`` items may be bytes (passed exactly) or str (the bytes
     ``os.fsencode`` makes of them). ``env`` adds to the job's minimal clean environment
-    (PATH, HOME=/, LANG=C.UTF-8); ``cwd`` is absolute (None: /); ``timeout`` and the
-    other Nones take the server's defaults."""
+    (PATH, HOME=/scratch, LANG=C.UTF-8); ``cwd`` is absolute (None: /scratch, the job's own);
+    ``rootfs`` is a server directory to use as the job's root, read-only, where the server
+    allows it; ``timeout`` and the other Nones take the server's defaults."""
 
     argv: Sequence[str | bytes]
     limits: Limits = field(default_factory=Limits)
@@ -62,6 +76,8 @@ class JobSpec:
     cwd: str | None = None
     timeout: float | None = None  # seconds of runtime, then it is stopped
     run_as: str | None = None  # user name or uid, if the server allows it
+    mounts: Sequence[Mount] = ()
+    rootfs: str | None = None
 
     def __post_init__(self) -> None:
         if not self.argv:
