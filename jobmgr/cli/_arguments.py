@@ -17,6 +17,7 @@ from jobmgr.cli import HelpFormatter, add_version_flag
 from . import _contexts
 
 EXIT_USAGE, EXIT_JOBMGR = 2, 125
+RECONNECT_FOR = 120.0  # seconds, as jobmgr.client's default (not imported: it loads grpc)
 STATES = ("running", "exited", "stopped", "failed", "lost")
 CONNECTION_FLAGS = ("context", "host", "port", "ca", "cert", "key")
 
@@ -71,6 +72,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     where.add_argument("--ca", metavar="PATH", help="CA certificate that signed the server's")
     where.add_argument("--cert", metavar="PATH", help="client certificate (with --key)")
     where.add_argument("--key", metavar="PATH", help="its private key (with --cert)")
+    parser.add_argument(
+        "--reconnect-for",
+        type=_duration,
+        default=RECONNECT_FOR,
+        metavar="DURATION",
+        help="how long run and output try to get a dropped connection back before they give "
+        "up (default: %(default)gs)",
+    )
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_Parser
     )
@@ -110,6 +119,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "--stop-on-interrupt",
             action="store_true",
             help="while following, Ctrl-C stops the job instead of detaching from it",
+        )
+        start.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="while following, leave out the ending line on stderr when the job ends by "
+            "itself (it exits, or a signal of its own kills it), so that a script parsing "
+            "stderr gets only the job's; every other ending is still told",
         )
         add_grace_flag(start, what="following ends by stopping the job")
         add_job_flags(start)
@@ -245,8 +262,8 @@ _RUN_DESCRIPTION = (
     "did. A dropped connection is taken up again where it left off. Ctrl-C detaches, leaving "
     "the job running, and says how to reattach (with --stop-on-interrupt it stops the job "
     "instead); SIGTERM or SIGHUP to the client, or our stdout closing (`| head -1`), stops "
-    "the job first. Every ending other than the job exiting by itself is told in one line "
-    "on stderr."
+    "the job first. However it ends, the last line on stderr says so: `jobmgr-client: job "
+    "ID HOW[: WHY]`, e.g. `jobmgr-client: job 3f2b8c9e exited with code 3` (see below)."
 )
 _RUN_EPILOG = """\
 exit status:
@@ -256,6 +273,17 @@ exit status:
   126 / 127                         the command cannot be executed / is not found
   130                               Ctrl-C detached (the job goes on)
   141 / 143 / 129                   stdout closed / SIGTERM / SIGHUP: the job was stopped
+
+the last line on stderr: jobmgr-client: job ID HOW[: WHY], HOW one of
+  exited with code N                it ended by itself     } -q leaves these two out,
+  killed by signal N (NAME)         a signal of its own    } for scripts that parse stderr
+  OOM-killed by signal 9 (SIGKILL)  it outgrew --memory
+  stopped by signal N (NAME)        a stop, its --timeout, or we stopped it (WHY says)
+  stopped, exited with code N       it exited on the stop's SIGTERM
+  lost                              its supervisor died (WHY says more)
+  failed to start                   no ID: not found, not executable, refused, ...
+  detached, still running           Ctrl-C (WHY: how to reattach)
+  unknown, may still be running     the server stayed away longer than we wait
 
 examples:
   jobmgr-client run -- sh -c 'echo hello; exit 3'; echo $?     # hello, then 3
@@ -277,7 +305,7 @@ def _job_ids(action: argparse.Action) -> None:
 
 def command_word(arguments: Sequence[str]) -> str | None:
     """The command named in ``arguments``, skipping the global flags and their values."""
-    takes_value = {f"--{name}" for name in CONNECTION_FLAGS}
+    takes_value = {f"--{name}" for name in CONNECTION_FLAGS} | {"--reconnect-for"}
     words = iter(arguments)
     for word in words:
         if word in takes_value:
@@ -285,6 +313,15 @@ def command_word(arguments: Sequence[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
+
+
+def _duration(text: str) -> float:
+    from ._units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _port(text: str) -> int:

@@ -2,7 +2,8 @@
 
 Exit status: 0 done; 1 an error (one line on stderr, ``error: ...``); 2 a usage error. ``run``
 (and ``start --follow``) exits as the job did instead, with 125 for jobmgr's own errors,
-usage errors included (see _follow). Built on jobmgr.client; a command imports only what it
+usage errors included (see _follow), and its last line on stderr says how the job ended,
+or why none started (see _ending). Built on jobmgr.client; a command imports only what it
 needs (``context`` loads no grpc), since most of a short command's time is imports.
 """
 
@@ -30,6 +31,7 @@ from ._arguments import (
 
 if TYPE_CHECKING:
     from jobmgr.client import Client
+    from jobmgr.client._errors import JobmgrError
 
 EXIT_FAILED = 1
 
@@ -44,16 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.usage_status = EXIT_JOBMGR  # type: ignore[attr-defined]
     args = parser.parse_args(arguments)
     following = args.command in ("start", "run") and args.follow
-    status_on_error = EXIT_JOBMGR if following else EXIT_FAILED
     if args.command in ("start", "run"):
         args.argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if not args.argv:
             return _usage(args, f"{args.command} needs a command, e.g. `jobmgr-client "
                           f"{args.command} -- ls -l /`",
                           EXIT_JOBMGR if following else EXIT_USAGE)  # fmt: skip
-        if not following and (args.stop_on_interrupt or args.grace is not None):
-            return _usage(args, "--stop-on-interrupt and --grace apply only with --follow "
-                          "(or `run`)", EXIT_USAGE)  # fmt: skip
+        if not following and (args.stop_on_interrupt or args.quiet or args.grace is not None):
+            return _usage(args, "--stop-on-interrupt, --quiet and --grace apply only with "
+                          "--follow (or `run`)", EXIT_USAGE)  # fmt: skip
     from jobmgr.client._errors import JobmgrError
 
     if args.command == "completion":
@@ -64,17 +65,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         from jobmgr.client import Client
 
         client = Client.from_env(
-            args.context, host=args.host, port=args.port, ca=args.ca, cert=args.cert, key=args.key
+            args.context,
+            host=args.host,
+            port=args.port,
+            ca=args.ca,
+            cert=args.cert,
+            key=args.key,
+            reconnect_for=args.reconnect_for,
         )
     except JobmgrError as exc:
-        return _fail(exc.message, status_on_error)
+        return _not_started(exc) if following else _fail(exc.message, EXIT_FAILED)
     with client:
         try:
             run: Command = COMMANDS[args.run]
             return run(client, args)
-        except JobmgrError as exc:
-            return _fail(exc.message, _error_status(exc) if following else EXIT_FAILED)
+        except JobmgrError as exc:  # following, only the start's: follow tells the rest
+            return _not_started(exc) if following else _fail(exc.message, EXIT_FAILED)
         except KeyboardInterrupt:
+            if following:
+                from . import _ending
+
+                _ending.tell("", "unknown, may still be running", "interrupted while it "
+                             "started; see `jobmgr-client list`")  # fmt: skip
             return 130
         except BrokenPipeError:
             from ._follow import EXIT_BROKEN_PIPE, silence_stdout
@@ -98,6 +110,7 @@ def _start(client: Client, args: argparse.Namespace) -> int:
         stop_on_interrupt=args.stop_on_interrupt,
         grace=args.grace,
         reattach=_reattach(args),
+        quiet=args.quiet,
     )
 
 
@@ -193,10 +206,14 @@ def _completion(shell: str) -> int:
     return 0
 
 
-def _error_status(error: Exception) -> int:
-    """run's exit status for a jobmgr error: 127 and 126 as a shell gives them, else 125."""
+def _not_started(error: JobmgrError) -> int:
+    """run's ending when no job was made; its exit status: 127 and 126 as a shell gives
+    them, else 125."""
     from jobmgr.client._errors import CommandNotFound, NotExecutable
 
+    from . import _ending
+
+    _ending.not_started(error.message)
     if isinstance(error, CommandNotFound):
         return 127
     if isinstance(error, NotExecutable):
