@@ -13,6 +13,9 @@ Condition for threads, futures for asyncio); nobody sleeps on a timer.
 An output offset counts the bytes of stdout and stderr together, in the order the log holds
 them (the order a whole read hands them out), record frames left out: the job's output as a
 reader that took all of it has it. A reader may start at any such offset (``FrameIndex``).
+Time marks (see _timemarks) say when the output after them was captured: a chunk carries the
+time of the last mark before it, and a reader may start at the first output captured at or
+after a time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 from ._errors import OffsetPastEnd
 from ._status import OutputChunk, Stream
+from ._timemarks import MARK, TIME_STREAM
 
 FRAME = struct.Struct("!BI")
 TRAILER = struct.Struct("!I")
@@ -118,16 +122,22 @@ class OutputLog:
                         self._async_waiters.remove((loop, fut))
 
     def follow(
-        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: int | None = None,
     ) -> Iterator[OutputChunk]:
-        """Every chunk from output byte ``offset`` (or the last ``tail`` lines); with
-        ``follow``, also what comes until the log is done. OffsetPastEnd if the log holds
-        less output than ``offset``. With ``tail``, the first chunk is an empty one saying at
-        which offset the tail starts, so that a reader of a silent job knows it too."""
+        """Every chunk from output byte ``offset`` (or the last ``tail`` lines, or the first
+        output captured at or after ``since``, in ns); with ``follow``, also what comes until
+        the log is done. OffsetPastEnd if the log holds less output than ``offset``. With
+        ``tail`` or ``since``, the first chunk is an empty one saying at which offset the
+        output starts, so that a reader of a silent job knows it too."""
         with _Reader(self.path, self._index) as reader:
             end = None if follow else self._size
-            reader.seek(self._size, tail=tail, offset=offset)
-            if tail is not None:
+            reader.seek(self._size, tail=tail, offset=offset, since=since)
+            if tail is not None or since is not None:
                 yield reader.position()
             while True:
                 size, done = self._size, self._done
@@ -140,13 +150,18 @@ class OutputLog:
                     self.wait_beyond(reader.offset)
 
     async def afollow(
-        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: int | None = None,
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
         with _Reader(self.path, self._index) as reader:
             end = None if follow else self._size
-            reader.seek(self._size, tail=tail, offset=offset)
-            if tail is not None:
+            reader.seek(self._size, tail=tail, offset=offset, since=since)
+            if tail is not None or since is not None:
                 yield reader.position()
             while True:
                 size, done = self._size, self._done
@@ -165,75 +180,99 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-# (a frame's file position, output bytes before it, output bytes in it) -> stop there?
-_Stop = Callable[[int, int, int], bool]
+# (a frame's file position, output bytes before it, output bytes in it, its time if it is a
+# time mark) -> stop there?
+_Stop = Callable[[int, int, int, int | None], bool]
+# Where a walk is: a frame boundary, the output bytes before it, the last time mark before it.
+Place = tuple[int, int, int | None]
 
 
 class FrameIndex:
-    """Where output bytes sit in one log: marks (file position, output offset) at frame
-    boundaries, one every INDEX_STEP bytes of file, made as look-ups walk it. Frames run from
-    a few bytes to 1 MiB, so a look-up walks frame headers; with the marks each log is walked
-    once, and later look-ups walk at most INDEX_STEP bytes. Thread-safe: a log's readers
-    share it."""
+    """Where output bytes sit in one log: marks (file position, output offset, last capture
+    time) at frame boundaries, one every INDEX_STEP bytes of file, made as look-ups walk it.
+    Frames run from a few bytes to 1 MiB, so a look-up walks frame headers; with the marks
+    each log is walked once, and later look-ups walk at most INDEX_STEP bytes. Thread-safe: a
+    log's readers share it."""
 
     def __init__(self) -> None:
-        self._positions = [0]
-        self._offsets = [0]
+        self._places: list[Place] = [(0, 0, None)]
         self._lock = threading.Lock()
 
-    def find_output(self, fd: int, offset: int, size: int) -> tuple[int, int] | None:
+    def find_output(self, fd: int, offset: int, size: int) -> Place | None:
         """Where output byte ``offset`` is in the first ``size`` bytes of the file: the
-        position of the frame holding it (``size`` when ``offset`` is all the output there
-        is) and the output offset that frame starts at; None if there is less output."""
+        frame holding it (at ``size`` when ``offset`` is all the output there is), the output
+        offset that frame starts at and the time it was captured; None if there is less
+        output."""
         with self._lock:
-            at = bisect.bisect_right(self._offsets, offset) - 1
-            start = self._positions[at], self._offsets[at]
-        position, before = self._walk(fd, *start, size, lambda _p, o, n: n > 0 and o + n > offset)
-        return (position, before) if position < size or before == offset else None
+            at = bisect.bisect_right([p[1] for p in self._places], offset) - 1
+            start = self._places[at]
+        place = self._walk(fd, start, size, lambda _p, o, n, _t: n > 0 and o + n > offset)
+        return place if place[0] < size or place[1] == offset else None
 
-    def output_before(self, fd: int, position: int) -> int:
-        """The output bytes before ``position``, a frame boundary."""
+    def find_time(self, fd: int, since: int, size: int) -> Place:
+        """The first time mark at or after ``since`` (ns) in the first ``size`` bytes of the
+        file, in log order; the end of them if there is none."""
         with self._lock:
-            at = bisect.bisect_right(self._positions, position) - 1
-            start = self._positions[at], self._offsets[at]
-        return self._walk(fd, *start, position, lambda p, _o, _n: p >= position)[1]
+            later = (i for i, p in enumerate(self._places) if p[2] is not None and p[2] >= since)
+            start = self._places[max(next(later, len(self._places)) - 1, 0)]
+        return self._walk(fd, start, size, lambda _p, _o, _n, t: t is not None and t >= since)
 
-    def _walk(self, fd: int, position: int, out: int, size: int, stop: _Stop) -> tuple[int, int]:
+    def place(self, fd: int, position: int) -> Place:
+        """The output bytes before ``position``, a frame boundary, and its capture time."""
+        with self._lock:
+            at = bisect.bisect_right([p[0] for p in self._places], position) - 1
+            start = self._places[at]
+        return self._walk(fd, start, position, lambda p, _o, _n, _t: p >= position)
+
+    def _walk(self, fd: int, start: Place, size: int, stop: _Stop) -> Place:
         """Frame by frame from a boundary, up to ``size`` or the frame ``stop`` picks;
-        returns where it ended and the output bytes before that."""
+        returns where it ended, the output bytes and the last time mark before that."""
+        position, out, when = start
         while position + FRAME.size <= size:
             window = os.pread(fd, min(INDEX_WINDOW, size - position), position)
             at = 0
             while at + FRAME.size <= len(window):
                 stream, length = FRAME.unpack_from(window, at)
                 counted = length if stream in OUTPUT_STREAMS else 0
-                if stop(position + at, out, counted):
-                    return position + at, out
-                self._mark(position + at, out)
+                mark = _mark_time(fd, window, position + at, at) if stream == TIME_STREAM else None
+                if stop(position + at, out, counted, mark):
+                    return position + at, out, when
+                self._note(position + at, out, when)
                 at += OVERHEAD + length
                 out += counted
+                when = when if mark is None else mark
             if at == 0:
                 raise OSError(f"output log {fd} is shorter than its committed size")
             position += at
-        return position, out
+        return position, out, when
 
-    def _mark(self, position: int, out: int) -> None:
-        if position >= self._positions[-1] + INDEX_STEP:
+    def _note(self, position: int, out: int, when: int | None) -> None:
+        if position >= self._places[-1][0] + INDEX_STEP:
             with self._lock:
-                if position >= self._positions[-1] + INDEX_STEP:
-                    self._positions.append(position)
-                    self._offsets.append(out)
+                if position >= self._places[-1][0] + INDEX_STEP:
+                    self._places.append((position, out, when))
+
+
+def _mark_time(fd: int, window: bytes, position: int, at: int) -> int:
+    """The time in the time mark at file ``position`` (``at`` in ``window``)."""
+    data = window[at + FRAME.size : at + FRAME.size + MARK.size]
+    if len(data) < MARK.size:
+        data = os.pread(fd, MARK.size, position + FRAME.size)
+    (when,) = MARK.unpack(data)
+    return int(when)
 
 
 class _Reader:
     """Parses frames from an output file, from a frame boundary up to a committed size;
-    ``out`` is the output offset of the next byte it hands out."""
+    ``out`` is the output offset of the next byte it hands out, ``when`` the capture time
+    of the last time mark it passed."""
 
     def __init__(self, path: Path, index: FrameIndex) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._index = index
         self.offset = 0
         self.out = 0
+        self.when: int | None = None
         self._skip = 0  # bytes of the next frame's data to leave out (for tail and offset)
 
     def __enter__(self) -> _Reader:
@@ -242,20 +281,23 @@ class _Reader:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
-    def seek(self, size: int, *, tail: int | None, offset: int) -> None:
-        """Start at the last ``tail`` lines, or at output byte ``offset``, of the first
-        ``size`` bytes of the file."""
+    def seek(self, size: int, *, tail: int | None, offset: int, since: int | None) -> None:
+        """Start at the last ``tail`` lines, at output byte ``offset``, or at the first
+        output captured at or after ``since``, of the first ``size`` bytes of the file."""
         if tail is not None:
             self._seek_tail(tail, size)
-            self.out = self._index.output_before(self._fd, self.offset) + self._skip
+            _, out, self.when = self._index.place(self._fd, self.offset)
+            self.out = out + self._skip
+        elif since is not None:
+            self.offset, self.out, self.when = self._index.find_time(self._fd, since, size)
         elif offset:
             found = self._index.find_output(self._fd, offset, size)
             if found is None:
-                total = self._index.output_before(self._fd, size)
+                total = self._index.place(self._fd, size)[1]
                 raise OffsetPastEnd(
                     f"offset {offset} is past the end of the job's output ({total} bytes)"
                 )
-            self.offset, start = found
+            self.offset, start, self.when = found
             self._skip = offset - start
             self.out = offset
 
@@ -311,6 +353,11 @@ class _Reader:
                     return self._read_big(frame_stream, length)
                 break
             if frame_stream not in OUTPUT_STREAMS:
+                if frame_stream == TIME_STREAM:  # what follows has a time of its own
+                    if pieces:
+                        chunks.append(self._chunk(stream, b"".join(pieces)))
+                        pieces = []
+                    (self.when,) = MARK.unpack_from(buf, pos + FRAME.size)
                 pos = end
                 continue
             if frame_stream != stream and pieces:
@@ -331,6 +378,8 @@ class _Reader:
 
     def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
         if stream not in OUTPUT_STREAMS:
+            if stream == TIME_STREAM:
+                (self.when,) = MARK.unpack(os.pread(self._fd, MARK.size, self.offset + FRAME.size))
             self.offset += OVERHEAD + length
             return []
         data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
@@ -343,6 +392,6 @@ class _Reader:
         return OutputChunk(Stream.STDOUT, b"", self.out)
 
     def _chunk(self, stream: int, data: bytes) -> OutputChunk:
-        chunk = OutputChunk(Stream(stream), data, self.out)
+        chunk = OutputChunk(Stream(stream), data, self.out, self.when)
         self.out += len(data)
         return chunk

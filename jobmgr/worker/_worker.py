@@ -194,20 +194,35 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: int | None = None,
     ) -> Iterator[OutputChunk]:
         """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
-        bytes are counted) or its last ``tail`` lines; with ``follow``, live until the job
-        has ended. An offset past the output there is raises OffsetPastEnd as it is read."""
-        tail, offset = _check_start(tail, offset)
-        return self._table.get(job_id).log.follow(follow=follow, tail=tail, offset=offset)
+        bytes are counted), its last ``tail`` lines, or what was captured at or after
+        ``since`` (ns since the epoch); with ``follow``, live until the job has ended. An
+        offset past the output there is raises OffsetPastEnd as it is read."""
+        _check_start(tail, offset, since)
+        log = self._table.get(job_id).log
+        return log.follow(follow=follow, tail=tail, offset=offset, since=since)
 
     def aoutput(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: int | None = None,
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        tail, offset = _check_start(tail, offset)
-        return self._table.get(job_id).log.afollow(follow=follow, tail=tail, offset=offset)
+        _check_start(tail, offset, since)
+        log = self._table.get(job_id).log
+        return log.afollow(follow=follow, tail=tail, offset=offset, since=since)
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -365,11 +380,10 @@ def _stopped(reply: StopReply | RequestFailed) -> None:
         raise WorkerError(reply.error)
 
 
-def _check_start(tail: int | None, offset: int) -> tuple[int | None, int]:
+def _check_start(tail: int | None, offset: int, since: int | None) -> None:
     if tail is not None and tail < 0:
         raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
     if offset < 0:
         raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
-    if tail is not None and offset:
-        raise InvalidSpec("give tail or offset, not both: a tail starts where the last lines do")
-    return tail, offset
+    if sum((tail is not None, offset != 0, since is not None)) > 1:
+        raise InvalidSpec("give one of tail, offset and since: each says where output starts")
