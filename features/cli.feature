@@ -292,6 +292,45 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     And the follower's stderr contains "lost the connection"
     And the follower's last line on stderr is "jobmgr-client: job JOB8 exited with code 4"
 
+  # ---- output timestamps: when the server captured each line -----------------------------------
+
+  Scenario: output --timestamps puts before each line the time the server captured it
+    Given the jobmgr-server program is running
+    When the admin notes the time and runs jobmgr-client start -- sh -c 'echo one; sleep 2; echo two >&2; sleep 2; echo three'
+    Then it exits 0 and prints the new job's id
+    When the admin runs jobmgr-client output --timestamps JOB
+    Then it exits 0
+    And its stdout and stderr are the lines "one", "two" and "three", each after an RFC 3339 time
+    And those times are at least a second apart, in order, between the start and now
+
+  Scenario: output --since 3s shows only what the job printed in the last 3 seconds
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'echo old; sleep 5; echo new'
+    Then it exits 0 and prints the new job's id
+    When the job has written "old\nnew\n"
+    And the admin runs jobmgr-client output --since 3s JOB
+    Then it exits 0
+    And its stdout is "new\n"
+
+  Scenario: Output a server logged without capture times still reads, without times
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'echo one; echo two >&2'
+    Then it exits 0 and prints the new job's id
+    When I wait until the job has ended
+    And the server is killed with SIGKILL
+    And the job's log is rewritten without its time marks, as a server without capture times wrote it
+    And the server is started again on the same port
+    And the admin runs jobmgr-client output JOB
+    Then it exits 0
+    And its stdout is "one\n" and its stderr is "two\n"
+    When the admin runs jobmgr-client output --timestamps JOB
+    Then it exits 0
+    And its stdout is "- one\n"
+    And its stderr is "- two\n" and then the line "jobmgr-client: lines shown after '-' have no capture time: a jobmgr-server without capture times logged them"
+    When the admin runs jobmgr-client output --since 1h JOB
+    Then it exits 0
+    And its stdout is ""
+
   # ---- ids and listing -------------------------------------------------------------------------
 
   Scenario: A unique prefix names a job; one shared by several jobs is refused, listing them

@@ -169,7 +169,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "its stdout to stdout and its stderr to stderr, byte for byte. A connection that "
         "drops is taken up again where it left off, so no byte is lost or repeated.",
         epilog="examples:\n  jobmgr-client output 3f2b\n  jobmgr-client output --no-follow "
-        "3f2b > job.log\n  jobmgr-client output --tail 50 3f2b",
+        "3f2b > job.log\n  jobmgr-client output --tail 50 3f2b\n  jobmgr-client output -t "
+        "--since 10m 3f2b     # the last 10 minutes, each line after its time",
     )
     if output is not None:
         _job_ids(output.add_argument("id", metavar="ID", help="a job id or unique prefix"))
@@ -180,11 +181,29 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         follow_or_not.add_argument(
             "--no-follow", action="store_true", help="print what is there now and exit"
         )
-        output.add_argument(
+        where_from = output.add_mutually_exclusive_group()
+        where_from.add_argument(
             "--tail",
             type=_number_of("lines", 63),
             metavar="N",
             help="start from the last N lines, not the first byte",
+        )
+        from ._timestamps import since
+
+        where_from.add_argument(
+            "--since",
+            type=since,
+            metavar="DURATION|TIME",
+            help="start from what the server captured DURATION ago (30s, 5m, 1h30m) or "
+            "since an RFC 3339 TIME (2026-01-02T15:04:05Z); output an older server logged "
+            "without capture times is left out",
+        )
+        output.add_argument(
+            "-t",
+            "--timestamps",
+            action="store_true",
+            help="put before each line the time the server captured it, RFC 3339 UTC "
+            "(2026-01-02T15:04:05.123456Z), like docker logs -t; '-' for none",
         )
 
     listing = command(

@@ -28,13 +28,16 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from jobmgr.client._client import Client, OutputReader
 from jobmgr.client._errors import JobmgrError
 from jobmgr.client._types import JobStatus, Stream
 
 from . import _ending
+
+if TYPE_CHECKING:
+    from ._timestamps import Stamper
 
 EXIT_JOBMGR = 125  # jobmgr's own failure, as docker run's 125
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
@@ -71,17 +74,22 @@ def signals_raise() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def write(reader: OutputReader) -> None:
-    """Copy the job's output to our stdout and stderr as it comes; BrokenPipeError if our
-    stdout (or stderr) is closed."""
+def write(reader: OutputReader, stamper: Stamper | None = None) -> None:
+    """Copy the job's output to our stdout and stderr as it comes, each line after its
+    capture time with a ``stamper``; BrokenPipeError if our stdout (or stderr) is closed."""
     sinks: dict[Stream, IO[bytes]] = {
         Stream.STDOUT: sys.stdout.buffer,
         Stream.STDERR: sys.stderr.buffer,
     }
     for chunk in reader:
-        sinks[chunk.stream].write(chunk.data)
+        sinks[chunk.stream].write(chunk.data if stamper is None else stamper.stamp(chunk))
         sinks[chunk.stream].flush()
         _ending.last_bytes[chunk.stream.name.lower()] = chunk.data[-1:]
+    if stamper is not None and stamper.untimed:
+        note(
+            "lines shown after '-' have no capture time: a jobmgr-server without capture "
+            "times logged them"
+        )
     if reader.truncated:
         note(
             "the job's output was truncated (the server's output cap was reached, or its "

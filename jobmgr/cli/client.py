@@ -153,10 +153,15 @@ def _status(client: Client, args: argparse.Namespace) -> int:
 def _output(client: Client, args: argparse.Namespace) -> int:
     from ._follow import Signalled, note, signals_raise, write
 
-    reader = client.output(args.id, follow=not args.no_follow, tail=args.tail)
+    reader = client.output(args.id, follow=not args.no_follow, tail=args.tail, since=args.since)
+    stamper = None
+    if args.timestamps:
+        from ._timestamps import Stamper
+
+        stamper = Stamper()
     with signals_raise():
         try:
-            write(reader)
+            write(reader, stamper)
         except Signalled as signalled:
             reader.close()
             note(f"got a signal; job {reader.job_id} is left as it is")
