@@ -26,7 +26,9 @@ set_tls13_floor(only_if_possible=True)
 if TYPE_CHECKING:
     from ._auth import CALL_NAMES, DEFAULT_ROLES, ROLE_POLICY, Caller, role_policy
     from ._guard import AccessGuard
+    from ._limits import ConnectionLimits, raise_fd_limit
     from ._proto import job_pb2, job_pb2_grpc
+    from ._ratelog import LogThrottle
     from ._server import BindError, JobServer, ServerTLS
     from ._service import JobVisibility
 
@@ -40,6 +42,9 @@ _LAZY = {
     "role_policy": "._auth",
     "JobVisibility": "._service",
     "Caller": "._auth",
+    "ConnectionLimits": "._limits",
+    "raise_fd_limit": "._limits",
+    "LogThrottle": "._ratelog",
     "BindError": "._server",
     "JobServer": "._server",
     "ServerTLS": "._server",
@@ -52,13 +57,16 @@ __all__ = [
     "AccessGuard",
     "BindError",
     "Caller",
+    "ConnectionLimits",
     "JobServer",
     "JobVisibility",
+    "LogThrottle",
     "ServerTLS",
     "TLSFloorError",
     "channel_credentials",
     "job_pb2",
     "job_pb2_grpc",
+    "raise_fd_limit",
     "role_policy",
     "set_tls13_floor",
     "tls13_floor_active",
