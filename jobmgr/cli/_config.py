@@ -11,6 +11,9 @@ The file's shape (every key optional; docs/jobmgr.example.toml explains each):
     [limits.max]      cpu, memory, io_read, io_write, pids
     [access]          user_sees ("all" or "own")
     [access.roles]    ROLE = [calls...]
+    [connections]     max_connections, connections_per_peer, handshake_timeout,
+                      idle_timeout, streams_per_connection, streams_per_caller,
+                      rpcs_in_flight
 
 Unknown sections and keys are errors: a misspelt limit must not be silently ignored.
 """
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobmgr.api import DEFAULT_ROLES, role_policy
+from jobmgr.api import DEFAULT_ROLES, ConnectionLimits, role_policy
 from jobmgr.worker import DEFAULT_LIMITS, InvalidSpec, Limits
 
 from ._units import format_duration, format_size, parse_duration, parse_size
@@ -71,6 +74,14 @@ class ServerConfig:
     max_limits: Limits | None = None
     user_sees: str = "all"
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    # Connection limits; None: derived from the file descriptor limit at start.
+    max_connections: int | None = None
+    connections_per_peer: int | None = None
+    handshake_timeout: float = 5.0
+    idle_timeout: float = 300.0
+    streams_per_connection: int = 100
+    streams_per_caller: int | None = None
+    rpcs_in_flight: int | None = None
 
     @property
     def any_user_allowed(self) -> bool:
@@ -88,6 +99,13 @@ class ServerConfig:
         if "roles" in changes:
             changes["roles"] = {**self.roles, **changes["roles"]}
         return dataclasses.replace(self, **changes)
+
+    def connection_limits(self, fds: int) -> ConnectionLimits:
+        """The connection limits set here, the others derived for ``fds`` file descriptors;
+        ValueError names one that is not a positive number."""
+        return ConnectionLimits.for_fd_limit(
+            fds, **{name: getattr(self, name) for name in CONNECTION_FIELDS}
+        )
 
     def check(self) -> None:
         """Raise ConfigError unless the values make sense together."""
@@ -118,6 +136,10 @@ class ServerConfig:
             role_policy(self.roles)
         except ValueError as exc:
             problems.append(str(exc))
+        try:
+            self.connection_limits(fds=1024)
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -135,6 +157,21 @@ def load(path: str | Path) -> dict[str, Any]:
         return _from_document(document)
     except ConfigError as exc:
         raise ConfigError(f"--config {path}: {exc}") from None
+
+
+CONNECTION_FIELDS = (
+    *("max_connections", "connections_per_peer", "handshake_timeout", "idle_timeout"),
+    *("streams_per_connection", "streams_per_caller", "rpcs_in_flight"),
+)
+_DERIVED = "derived from the file descriptor limit at start, logged then"
+
+
+def parse_count(value: Any) -> int:
+    """A count of at least 1 ("32" or 32); ValueError if it is not one."""
+    number = _number(value, "a whole number >= 1")
+    if number != int(number) or number < 1:
+        raise ValueError(f"must be a whole number >= 1, got {value!r}")
+    return int(number)
 
 
 # [section] key -> (ServerConfig field, how to read the value).
@@ -155,8 +192,13 @@ _SCALARS: Mapping[tuple[str, str], tuple[str, Callable[[Any], Any]]] = {
     ("jobs.retention", "count"): ("retain_count", lambda v: int(_number(v, "a number of jobs"))),
     ("jobs.retention", "max_age"): ("retain_age", parse_duration),
     ("access", "user_sees"): ("user_sees", lambda v: _string(v)),
+    **{
+        ("connections", name): (name, parse_duration if name.endswith("timeout") else parse_count)
+        for name in CONNECTION_FIELDS
+    },
 }
 _TABLES = {"server", "jobs", "jobs.retention", "limits.default", "limits.max", "access"}
+_TABLES |= {"connections"}
 _TABLES |= {"access.roles", "limits"}
 
 
@@ -291,6 +333,15 @@ def render(config: ServerConfig) -> str:
         "",
         "[access.roles]",
         *(_pair(role, list(names)) for role, names in config.roles.items()),
+        "",
+        "[connections]",
+        _optional("max_connections", config.max_connections, _DERIVED),
+        _optional("connections_per_peer", config.connections_per_peer, _DERIVED),
+        _pair("handshake_timeout", format_duration(config.handshake_timeout)),
+        _pair("idle_timeout", format_duration(config.idle_timeout)),
+        _pair("streams_per_connection", config.streams_per_connection),
+        _optional("streams_per_caller", config.streams_per_caller, _DERIVED),
+        _optional("rpcs_in_flight", config.rpcs_in_flight, _DERIVED),
     ]
     return "\n".join(lines) + "\n"
 

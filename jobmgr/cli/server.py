@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import pwd
@@ -17,6 +18,7 @@ from jobmgr.api import (
     JobServer,
     JobVisibility,
     TLSFloorError,
+    raise_fd_limit,
     role_policy,
     set_tls13_floor,
 )
@@ -25,6 +27,8 @@ from jobmgr.worker import Retention, Worker, WorkerError
 
 from . import _config, _logs
 from ._config import ConfigError, ServerConfig
+from ._connflags import add_connection_flags
+from ._corelog import StderrRelay
 from ._malloc import hand_back_freed_memory, keep_freed_memory
 from ._tlsfiles import UnsafeTLSFiles, read_server_tls
 from ._units import format_duration, format_size, parse_duration, parse_size
@@ -44,6 +48,10 @@ examples:
   jobmgr-server --max-limit memory=2G,cpu=2 --default-limit memory=256M --max-running 50
   jobmgr-server --retain count=1000,max_age=30d --output-cap 100M --log-format json
   jobmgr-server --allow-run-as nobody --allow-run-as build --run-as build
+  jobmgr-server --connections-per-peer 32 --streams-per-caller 16 --idle-timeout 1m
+
+Connection limits left unset are derived from the file descriptor limit, which the server \
+first raises to its hard limit; the values in force are logged at start (docs/usage.md).
 """
 
 
@@ -151,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.user_sees,
         help="jobs a caller with role user may see: all, or only those it started",
     )
+    add_connection_flags(add, _arg)
     return parser
 
 
@@ -205,6 +214,7 @@ def _retention(text: str) -> dict[str, Any]:
 _PLAIN_FLAGS = (
     *("host", "port", "ca", "cert", "key", "log_format", "state_dir", "cgroup_parent"),
     *("grace", "max_running", "output_cap", "run_as", "user_sees"),
+    *_config.CONNECTION_FIELDS,
 )
 
 
@@ -257,7 +267,17 @@ def _run(config: ServerConfig) -> int:
         set_tls13_floor()
     except TLSFloorError as exc:
         raise _Refusal(str(exc)) from None
-    _logs.configure(config.log_format)
+    relay = StderrRelay()
+    _logs.configure(config.log_format, relay.start())
+    try:
+        return _run_logged(config)
+    finally:
+        relay.stop()
+
+
+def _run_logged(config: ServerConfig) -> int:
+    fds = raise_fd_limit()
+    limits = config.connection_limits(fds)
     try:
         pwd.getpwnam(config.run_as)
     except KeyError:
@@ -283,6 +303,8 @@ def _run(config: ServerConfig) -> int:
         )
     except (WorkerError, OSError) as exc:
         raise _Refusal(f"cannot start the worker: {exc}") from None
+    fields = {"fd_limit": fds, **dataclasses.asdict(limits)}
+    log.info("connection limits", extra={"fields": fields})
     server = JobServer(
         worker,
         tls,
@@ -290,6 +312,7 @@ def _run(config: ServerConfig) -> int:
         port=config.port,
         policy=role_policy(config.roles),
         visibility=JobVisibility.restricting({"user"} if config.user_sees == "own" else ()),
+        limits=limits,
     )
     try:
         asyncio.run(_serve(worker, server))
