@@ -121,6 +121,9 @@ class ConnectionLimits:
             ("grpc.max_concurrent_streams", self.streams_per_connection),
             ("grpc.keepalive_time_ms", _ms(KEEPALIVE_TIME)),
             ("grpc.keepalive_timeout_ms", _ms(KEEPALIVE_TIMEOUT)),
+            # grpcio 1.85 waits for a keepalive ping's answer this long (1 minute unset),
+            # whatever keepalive_timeout_ms says: measured, only this one closes a silent peer.
+            ("grpc.http2.ping_timeout_ms", _ms(KEEPALIVE_TIMEOUT)),
             ("grpc.keepalive_permit_without_calls", 0),
             ("grpc.http2.min_ping_interval_without_data_ms", _ms(MIN_CLIENT_PING_INTERVAL)),
             ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
