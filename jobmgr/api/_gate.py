@@ -7,11 +7,11 @@ server allows and lock everyone else out before showing a certificate.
 
 So the gate, a thread of the server, counts the connections gRPC has accepted on the port,
 per peer (``_census``: this process's own fds), and shuts down the newest connections of any
-peer over its limit, through gRPC's own fd: gRPC reads end-of-file and closes them, before
-their TLS handshake can end. Nothing is relayed; the bytes of the connections it lets be
-never pass through this code. It counts when a connection arrives (edge-triggered epoll on
-duplicates of gRPC's listening sockets, which only wakes it) and, since such a wake-up can be
-lost, at a steady pace too.
+peer over its limit, through gRPC's own fd: gRPC reads end-of-file and closes them. Nothing is
+relayed; the bytes of the connections it lets be never pass through this code. It counts when
+a connection arrives (edge-triggered epoll on duplicates of gRPC's listening sockets, which
+only wakes it), within milliseconds, so as a rule before the newcomer's TLS handshake ends;
+and, since such a wake-up can be lost, every SWEEP too.
 
 A peer is an IPv4 address, or the /64 prefix of an IPv6 address (one host is usually given
 a whole /64). One line per limit and window says what was closed (see ``_ratelog``).
@@ -38,7 +38,7 @@ log = logging.getLogger("jobmgr.limits")
 # 10 ms apart woke no one), so the gate counts every SWEEP anyway, and every BUSY for a while
 # after an arrival or an excess. The pace slows so that counting (3 ms for 2 000 connections,
 # 50 us for 30) takes at most SWEEP_SHARE of a CPU, or BUSY_SHARE while under a flood.
-SWEEP, SWEEP_SHARE = 0.1, 0.01
+SWEEP, SWEEP_SHARE = 0.25, 0.01
 BUSY, BUSY_SHARE = 0.01, 0.2
 BUSY_FOR = 0.25
 

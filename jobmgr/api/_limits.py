@@ -8,7 +8,7 @@ server whose limit was 1 024 and locked every other client out. The caps come in
 | limit | held by | past it |
 | --- | --- | --- |
 | ``max_connections`` | gRPC core (``grpc.max_allowed_incoming_connections``) | closed on accept |
-| ``connections_per_peer`` | jobmgr's connection gate (``_gate``) | closed before TLS ends |
+| ``connections_per_peer`` | jobmgr's connection gate (``_gate``) | the newest closed |
 | ``handshake_timeout`` | gRPC core (``grpc.server_handshake_timeout_ms``) | closed |
 | ``idle_timeout`` | gRPC core (``grpc.max_connection_idle_ms``) | GOAWAY |
 | ``streams_per_connection`` | gRPC core (``grpc.max_concurrent_streams``) | client waits |

@@ -26,7 +26,7 @@ def add_connection_flags(add: Any, arg: Any) -> None:
         metavar="N",
         default=derived,
         help="connections one peer address (IPv6: one /64) may hold; past it the newest is "
-        "closed before its TLS handshake ends",
+        "closed, as a rule before its TLS handshake ends",
     )
     add(
         "--handshake-timeout",
