@@ -71,7 +71,7 @@ GROUPS: dict[str, Group] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Measure jobmgr next to baselines taken in the same run (issue 5). "
+        description="Measure jobmgr next to baselines taken in the same run. "
         "Starts its own jobmgr-server and bare grpcio server on 127.0.0.1; needs root.",
     )
     parser.add_argument(

@@ -133,13 +133,17 @@ def test_valid_size_drops_a_half_written_frame(tmp_path: Path) -> None:
 
 
 def test_the_record_frame_is_never_handed_out(tmp_path: Path) -> None:
+    from jobmgr.worker import JobState, Limits
     from jobmgr.worker._records import read_record, record_frame, write_result
+    from jobmgr.worker._shim import JobRecord, JobResult
 
+    job = JobRecord("j", ("x" * 100_000,), "", Limits(), {}, None, 0.0)
+    result = JobResult(JobState.EXITED, 0, None, False, 1.0, 0.0, 0, 0)
     path = tmp_path / "out.log"
-    path.write_bytes(record_frame({"id": "j", "argv": ["x" * 100_000]}))
+    path.write_bytes(record_frame(job))
     size = write_log(path, [(OUT, b"one\n"), (ERR, b"two\n")])
-    write_result(path, {"id": "j", "argv": ["x" * 100_000]}, {"state": "EXITED"})
+    write_result(path, job, result)
     log = OutputLog(path, size, done=True)
     assert chunks(log) == [(OUT, b"one\n"), (ERR, b"two\n")]
     assert chunks(log, tail=5) == [(OUT, b"one\n"), (ERR, b"two\n")]
-    assert read_record(path) == ({"id": "j", "argv": ["x" * 100_000]}, {"state": "EXITED"})
+    assert read_record(path) == (job, result)

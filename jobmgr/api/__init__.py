@@ -6,8 +6,9 @@ Server side:
     server = JobServer(worker, ServerTLS.from_files("ca.pem", "server.pem", "server.key"))
     await server.start()
 
-Client side: ``job_pb2``/``job_pb2_grpc`` (the generated messages and stub) and
-``channel_credentials``; these do not load the worker library.
+Client side: ``job_pb2``/``job_pb2_grpc`` (the generated messages and stub),
+``channel_credentials``, ``DEFAULT_PORT`` and ``MAX_MESSAGE_BYTES``; these do not load the
+worker library.
 
 Importing this package first makes gRPC refuse TLS 1.2 in this process (see ``_tls``): that
 has to happen before ``grpc`` is imported, so this module imports nothing of grpc itself and
@@ -20,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._tls import TLSFloorError, channel_credentials, set_tls13_floor, tls13_floor_active
+from ._wire import DEFAULT_PORT, MAX_MESSAGE_BYTES
 
 set_tls13_floor(only_if_possible=True)
 
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from ._ratelog import LogThrottle
     from ._server import BindError, JobServer, ServerTLS
     from ._service import JobVisibility
+    from ._trust import ClientTrust, CRLError
 
 _LAZY = {
     "AccessGuard": "._guard",
@@ -41,6 +44,8 @@ _LAZY = {
     "ROLE_POLICY": "._auth",
     "role_policy": "._auth",
     "JobVisibility": "._service",
+    "ClientTrust": "._trust",
+    "CRLError": "._trust",
     "Caller": "._auth",
     "ConnectionLimits": "._limits",
     "raise_fd_limit": "._limits",
@@ -52,11 +57,15 @@ _LAZY = {
 
 __all__ = [
     "CALL_NAMES",
+    "DEFAULT_PORT",
     "DEFAULT_ROLES",
+    "MAX_MESSAGE_BYTES",
     "ROLE_POLICY",
     "AccessGuard",
     "BindError",
+    "CRLError",
     "Caller",
+    "ClientTrust",
     "ConnectionLimits",
     "JobServer",
     "JobVisibility",

@@ -6,8 +6,9 @@ RESOURCE_EXHAUSTED and a message naming the limit, before the handler opens anyt
 Output stream holds its job's log open as long as it lasts, so this is what keeps one
 read-only certificate from taking every file descriptor the server has.
 
-A caller is counted by its ``Caller`` (as the access guard reads it from the verified
-certificate): the same certificate identity on any number of connections shares one count.
+A caller is counted by its ``Caller.identity`` (the verified certificate's whole Subject, as
+the access guard reads it): the same identity, on any number of connections and with any
+number of certificates, shares one count.
 Refusals are logged to ``jobmgr.limits``, a few per limit and window (see ``_ratelog``); they
 do not reach the call log, which records the calls admitted.
 """
@@ -40,7 +41,7 @@ class Admission(WrappingInterceptor):
     def __init__(self, limits: ConnectionLimits, throttle: LogThrottle | None = None) -> None:
         self._limits = limits
         self._in_flight = 0
-        self._streams: Counter[Caller] = Counter()
+        self._streams: Counter[str] = Counter()  # Caller.identity -> streams open
         self._throttle = throttle or LogThrottle()
         self._summary: asyncio.TimerHandle | None = None
 
@@ -94,13 +95,14 @@ class Admission(WrappingInterceptor):
                 f"(rpcs_in_flight = {self._limits.rpcs_in_flight}); try again shortly",
             )
             return False, None
-        if caller is not None and self._streams[caller] >= self._limits.streams_per_caller:
+        held = self._streams[caller.identity] if caller is not None else 0
+        if caller is not None and held >= self._limits.streams_per_caller:
             self._refuse(
                 context,
                 method,
                 "streams_per_caller",
                 f"client {caller.name!r} (role {caller.role or '-'}) already has "
-                f"{self._streams[caller]} streams open, the most one caller may hold "
+                f"{held} streams open, the most one caller may hold "
                 f"(streams_per_caller = {self._limits.streams_per_caller}); "
                 "end one before opening another",
                 caller,
@@ -108,15 +110,15 @@ class Admission(WrappingInterceptor):
             return False, None
         self._in_flight += 1
         if caller is not None:
-            self._streams[caller] += 1
+            self._streams[caller.identity] += 1
         return True, caller
 
     def _leave(self, caller: Caller | None) -> None:
         self._in_flight -= 1
         if caller is not None:
-            self._streams[caller] -= 1
-            if not self._streams[caller]:
-                del self._streams[caller]
+            self._streams[caller.identity] -= 1
+            if not self._streams[caller.identity]:
+                del self._streams[caller.identity]
 
     def _refuse(
         self,

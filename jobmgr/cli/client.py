@@ -19,15 +19,13 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 import grpc
 
-from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
-from jobmgr.cli import HelpFormatter
+from jobmgr.api import DEFAULT_PORT, MAX_MESSAGE_BYTES, channel_credentials, job_pb2, job_pb2_grpc
+from jobmgr.cli import HelpFormatter, add_version_flag
 
 from . import _render
 from ._follow import follow, write_output
 from ._jobflags import add_grace_flag, add_job_flags, duration, start_request
 
-DEFAULT_PORT = 31234
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # the server sends output in messages of up to 1 MiB
 STATES = ("running", "exited", "stopped", "failed", "lost")
 
 Command = Callable[[job_pb2_grpc.JobManagerStub, argparse.Namespace], int]
@@ -54,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     parser.add_argument("--host", default="localhost", help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
     parser.add_argument(
@@ -147,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--owner client_admin --json",
     )
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
-    listing.add_argument("--owner", metavar="CN", help="only jobs this client (CN) started")
+    listing.add_argument(
+        "--owner",
+        metavar="WHO",
+        help="only jobs this client started: the CN of its certificate (client_admin) or its "
+        "whole Subject as the OWNER column shows it (CN=client_admin,O=admin)",
+    )
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.add_argument(
         "--page-size",

@@ -17,9 +17,10 @@ from ._errors import (
     WorkerError,
     WorkerUnavailable,
 )
+from ._jobtable import Retention
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
 from ._status import JobState, JobStatus, OutputChunk, Stream
-from ._worker import Retention, Worker
+from ._worker import Worker
 
 __all__ = [
     "DEFAULT_ENV",

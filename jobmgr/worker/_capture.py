@@ -1,13 +1,10 @@
 """A job's output, captured: what waits in its pipes, appended to its log as whole frames.
 
 Big reads are spliced from the pipe into the file without passing through this process, in
-pieces of SPLICE_PIECE. splice() holds the pipe's lock while it writes, so a job writing
-meanwhile waits (a `head` spent 28% of its samples spinning on that lock against 1 MiB
-splices); and a big write makes ext4 use big folios, which on this project's VMs come from
-free memory the host has reclaimed and must fault in again: 1 GiB into fresh page cache took
-0.7-2.4 CPU-s in 1 MiB writes and 0.35-0.44 s in 64 KiB ones. In the output bench the
-launcher's CPU per GiB fell from 1.0-2.7 s to 0.8-1.0 s in one set of paired runs and did not
-change in another, taken when the machine's memory was colder.
+pieces of SPLICE_PIECE. Small pieces, because splice() holds the pipe's lock while it writes
+(a job writing meanwhile waits on it), and because a big write makes ext4 use large folios,
+whose memory must be faulted in again: 1 GiB into fresh page cache costs 0.35-0.44 CPU-s in
+64 KiB writes and up to 2.4 s in 1 MiB ones.
 
 The output cap and a failing disk (full, or erroring) stop keeping output, never the job:
 the pipes are still drained and the log is cut back to whole frames.

@@ -10,30 +10,45 @@ from __future__ import annotations
 import selectors
 import socket
 from collections.abc import Callable
+from typing import Any
 
-from ._protocol import Decoder, Message, encode
+from ._shim import (
+    Event,
+    FrameDecoder,
+    LauncherBusy,
+    ProtocolError,
+    Reply,
+    RequestFailed,
+    encode_event,
+    encode_reply,
+)
 
 
 class ServerChannel:
-    """Accepts the server on ``listener`` and hands each request to ``on_request``."""
+    """Accepts the server on ``listener`` and hands each frame it sends to ``on_frame``."""
 
     def __init__(
         self,
         sel: selectors.BaseSelector,
         listener: socket.socket,
-        on_request: Callable[[Message], None],
+        on_frame: Callable[[dict[str, Any]], None],
     ) -> None:
         self._sel = sel
-        self._on_request = on_request
+        self._on_frame = on_frame
         self._conn: socket.socket | None = None
-        self._decoder = Decoder()
+        self._decoder = FrameDecoder()
         self._outbox = bytearray()
         sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
 
-    def send(self, message: Message) -> None:
-        """Queue ``message`` for the server, if one is connected."""
+    def send_reply(self, req: int, reply: Reply | RequestFailed) -> None:
+        """Queue the answer to request ``req`` for the server, if one is connected."""
         if self._conn is not None:
-            self._outbox += encode(message)
+            self._outbox += encode_reply(req, reply)
+
+    def send_event(self, event: Event) -> None:
+        """Queue ``event`` for the server, if one is connected."""
+        if self._conn is not None:
+            self._outbox += encode_event(event)
 
     def flush(self, blocking: bool = False) -> None:
         """Send what is queued, as far as the socket takes it now (or all, if ``blocking``)."""
@@ -56,12 +71,12 @@ class ServerChannel:
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
         if self._conn is not None:
-            conn.sendall(encode({"ev": "busy"}))  # one server per state dir at a time
+            conn.sendall(encode_event(LauncherBusy()))  # one server per state dir at a time
             conn.close()
             return
         conn.setblocking(False)
         self._conn = conn
-        self._decoder = Decoder()
+        self._decoder = FrameDecoder()
         self._outbox.clear()
         self._sel.register(conn, selectors.EVENT_READ, self._on_ready)
 
@@ -80,8 +95,13 @@ class ServerChannel:
         if not data:
             self._drop()
             return
-        for message in self._decoder.feed(data):
-            self._on_request(message)
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError:
+            self._drop()  # no way to find the next frame: this connection is done
+            raise
+        for fields in frames:
+            self._on_frame(fields)
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -12,14 +12,30 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any, TypeVar
 
 from ._errors import WorkerError, WorkerUnavailable
-from ._launcher import READY, SOCKET_NAME
-from ._protocol import Decoder, Message, encode
+from ._shim import (
+    PROTOCOL_VERSION,
+    READY,
+    SOCKET_NAME,
+    ConnectionLost,
+    Event,
+    FrameDecoder,
+    HelloReply,
+    HelloRequest,
+    LauncherBusy,
+    ProtocolError,
+    ReplyFrame,
+    Request,
+    RequestFailed,
+    decode_from_launcher,
+    encode_request,
+)
 from ._statedir import private_file
 
 log = logging.getLogger("jobmgr.worker")
-OnReply = Callable[[Message], None]
+R = TypeVar("R")
 # The launcher and every job it starts inherit nothing from the server's environment: a job's
 # environment is the one its request names (see _spec.DEFAULT_ENV).
 LAUNCHER_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -33,10 +49,12 @@ class LauncherClient:
         state_dir: Path,
         cgroup_parent: str,
         warm_slots: int,
-        on_event: Callable[[Message], None],
+        on_event: Callable[[Event], None],
     ) -> None:
+        self._state_dir = state_dir
         self._on_event = on_event
-        self._pending: dict[int, tuple[Future[Message], OnReply | None]] = {}
+        # Per request: how to deliver its reply, and its future (to fail if the launcher goes).
+        self._pending: dict[int, tuple[Callable[[ReplyFrame], None], Future[Any]]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._closed = False
@@ -46,24 +64,59 @@ class LauncherClient:
         self._reader.daemon = True
         self._reader.start()
 
-    def request(self, message: Message, on_reply: OnReply | None = None) -> Future[Message]:
-        """Send a request; the future gets the launcher's reply message.
+    def request(
+        self, message: Request[R], on_reply: Callable[[R | RequestFailed], None] | None = None
+    ) -> Future[R | RequestFailed]:
+        """Send a request; the future gets the launcher's reply, or RequestFailed.
 
         ``on_reply`` runs on the event thread before any later event is delivered, which is
         where a new job must be registered so that none of its events is missed.
         """
-        fut: Future[Message] = Future()
+        fut: Future[R | RequestFailed] = Future()
+        reply_type = message.reply_type()
+
+        def deliver(frame: ReplyFrame) -> None:
+            try:
+                reply = frame.open(reply_type)
+            except ProtocolError as exc:
+                fut.set_exception(exc)
+                return
+            if on_reply is not None:
+                on_reply(reply)
+            fut.set_result(reply)
+
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the launcher connection is closed")
             req = next(self._ids)
-            self._pending[req] = (fut, on_reply)
+            self._pending[req] = (deliver, fut)
             try:
-                self._sock.sendall(encode({**message, "req": req}))
+                self._sock.sendall(encode_request(req, message))
             except OSError as exc:
                 del self._pending[req]
                 raise WorkerUnavailable(f"the launcher is gone: {exc}") from exc
         return fut
+
+    def hello(self, timeout: float) -> HelloReply:
+        """Greet the launcher: the jobs it runs. A launcher of another protocol version is
+        refused (WorkerError), since every later message could be misread."""
+        try:
+            reply = self.request(HelloRequest(PROTOCOL_VERSION)).result(timeout)
+        except ProtocolError as exc:
+            raise self._other_version(f"unknown ({exc})") from None
+        if isinstance(reply, RequestFailed):
+            raise self._other_version(f"unknown (it answered: {reply.error})")
+        if reply.version != PROTOCOL_VERSION:
+            raise self._other_version(str(reply.version))
+        return reply
+
+    def _other_version(self, version: str) -> WorkerError:
+        return WorkerError(
+            f"the job launcher running for {self._state_dir} speaks protocol version {version},"
+            f" this server speaks {PROTOCOL_VERSION}; it keeps supervising its jobs. Stop it"
+            f" (kill -TERM $(cat {self._state_dir}/launcher.pid) stops its jobs too), or run"
+            " the jobmgr version that started it"
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -130,38 +183,39 @@ class LauncherClient:
         return sock
 
     def _read_loop(self) -> None:
-        decoder = Decoder()
+        decoder = FrameDecoder()
         try:
             while True:
                 data = self._sock.recv(1 << 20)
                 if not data:
                     break
-                for message in decoder.feed(data):
+                for fields in decoder.feed(data):
                     try:
-                        self._deliver(message)
+                        self._deliver(decode_from_launcher(fields))
                     except Exception:  # one bad event must not stop every later one
-                        log.exception("handling launcher event %r failed", message.get("ev"))
+                        log.exception("handling a message from the launcher failed")
+        except ProtocolError:
+            log.exception("the launcher's connection is garbled; dropping it")
         except OSError:
             pass
         finally:
             with self._lock:
                 self._closed = True
                 pending, self._pending = self._pending, {}
-            for fut, _ in pending.values():
+            for _, fut in pending.values():
                 fut.set_exception(WorkerUnavailable("the launcher connection was lost"))
-            self._on_event({"ev": "disconnected"})
+            self._on_event(ConnectionLost())
 
-    def _deliver(self, message: Message) -> None:
-        if message.get("ev") == "reply":
-            with self._lock:
-                waiting = self._pending.pop(message.get("req", -1), None)
-            if waiting is not None:
-                fut, on_reply = waiting
-                if on_reply is not None:
-                    on_reply(message)
-                fut.set_result(message)
-        elif message.get("ev") == "busy":
-            log.error("another server is using this state directory's launcher")
-            self._sock.shutdown(socket.SHUT_RDWR)
-        else:
-            self._on_event(message)
+    def _deliver(self, message: Event | ReplyFrame) -> None:
+        match message:
+            case ReplyFrame(req=req):
+                with self._lock:
+                    waiting = self._pending.pop(req, None)
+                if waiting is not None:
+                    deliver, _ = waiting
+                    deliver(message)
+            case LauncherBusy():
+                log.error("another server is using this state directory's launcher")
+                self._sock.shutdown(socket.SHUT_RDWR)
+            case _:
+                self._on_event(message)

@@ -1,38 +1,30 @@
-/* The in-namespace init of every job, and the zygote that forks it: a small program.
+/* The in-namespace init of every job, and the zygote that forks it.
  *
- * Why C, and why a zygote program: a job's init lives as long as the job. A forked Python
- * process dirties over 1 MiB of private memory just by running (the interpreter's after-fork
- * work and reference counts), and a fork copies the page tables of everything its parent
- * maps: forking from the launcher's 15 MiB Python heap made every start copy and then tear
- * down thousands of page-table entries twice. So the launcher execs this program once, as the
- * zygote, which maps little and never writes its memory again; every job's init is forked
- * from it and costs little to make and to keep.
+ * Why a zygote, and why C: a job's init lives as long as the job. A forked Python process
+ * dirties over 1 MiB of private memory just by running, and a fork copies the page tables of
+ * all its parent maps (the launcher's 15 MiB heap: thousands of entries, at every start). So
+ * the launcher execs this program once, as the zygote, which maps about 100 KiB and never
+ * writes it again; every init is forked from it and costs about 110 KiB.
  *
- * _pid1 SOCKET_FD  (run by the launcher, never by hand)
- *   the zygote. Each SOCK_SEQPACKET message on SOCKET_FD asks for one slot: the data is the
- *   cgroup.procs paths, NUL-separated; five fds ride along (stdin, stdout, stderr, order,
- *   report). The zygote forks a "mid" child per message and reaps it (SIGCHLD ignored); it
- *   exits when the launcher closes the socket.
- *   mid:  resets signals, closes every other fd, joins the job's cgroup (writes its pid into
- *         each cgroup.procs), unshares the namespaces of STEPS, forks the init, reports
- *         "pid <init's host pid>" and exits. The launcher is a child subreaper, so the init
- *         is reparented to it.
- *   init: PID 1 of the new PID namespace. Runs each step's inside() (private mounts and a
- *         fresh /proc, loopback up), reports "ready", then waits for its order on order_fd:
- *         NUL-terminated fields  uid gid cwd argc argv... envc env...  (empty uid: stay root).
- *         An empty order (the launcher dropped this spare) means exit quietly. It switches to
- *         the job's user and directory and posix_spawns the command in a new session with
- *         every signal at its default; an exec error comes back here, not as a dead child.
- *         It reports "started" or "error <stage> <message>".
+ * zygote (`_pid1 SOCKET_FD`, run by the launcher): each SOCK_SEQPACKET message on SOCKET_FD
+ *   asks for a slot: the cgroup.procs paths, NUL-separated, and five fds (stdin, stdout,
+ *   stderr, order, report). It forks a "mid" per message (SIGCHLD ignored: the kernel reaps
+ *   them) and exits when the socket closes.
+ * mid: resets signals, closes every other fd, joins the job's cgroup, unshares the namespaces
+ *   of STEPS, forks the init, reports "pid <init's host pid>" and exits (the init is
+ *   reparented to the launcher, a child subreaper).
+ * init: PID 1 of the new PID namespace. Runs each step's inside(), reports "ready", then reads
+ *   its order: NUL-terminated fields  uid gid cwd argc argv... envc env...  (empty uid: stay
+ *   root; an empty order: exit quietly). It switches to the job's user and directory and
+ *   posix_spawns the command in a new session, every signal at its default, so an exec error
+ *   comes back here; it reports "started" or "error <stage> <message>".
  *
- * Signal and reaping rules, as in tini: SIGTERM, SIGINT and SIGHUP are forwarded to the
- * job's main process; every child that dies in the namespace is reaped, so no zombie stays;
- * when the main process ends, init reports "exit <wait status>" and exits with its code
- * (128+N for signal N). PID 1 exiting makes the kernel SIGKILL whatever is left in the
- * namespace, daemons included: a job ends with its main process. Signals are blocked and
- * taken with sigwaitinfo(), so no handler races the loop.
- *
- * Everything goes to the launcher as one line on report_fd (one write, under PIPE_BUF).
+ * Signal and reaping rules, as in tini: SIGTERM, SIGINT and SIGHUP are forwarded to the job's
+ * main process; every child that dies in the namespace is reaped; when the main process ends,
+ * init reports "exit <wait status>" and exits with its code (128+N for signal N), and the
+ * kernel SIGKILLs whatever is left in the namespace, daemons included. Signals are blocked
+ * and taken with sigwaitinfo(), so no handler races the loop. Each report is one line in one
+ * write (under PIPE_BUF); the launcher writes the order and reads the reports in _shim/pid1.py.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -71,18 +63,23 @@ static void report(int fd, const char *fmt, ...) {
         if (line[i] == '\n')
             line[i] = ' ';
     line[n++] = '\n';
-    if (write(fd, line, n) < 0) {
-        /* the launcher is gone; nothing to tell */
-    }
+    if (write(fd, line, n) < 0)
+        return; /* the launcher is gone: nothing to tell */
 }
 
-static _Noreturn void fail(int fd, const char *stage, const char *what) {
-    report(fd, "error %s %s: %s", stage, what, strerror(errno));
+/* Report what failed (printf-style), with errno's reason, and exit. */
+static _Noreturn void fail(int fd, const char *stage, const char *fmt, ...) {
+    int saved = errno;
+    char what[1000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    report(fd, "error %s %s: %s", stage, what, strerror(saved));
     _exit(127);
 }
 
 /* ---- isolation steps: one entry per namespace --------------------------------------- */
-
 static int mounts_inside(void) {
     /* Without MS_PRIVATE, mounts propagate back to the host through shared peer groups. */
     if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -127,7 +124,6 @@ static const struct step {
 #define NSTEPS (sizeof STEPS / sizeof STEPS[0])
 
 /* ---- the order ------------------------------------------------------------------------ */
-
 struct order {
     const char *uid, *gid, *cwd;
     char **argv, **envp;
@@ -196,7 +192,6 @@ static int parse_order(char *buf, size_t len, struct order *o) {
 }
 
 /* ---- the init ------------------------------------------------------------------------- */
-
 static void become_user(const struct order *o, int rep) {
     if (o->uid[0] == '\0')
         return;
@@ -209,20 +204,14 @@ static void become_user(const struct order *o, int rep) {
 static pid_t spawn_job(const struct order *o, const int *fds) {
     int rep = fds[FD_REPORT];
     become_user(o, rep);
-    if (chdir(o->cwd) < 0) {
-        int saved = errno;
-        char what[600];
-        snprintf(what, sizeof what, "cannot change to working directory '%.500s'", o->cwd);
-        errno = saved;
-        fail(rep, "cwd", what);
-    }
+    if (chdir(o->cwd) < 0)
+        fail(rep, "cwd", "cannot change to working directory '%.500s'", o->cwd);
     /* posix_spawnp looks the program up in the caller's PATH: make ours the job's. */
     const char *path = "/usr/local/bin:/usr/bin:/bin";
     for (char **e = o->envp; *e != NULL; e++)
         if (strncmp(*e, "PATH=", 5) == 0)
             path = *e + 5;
     setenv("PATH", path, 1);
-
     posix_spawnattr_t attr;
     posix_spawn_file_actions_t actions;
     sigset_t none, all;
@@ -236,7 +225,6 @@ static pid_t spawn_job(const struct order *o, const int *fds) {
     posix_spawn_file_actions_init(&actions);
     for (int target = 0; target < 3; target++)
         posix_spawn_file_actions_adddup2(&actions, fds[FD_STDIN + target], target);
-
     pid_t pid;
     int err = posix_spawnp(&pid, o->argv[0], &actions, &attr, o->argv, o->envp);
     if (err != 0) {
@@ -289,9 +277,8 @@ static _Noreturn void run_init(const int *fds) {
     sigprocmask(SIG_SETMASK, &watched, NULL);
     for (size_t i = 0; i < NSTEPS; i++)
         if (STEPS[i].inside != NULL && STEPS[i].inside() < 0)
-            fail(rep, "setup", STEPS[i].name);
+            fail(rep, "setup", "%s", STEPS[i].name);
     report(rep, "ready");
-
     size_t len = 0;
     char *buf = read_all(fds[FD_ORDER], &len);
     close(fds[FD_ORDER]);
@@ -313,16 +300,14 @@ static _Noreturn void run_init(const int *fds) {
 }
 
 /* ---- the mid child -------------------------------------------------------------------- */
+static int by_number(const void *a, const void *b) {
+    return *(const int *)a - *(const int *)b;
+}
 
 static void close_all_but(const int *fds) {
     int keep[NFDS];
     memcpy(keep, fds, sizeof keep);
-    for (int i = 1; i < NFDS; i++) /* insertion sort: five numbers */
-        for (int j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
-            int t = keep[j];
-            keep[j] = keep[j - 1];
-            keep[j - 1] = t;
-        }
+    qsort(keep, NFDS, sizeof keep[0], by_number);
     unsigned low = 0;
     for (int i = 0; i < NFDS; i++) {
         if ((unsigned)keep[i] > low)
@@ -340,13 +325,8 @@ static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds)
     int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
     for (size_t i = 0; i < nprocs; i++) {
         int fd = open(procs[i], O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, pid, (size_t)len) != len) {
-            int saved = errno;
-            char what[600];
-            snprintf(what, sizeof what, "joining the job's cgroup (%.500s)", procs[i]);
-            errno = saved;
-            fail(rep, "setup", what);
-        }
+        if (fd < 0 || write(fd, pid, (size_t)len) != len)
+            fail(rep, "setup", "joining the job's cgroup (%.500s)", procs[i]);
         close(fd);
     }
     int flags = 0;
@@ -364,7 +344,6 @@ static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds)
 }
 
 /* ---- the zygote ----------------------------------------------------------------------- */
-
 #define MAX_REQUEST 8192
 
 static _Noreturn void run_zygote(int sock) {
@@ -380,11 +359,8 @@ static _Noreturn void run_zygote(int sock) {
         char data[MAX_REQUEST + 1];
         char control[CMSG_SPACE(NFDS * sizeof(int))];
         struct iovec iov = {data, MAX_REQUEST};
-        struct msghdr msg = {0};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control;
-        msg.msg_controllen = sizeof control;
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
+                             .msg_controllen = sizeof control};
         ssize_t n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
         if (n < 0 && errno == EINTR)
             continue;

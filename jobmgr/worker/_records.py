@@ -4,24 +4,25 @@ the first frame of its output log, ``jobs/<id>.log``.
 The record frame (stream 0, which readers skip) holds ``{"job": ..., "result": ...}`` as JSON,
 padded with spaces. It is written when the job starts, with ``result`` null, and overwritten
 in place when the job ends: the space is the file's already, so a job that ends on a full disk
-is still recorded. A job costs one file and no directory: on ext4 each new inode cost the
+is still recorded. A job costs one file and no directory: on ext4 each new inode costs the
 launcher about a millisecond in bursts. The worker folds these records into its database when
 it (re)connects.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from ._outputlog import FRAME, RECORD_STREAM, TRAILER, valid_size
+from ._shim import JobRecord, JobResult, ProtocolError, decode_record, encode_record
 from ._status import JobState
-from .cgroups import CgroupDriver
+from .cgroups import CgroupDriver, CgroupStats
 
 LOG_SUFFIX = ".log"
+OOM_REASON = "the memory limit was exceeded and the OOM killer fired"
+LOST_REASON = "its supervisor (the launcher) died; what was left of it was killed"
 RESULT_ROOM = 2048  # a result is a few hundred bytes of JSON
 
 
@@ -35,14 +36,15 @@ def logged_jobs(jobs_dir: Path) -> list[str]:
     return [p.name.removesuffix(LOG_SUFFIX) for p in jobs_dir.glob("*" + LOG_SUFFIX)]
 
 
-def record_frame(job: dict[str, Any]) -> bytes:
+def record_frame(job: JobRecord) -> bytes:
     """The first frame of a job's log: its record, with room for its result."""
-    body = json.dumps({"job": job, "result": None}).encode() + b" " * RESULT_ROOM
+    body = encode_record(job, None) + b" " * RESULT_ROOM
     return FRAME.pack(RECORD_STREAM, len(body)) + body + TRAILER.pack(len(body))
 
 
-def read_record(log: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The job record and result (None while it runs) from a log; None if it has none."""
+def read_record(log: Path) -> tuple[JobRecord, JobResult | None] | None:
+    """The job record and result (None while it runs) from a log; None if it has none that
+    can be read."""
     try:
         with open(log, "rb") as f:
             head = f.read(FRAME.size)
@@ -51,23 +53,53 @@ def read_record(log: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | Non
             stream, length = FRAME.unpack(head)
             if stream != RECORD_STREAM:
                 return None
-            record = json.loads(f.read(length))
-    except (OSError, ValueError):
+            return decode_record(f.read(length))
+    except (OSError, ProtocolError):
         return None
-    return record["job"], record["result"]
 
 
-def write_result(log: Path, job: dict[str, Any], result: dict[str, Any]) -> None:
+def write_result(log: Path, job: JobRecord, result: JobResult) -> None:
     """Put ``result`` into the record frame, in place."""
     fd = os.open(log, os.O_RDWR | os.O_CLOEXEC)
     try:
         _, length = FRAME.unpack(os.pread(fd, FRAME.size, 0))
-        body = json.dumps({"job": job, "result": result}).encode()
+        body = encode_record(job, result)
         if len(body) > length:
             raise OSError(f"the result of {log.stem} does not fit its record frame")
         os.pwrite(fd, body.ljust(length), FRAME.size)
     finally:
         os.close(fd)
+
+
+def ended_result(
+    wait_status: int,
+    stats: CgroupStats,
+    *,
+    stop_reason: str | None,
+    output_size: int,
+    output_truncated: bool,
+) -> JobResult:
+    """How a job that ran ended: STOPPED if a stop (or its timeout) ended it, with
+    ``stop_reason``; else EXITED if its command exited, FAILED if a signal killed it."""
+    exit_code = os.WEXITSTATUS(wait_status) if os.WIFEXITED(wait_status) else None
+    if stop_reason is not None:
+        state = JobState.STOPPED
+    elif exit_code is not None:
+        state = JobState.EXITED
+    else:
+        state = JobState.FAILED
+    return JobResult(
+        state=state,
+        exit_code=exit_code,
+        signal=os.WTERMSIG(wait_status) if os.WIFSIGNALED(wait_status) else None,
+        oom_killed=stats.oom_killed,
+        ended_at=time.time(),
+        cpu_seconds=stats.cpu_seconds,
+        peak_memory_bytes=stats.peak_memory_bytes,
+        output_size=output_size,
+        output_truncated=output_truncated,
+        reason=stop_reason or (OOM_REASON if stats.oom_killed else ""),
+    )
 
 
 def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
@@ -85,18 +117,17 @@ def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
         job, result = record
         if result is not None:
             continue
-        result = {
-            "state": JobState.LOST.value,
-            "exit_code": None,
-            "signal": None,
-            "oom_killed": False,
-            "ended_at": time.time(),
-            "cpu_seconds": 0.0,
-            "peak_memory_bytes": 0,
-            "output_size": _cut_to_whole_frames(log),
-            "output_truncated": False,
-            "reason": "its supervisor (the launcher) died; what was left of it was killed",
-        }
+        result = JobResult(
+            state=JobState.LOST,
+            exit_code=None,
+            signal=None,
+            oom_killed=False,
+            ended_at=time.time(),
+            cpu_seconds=0.0,
+            peak_memory_bytes=0,
+            output_size=_cut_to_whole_frames(log),
+            reason=LOST_REASON,
+        )
         write_result(log, job, result)
     for name in driver.existing():
         driver.open(name).destroy()

@@ -1,67 +1,125 @@
-"""A job slot as the launcher tracks it: a warm init waiting in its cgroup, and once given an
-order, the job running in it. Also the order's wire format (what _pid1.c parses)."""
+"""A job slot as the launcher holds it: a cgroup with an init waiting in it, and once a start
+takes it, the job running there.
+
+A slot's life is a state machine, moved only by ``Slot.move``, which refuses a move the table
+does not allow (IllegalTransition, which the launcher logs) and logs each legal one at debug
+level (``jobmgr-launcher --debug``):
+
+    WARMING ──> READY ──> STARTING ──> RUNNING ──> STOPPING ──> ENDED
+       │          │          │            └────────────────────────^
+       └──────────┴──────────┴──> DISCARDED ──> ENDED
+
+A spare (WARMING, READY) belongs to the warm pool; a start takes it (STARTING) and from then
+on it is a job's. DISCARDED is a slot given up without a job to show for it: a spare let go,
+a spare that failed to warm, a start refused. Any slot can end abruptly (its init killed),
+so every state but ENDED may move to ENDED; a slot is ENDED once its pipes are closed and its
+init reaped, and nothing of it is left.
+"""
 
 from __future__ import annotations
 
-import os
+import enum
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
 
 from ._capture import LogWriter
-from ._protocol import Message
+from ._shim import JobRecord, StartRequest
 from ._status import Stream
 from .cgroups import JobCgroup
 
+log = logging.getLogger("jobmgr.launcher")
+
+
+class SlotState(enum.Enum):
+    WARMING = "warming"  # its init is being made: cgroup joined, namespaces unshared
+    READY = "ready"  # its init waits for an order
+    STARTING = "starting"  # a start took it: limits set, record written, order sent
+    RUNNING = "running"  # the command runs
+    STOPPING = "stopping"  # a stop or a timeout asked it to end: SIGTERM, then SIGKILL
+    DISCARDED = "discarded"  # given up without a job; its init is on its way out
+    ENDED = "ended"  # pipes closed, init reaped, cgroup removed
+
+
+_S = SlotState
+TRANSITIONS: Mapping[SlotState, frozenset[SlotState]] = MappingProxyType(
+    {
+        _S.WARMING: frozenset({_S.READY, _S.STARTING, _S.DISCARDED, _S.ENDED}),
+        _S.READY: frozenset({_S.STARTING, _S.DISCARDED, _S.ENDED}),
+        _S.STARTING: frozenset({_S.RUNNING, _S.DISCARDED, _S.ENDED}),
+        _S.RUNNING: frozenset({_S.STOPPING, _S.ENDED}),
+        _S.STOPPING: frozenset({_S.ENDED}),
+        _S.DISCARDED: frozenset({_S.ENDED}),
+        _S.ENDED: frozenset(),
+    }
+)
+SPARE_STATES = frozenset({SlotState.WARMING, SlotState.READY})
+JOB_STATES = frozenset({SlotState.RUNNING, SlotState.STOPPING})  # a job the server knows
+
+
+class IllegalTransition(Exception):
+    """A move the slot's state machine does not allow: a bug in the launcher."""
+
+    def __init__(self, slot_id: str, current: SlotState, to: SlotState) -> None:
+        super().__init__(f"slot {slot_id}: no move from {current.value} to {to.value}")
+
+
+def transition(slot_id: str, current: SlotState, to: SlotState) -> SlotState:
+    """``to``, if a slot in state ``current`` may move there; IllegalTransition otherwise."""
+    if to not in TRANSITIONS[current]:
+        raise IllegalTransition(slot_id, current, to)
+    log.debug("slot %s: %s -> %s", slot_id, current.value, to.value)
+    return to
+
 
 @dataclass
-class Slot:
-    """A slot: a warm init waiting in its cgroup, and once given an order, the job in it."""
+class Job:
+    """What a slot holds once a start takes it."""
 
-    id: str
+    request: StartRequest
+    start_req: int  # the start request's id, to answer
+    record: JobRecord
+    log: LogWriter | None = None  # once its record is written
+    stop_reason: str = ""
+    stop_waiters: list[int] = field(default_factory=list)  # stop requests to answer at its end
+
+
+@dataclass(eq=False)
+class Slot:
+    """One slot: its cgroup, the launcher's ends of its pipes, its init, and its job."""
+
+    id: str  # also the id of the job it runs
     cgroup: JobCgroup
-    pipes: dict[int, Stream]
-    report_fd: int | None
-    order_fd: int | None
-    ready: bool = False
-    assigned: bool = False
-    path: Path | None = None  # its spare file while it warms, then the job's log
-    log_fd: int | None = None  # that file, until ``log`` takes it over
-    log: LogWriter | None = None
-    start_req: int | None = None
-    started_at: float = 0.0
-    report_buf: bytes = b""
-    launched: bool = False
-    launch_failed: bool = False
+    path: Path  # its spare file while it warms, then the job's log
+    log_fd: int | None  # that file, until the job's LogWriter takes it over
+    pipes: dict[int, Stream]  # the job's stdout and stderr, while open
+    report_fd: int | None  # the init's report lines, while open
+    order_fd: int | None  # the init's order, until sent or given up
+    report_buf: bytes = b""  # a report line read in part
     init_pid: int | None = None
-    init_status: int | None = None
-    job_status: int | None = None
-    stop_requested: bool = False
-    reason: str = ""
-    stop_reqs: list[int] = field(default_factory=list)
-    grace: float = 5.0  # for a stop on timeout
-    record: dict[str, Any] = field(default_factory=dict)  # what the log's record frame says
+    init_status: int | None = None  # its wait status, once reaped
+    job_status: int | None = None  # the command's wait status, as the init reported it
+    job: Job | None = None
+    _state: SlotState = field(default=SlotState.WARMING, init=False)
+
+    @property
+    def state(self) -> SlotState:
+        return self._state
+
+    def move(self, to: SlotState) -> None:
+        """Move to state ``to``, or raise IllegalTransition."""
+        self._state = transition(self.id, self._state, to)
 
     @property
     def size(self) -> int:
-        return self.log.size if self.log is not None else 0
+        """Bytes of the job's log committed so far."""
+        return self.job.log.size if self.job is not None and self.job.log is not None else 0
 
-
-def encode_order(req: Message) -> bytes:
-    """The order the init reads (see _pid1.c): NUL-terminated uid gid cwd argc argv envc env.
-
-    Strings carrying surrogate escapes become the exact bytes they stand for.
-    """
-    argv: list[str] = req["argv"]
-    env = [f"{key}={value}" for key, value in req["env"].items()]
-    uid, gid = req.get("uid"), req.get("gid")
-    fields = [
-        "" if uid is None else str(uid),
-        "" if gid is None else str(gid),
-        req.get("cwd") or "/",
-        str(len(argv)),
-        *argv,
-        str(len(env)),
-        *env,
-    ]
-    return b"".join(os.fsencode(item) + b"\0" for item in fields)
+    @property
+    def gone(self) -> bool:
+        """True once nothing of it is alive: pipes closed and init reaped (if it had one)."""
+        if self.pipes or self.report_fd is not None:
+            return False
+        return self.init_pid is None or self.init_status is not None

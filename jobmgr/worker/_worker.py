@@ -11,22 +11,28 @@ import threading
 import time
 from collections.abc import AsyncIterator, Collection, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ._errors import (
-    CapacityError,
-    InvalidSpec,
-    JobNotFound,
-    LaunchError,
-    WorkerError,
-    WorkerUnavailable,
-)
+from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
+from ._history import adopt, load_history
+from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
-from ._protocol import Message
-from ._records import log_path, logged_jobs, read_record
+from ._records import log_path
+from ._shim import (
+    ConnectionLost,
+    Event,
+    HelloReply,
+    JobExited,
+    OutputAdvanced,
+    OutputTruncated,
+    RequestFailed,
+    ShutdownRequest,
+    StartReply,
+    StartRequest,
+    StopReply,
+    StopRequest,
+)
 from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
@@ -35,21 +41,6 @@ from .cgroups import CgroupDriver, detect_driver
 
 _REPLY_TIMEOUT = 60.0
 GiB = 1024**3
-
-
-@dataclass
-class _Entry:
-    status: JobStatus
-    log: OutputLog
-
-
-@dataclass(frozen=True)
-class Retention:
-    """Which finished jobs (and their output) to keep: at most ``count``, none older than
-    ``max_age`` seconds (after they ended). None keeps everything."""
-
-    count: int | None = None
-    max_age: float | None = None
 
 
 class Worker:
@@ -79,7 +70,7 @@ class Worker:
         max_running: int | None = None,
         warm_slots: int = 4,
         output_cap: int = GiB,
-        retention: Retention = Retention(),
+        retention: Retention = KEEP_ALL,
         default_run_as: str | None = None,
         allowed_run_as: Collection[str] | None = None,
     ) -> None:
@@ -98,29 +89,39 @@ class Worker:
         self._default_grace = default_grace
         self._max_running = max_running
         self._output_cap = output_cap
-        self._retention = retention
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
-        self._jobs: dict[str, _Entry] = {}
-        # Kept in step with _jobs by _track, so that a Start or an exit costs the same with
-        # 100 000 jobs known as with ten.
-        self._running: set[str] = set()
-        self._ended: dict[str, float] = {}  # finished job -> ended_at, oldest first
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _closed and _starting
         self._closed = False
         self._starting = 0
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._store = JobStore(self._state / "jobs.db")
-            self._load_history()
+            self._table = JobTable(self._store, self._jobs_dir, retention)
+            load_history(self._table)
             self._launcher, hello = self._connect(cgroup_parent, warm_slots)
-            self._adopt(hello)
-            self._prune()
+            adopt(self._table, hello.running)
+            self._table.prune()
         except BaseException:
             os.close(self._lock_fd)
             raise
 
     # ---- the public face ----------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """Where job records and output are kept: private to the server's user (0700), so
+        the server's own secrets may live there too."""
+        return self._state
+
+    def set_run_as(
+        self, default_run_as: str | None, allowed_run_as: Collection[str] | None
+    ) -> None:
+        """Replace the run-as policy (see the class docstring) for the jobs started from now on;
+        running jobs keep their user."""
+        allowed = None if allowed_run_as is None else set(allowed_run_as)
+        with self._lock:
+            self._default_run_as, self._allowed_run_as = default_run_as, allowed
 
     def start(self, spec: JobSpec) -> str:
         """Start a job; returns its id once its command is running.
@@ -142,7 +143,7 @@ class Worker:
         """
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
-            _checked(fut.result(self._stop_timeout(grace)))
+            _stopped(fut.result(self._stop_timeout(grace)))
         return self.status(job_id)
 
     async def astop(self, job_id: str, grace: float | None = None) -> JobStatus:
@@ -150,17 +151,17 @@ class Worker:
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
             reply = await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace))
-            _checked(reply)
+            _stopped(reply)
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
         """The job's current status; CPU and memory figures are live while it runs."""
-        status = self._entry(job_id).status
+        status = self._table.get(job_id).status
         if status.state is JobState.RUNNING:
             try:
                 stats = self._driver.open(job_id).stats()
             except (OSError, WorkerError):
-                return self._entry(job_id).status  # it just ended; final figures are in
+                return self._table.get(job_id).status  # it just ended; final figures are in
             status = dataclasses.replace(
                 status, cpu_seconds=stats.cpu_seconds, peak_memory_bytes=stats.peak_memory_bytes
             )
@@ -172,8 +173,7 @@ class Worker:
 
     def list(self) -> list[JobStatus]:
         """Every job known, oldest first."""
-        with self._lock:
-            entries = list(self._jobs.values())
+        entries = self._table.entries()
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
@@ -181,13 +181,13 @@ class Worker:
     ) -> Iterator[OutputChunk]:
         """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
         until the job has ended."""
-        return self._entry(job_id).log.follow(follow=follow, tail=_check_tail(tail))
+        return self._table.get(job_id).log.follow(follow=follow, tail=_check_tail(tail))
 
     def aoutput(
         self, job_id: str, *, follow: bool = True, tail: int | None = None
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._entry(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
+        return self._table.get(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -196,7 +196,7 @@ class Worker:
                 return
             self._closed = True
         try:
-            fut = self._launcher.request({"op": "shutdown", "grace": self._default_grace})
+            fut = self._launcher.request(ShutdownRequest(self._default_grace))
             fut.result(self._stop_timeout(None))
         except WorkerError:
             pass
@@ -213,7 +213,7 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, cgroup_parent: str, warm_slots: int) -> tuple[LauncherClient, Message]:
+    def _connect(self, cgroup_parent: str, warm_slots: int) -> tuple[LauncherClient, HelloReply]:
         """Reach the state dir's launcher, starting one if none runs.
 
         A launcher killed a moment ago may still accept a connection and then drop it; the
@@ -222,17 +222,20 @@ class Worker:
         for attempt in range(3):
             client = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
             try:
-                return client, client.request({"op": "hello"}).result(_REPLY_TIMEOUT)
+                return client, client.hello(_REPLY_TIMEOUT)
             except WorkerUnavailable:
                 client.close()
                 if attempt == 2:
                     raise
                 time.sleep(0.2)
+            except BaseException:
+                client.close()
+                raise
         raise AssertionError("unreachable")
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def _submit_start(self, spec: JobSpec) -> Future[Message]:
+    def _submit_start(self, spec: JobSpec) -> Future[StartReply | RequestFailed]:
         limits = spec.limits.merged_over(self._default_limits)
         if self._max_limits is not None:
             limits.check_within(self._max_limits)
@@ -240,49 +243,36 @@ class Worker:
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
-            running = self._starting + len(self._running)
+            running = self._starting + self._table.running_count()
             if self._max_running is not None and running >= self._max_running:
                 raise CapacityError(
                     f"{running} jobs are running, the server's limit; stop one or wait"
                 )
             self._starting += 1
-        message = {
-            "op": "start",
-            "argv": list(spec.argv),
-            "owner": spec.owner,
-            "limits": dataclasses.asdict(limits),
-            "env": dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV),
-            "cwd": spec.cwd,
-            "uid": uid,
-            "gid": gid,
-            "timeout": spec.timeout,
-            "grace": self._default_grace,
-            "output_cap": self._output_cap,
-        }
+        request = StartRequest(
+            argv=tuple(spec.argv),
+            owner=spec.owner,
+            limits=limits,
+            env=dict(spec.env) if spec.env is not None else dict(DEFAULT_ENV),
+            cwd=spec.cwd,
+            uid=uid,
+            gid=gid,
+            timeout=spec.timeout,
+            grace=self._default_grace,
+            output_cap=self._output_cap,
+        )
 
-        def register(reply: Message) -> None:
+        def register(reply: StartReply | RequestFailed) -> None:
             # On the event thread, before any output or exit event of the new job.
             with self._lock:
                 self._starting -= 1
-            if not reply.get("ok"):
+            if isinstance(reply, RequestFailed):
                 return
-            job_id = str(reply["id"])
-            status = JobStatus(
-                id=job_id,
-                argv=tuple(spec.argv),
-                owner=spec.owner,
-                limits=limits,
-                state=JobState.RUNNING,
-                started_at=float(reply["started_at"]),
-            )
-            log = OutputLog(log_path(self._jobs_dir, job_id))
-            with self._lock:
-                self._jobs[job_id] = _Entry(status, log)
-                self._track(status)
-            self._store.save(status)
+            status = request.record(reply.id, reply.started_at).status()
+            self._table.add(JobEntry(status, OutputLog(log_path(self._jobs_dir, reply.id))))
 
         try:
-            return self._launcher.request(message, on_reply=register)
+            return self._launcher.request(request, on_reply=register)
         except BaseException:
             with self._lock:
                 self._starting -= 1
@@ -300,221 +290,50 @@ class Worker:
             raise InvalidSpec(f"no such user: {user!r}") from None
         return entry.pw_uid, entry.pw_gid
 
-    def _submit_stop(self, job_id: str, grace: float | None) -> Future[Message] | None:
+    def _submit_stop(
+        self, job_id: str, grace: float | None
+    ) -> Future[StopReply | RequestFailed] | None:
         if grace is not None and not 0 <= grace <= 86400:
             raise InvalidSpec(f"grace must be between 0 and 86400 seconds, got {grace}")
-        entry = self._entry(job_id)
+        entry = self._table.get(job_id)
         if entry.status.terminated:
             return None
         grace = self._default_grace if grace is None else grace
-        return self._launcher.request({"op": "stop", "id": job_id, "grace": grace})
+        return self._launcher.request(StopRequest(job_id, grace))
 
     def _stop_timeout(self, grace: float | None) -> float:
         return (self._default_grace if grace is None else grace) + _REPLY_TIMEOUT
 
-    def _entry(self, job_id: str) -> _Entry:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-        if entry is None:
-            raise JobNotFound(job_id)
-        return entry
-
     # ---- events from the launcher -------------------------------------------------------------
 
-    def _on_event(self, message: Message) -> None:
-        kind = message.get("ev")
-        if kind == "output":
-            with self._lock:
-                entry = self._jobs.get(message["id"])
-            if entry is not None:
-                entry.log.advance(int(message["size"]))
-        elif kind == "truncated":
-            self._update(message["id"], output_truncated=True)
-        elif kind == "exit":
-            self._record_exit(message["id"], message["result"])
-            self._prune()
-        elif kind == "disconnected":
-            with self._lock:
-                entries = list(self._jobs.values())
-            for entry in entries:  # wake followers: nothing more can arrive through us
-                entry.log.advance(entry.log.size, done=True)
-
-    def _update(self, job_id: str, **changes: Any) -> None:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            if entry is None:
-                return
-            entry.status = dataclasses.replace(entry.status, **changes)
-            self._track(entry.status)
-        self._store.save(entry.status)
-
-    def _record_exit(self, job_id: str, result: dict[str, Any]) -> None:
-        with self._lock:
-            entry = self._jobs.get(job_id)
-            if entry is None:
-                return
-            entry.status = _apply_result(entry.status, result)
-            self._track(entry.status)
-        self._store.save(entry.status)
-        entry.log.advance(int(result["output_size"]), done=True)
-
-    def _prune(self) -> None:
-        """Drop the finished jobs the retention policy no longer keeps, oldest first."""
-        count, max_age = self._retention.count, self._retention.max_age
-        if count is None and max_age is None:
-            return
-        cutoff = -1.0 if max_age is None else time.time() - max_age
-        doomed: list[str] = []
-        with self._lock:
-            while self._ended:
-                oldest, ended_at = next(iter(self._ended.items()))
-                if (count is None or len(self._ended) <= count) and ended_at >= cutoff:
-                    break
-                del self._ended[oldest]
-                self._jobs.pop(oldest, None)
-                doomed.append(oldest)
-        if doomed:
-            self._store.delete(doomed)
-            for job_id in doomed:
-                log_path(self._jobs_dir, job_id).unlink(missing_ok=True)
-
-    def _track(self, status: JobStatus) -> None:
-        """Note a job's new status in the running set and the order of ends (lock held)."""
-        if not status.terminated:
-            self._running.add(status.id)
-        elif status.id not in self._ended:
-            self._running.discard(status.id)
-            self._ended[status.id] = _ended_at(status)
-
-    # ---- history ------------------------------------------------------------------------------
-
-    def _load_history(self) -> None:
-        """Jobs from the database, plus what the launcher recorded while no server was here."""
-        known = {status.id: status for status in self._store.load()}
-        for job_id in logged_jobs(self._jobs_dir):
-            entry = self._load_job(job_id, known.get(job_id))
-            if entry is not None:
-                self._jobs[job_id] = entry
-        for status in sorted((e.status for e in self._jobs.values()), key=_ended_at):
-            self._track(status)
-        for job_id in set(known) - set(self._jobs):
-            self._store.delete([job_id])  # its log is gone: pruned by hand
-
-    def _load_job(self, job_id: str, status: JobStatus | None) -> _Entry | None:
-        """A job from its database row and its log's record frame, whichever knows more."""
-        path = log_path(self._jobs_dir, job_id)
-        if status is None or status.state is JobState.RUNNING:
-            record = read_record(path)
-            if record is None:
-                return None  # a start that never got as far as its record
-            job, result = record
-            status = status or _status_from_record(job)
-            if result is not None:
-                status = _apply_result(status, result)
-            self._store.save(status)
-        log = OutputLog(path)
-        if status.terminated:
-            log.advance(_file_size(path), done=True)
-        return _Entry(status, log)
-
-    def _adopt(self, hello: Message) -> None:
-        """Take the running jobs (with their output sizes) from the launcher's hello; a job
-        the launcher does not know is lost."""
-        running = {job["id"]: int(job["size"]) for job in hello.get("running", [])}
-        for job_id in running.keys() - self._jobs.keys():
-            # Started on the request of a server that died before the reply, after
-            # _load_history looked: the launcher wrote its record before answering hello.
-            entry = self._load_job(job_id, None)
-            if entry is None:
-                continue
-            with self._lock:
-                self._jobs[job_id] = entry
-                self._track(entry.status)
-            # Its exit may have been announced before it was in the table; the record has it.
-            self._exit_if_recorded(entry)
-        with self._lock:
-            entries = [self._jobs[job_id] for job_id in self._running]
-        for entry in entries:
-            job_id = entry.status.id
-            if job_id in running:
-                entry.log.advance(running[job_id])
-                continue
-            if self._exit_if_recorded(entry):
-                continue
-            self._update(
-                job_id,
-                state=JobState.LOST,
-                ended_at=time.time(),
-                reason="the launcher has no record of it",
-            )
-            entry.log.advance(_file_size(entry.log.path), done=True)
-
-    def _exit_if_recorded(self, entry: _Entry) -> bool:
-        """Take the job's result from its log's record, if the launcher wrote one there."""
-        record = read_record(entry.log.path)
-        if record is None or record[1] is None:
-            return False
-        self._record_exit(entry.status.id, record[1])
-        return True
+    def _on_event(self, event: Event) -> None:
+        match event:
+            case OutputAdvanced(id=job_id, size=size):
+                entry = self._table.find(job_id)
+                if entry is not None:
+                    entry.log.advance(size)
+            case OutputTruncated(id=job_id):
+                self._table.update(job_id, output_truncated=True)
+            case JobExited(id=job_id, result=result):
+                self._table.record_exit(job_id, result)
+                self._table.prune()
+            case ConnectionLost():
+                for entry in self._table.entries():  # wake followers: nothing more can come
+                    entry.log.advance(entry.log.size, done=True)
 
 
-def _started(reply: Message) -> str:
-    if not reply.get("ok"):
-        error = str(reply.get("error", "unknown error"))
-        stage = reply.get("stage")
-        if stage in ("exec", "cwd", "user"):
-            raise LaunchError(error)
-        if stage == "limits":
-            raise InvalidSpec(error)
-        if stage == "space":
-            raise CapacityError(error)
-        raise WorkerError(f"starting the job failed: {error}")
-    return str(reply["id"])
+def _started(reply: StartReply | RequestFailed) -> str:
+    if isinstance(reply, RequestFailed):
+        raise reply.start_error()
+    return reply.id
 
 
-def _checked(reply: Message) -> None:
-    if not reply.get("ok"):
-        raise WorkerError(str(reply.get("error", "unknown error")))
+def _stopped(reply: StopReply | RequestFailed) -> None:
+    if isinstance(reply, RequestFailed):
+        raise WorkerError(reply.error)
 
 
 def _check_tail(tail: int | None) -> int | None:
     if tail is not None and tail < 0:
         raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
     return tail
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _ended_at(status: JobStatus) -> float:
-    return status.ended_at or 0.0
-
-
-def _status_from_record(record: dict[str, Any]) -> JobStatus:
-    return JobStatus(
-        id=record["id"],
-        argv=tuple(record["argv"]),
-        owner=record["owner"],
-        limits=Limits(**record["limits"]),
-        state=JobState.RUNNING,
-        started_at=record["started_at"],
-    )
-
-
-def _apply_result(status: JobStatus, result: dict[str, Any]) -> JobStatus:
-    return dataclasses.replace(
-        status,
-        state=JobState(result["state"]),
-        ended_at=result["ended_at"],
-        exit_code=result["exit_code"],
-        signal=result["signal"],
-        oom_killed=result["oom_killed"],
-        cpu_seconds=result["cpu_seconds"],
-        peak_memory_bytes=result["peak_memory_bytes"],
-        reason=result.get("reason", ""),
-        output_truncated=result.get("output_truncated", False),
-    )
