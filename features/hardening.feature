@@ -61,7 +61,7 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
     Then within 4 seconds the waiting connection is sent GOAWAY "idle" and closed
     And the following connection still receives output after 4 seconds
 
-  Scenario: 1100 bare connections from one address lock nobody out of a server limited to 1024 fds
+  Scenario: Bare connections from one address, 1100 of them, lock nobody out of a server limited to 1024 fds
     Given jobmgr-server is running with a file descriptor limit of 1024, soft and hard
     When 1100 TCP connections from 127.0.0.2 are opened and send nothing
     Then the admin, connecting from another address, can start a job and read its status
@@ -90,7 +90,7 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
     Then a Status call fails with RESOURCE_EXHAUSTED saying "rpcs_in_flight = 4"
     And once one stream is cancelled, a Status call answers
 
-  Scenario: 1100 Output streams of a user certificate lock nobody out of a server limited to 1024 fds
+  Scenario: Output streams of one user certificate, 1100 of them, lock nobody out of a server limited to 1024 fds
     Given jobmgr-server is running with a file descriptor limit of 1024, soft and hard
     And the admin has started a job that prints a line every 0.1 seconds
     When the user client opens 1100 Output streams on that job, on 11 connections
