@@ -105,6 +105,15 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
     Then all 200 fail with RESOURCE_EXHAUSTED
     And the server logged at most 5 "refused" lines for them, one saying how many it left out
 
+  @long
+  Scenario: A client that stops answering pings loses its connection, and its streams' places
+    Given the jobmgr-server program is running with "--streams-per-caller 1"
+    And the admin has started a job that prints a line every 0.1 seconds
+    When the user client follows that job's output by hand and then stops reading or answering
+    Then another Output stream of the user client is refused with RESOURCE_EXHAUSTED
+    And within 90 seconds the server has closed the silent connection
+    And the user client can follow the job's output again
+
   # ---- file descriptors ----------------------------------------------------------------------
 
   Scenario: The server raises its file descriptor limit and sizes its caps from it
@@ -258,15 +267,6 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
       | a configuration with an unknown role call | unknown call 'Launch'            |
 
   # ---- the flood, measured -------------------------------------------------------------------
-
-  @long
-  Scenario: A client that stops answering pings loses its connection, and its streams' places
-    Given the jobmgr-server program is running with "--streams-per-caller 1"
-    And the admin has started a job that prints a line every 0.1 seconds
-    When the user client follows that job's output by hand and then stops reading or answering
-    Then another Output stream of the user client is refused with RESOURCE_EXHAUSTED
-    And within 90 seconds the server has closed the silent connection
-    And the user client can follow the job's output again
 
   @long
   Scenario: The admin is served within 1 s at p99 while 2000 connections and 2000 streams are held
