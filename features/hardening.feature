@@ -1,9 +1,9 @@
 Feature: The server holds against hostile clients and hostile jobs, before and after login
-  Checked against the real jobmgr-server program over real mutual TLS 1.3. A job running as
-  nobody cannot make the server run its code, nor read the server's records. Nobody, with a
-  certificate or without one, can take every connection, stream or file descriptor the server
-  has: past each limit the newcomer is refused, with a message naming the limit where there is
-  a caller to read one, and the admin is still served. Whatever a caller sends, the server's
+  Checked against the real jobmgr-server program over real mutual TLS 1.3. Another user of
+  the host, or a job, cannot make the server run its code, nor read the server's records.
+  Nobody, with a certificate or without one, can take every connection, stream or file
+  descriptor the server has: past each limit the newcomer is refused, with a message naming
+  the limit where there is a caller to read one, and the admin is still served. Whatever a caller sends, the server's
   log stays one line per record, with every value escaped. A caller is its certificate's whole
   Subject, role included: that is the owner of the jobs it starts, and what --user-sees own
   compares. List's page tokens are signed by the server. A certificate the CRL lists gets no
@@ -15,7 +15,7 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
 
   Scenario: A module planted in the server's working directory is never imported
     Given jobmgr-server was started from a directory every user may write to
-    And a job running as nobody has written jobmgr/__init__.py into that directory
+    And the user nobody has written jobmgr/__init__.py into that directory
     When jobmgr-server is stopped and started again from the same directory
     Then a job started after the restart prints "still serving" and exits 0
     And the planted module was never imported
@@ -25,7 +25,7 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
   Scenario: A state directory left open to other users is made private at start
     Given a state directory left by an older jobmgr: the directory 0755, every file in it 0644
     When jobmgr-server starts on that state directory
-    Then a job running as nobody can read neither jobs.db nor launcher.log
+    Then the user nobody can read neither jobs.db nor launcher.log
     And the state directory and every directory in it are mode 0700, every file 0600
 
   Scenario: A state directory owned by another user is refused, naming it

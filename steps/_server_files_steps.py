@@ -1,13 +1,16 @@
-"""Steps of features/hardening.feature about the server's own files and helpers: a job that
-tries to make the launcher import its code, or to read the server's state directory, and a
-state directory the server must refuse. Each server runs from a directory every user may
-reach (launch_server's ``workdir_mode``), since the attacker is a job running as nobody."""
+"""Steps of features/hardening.feature about the server's own files and helpers: another user
+who tries to make the launcher (root) import its code, or to read the server's state
+directory, and a state directory the server must refuse. The other user is nobody, acting
+straight on the host: a job's sandbox would hide the server's directories from it anyway, and
+these promises must hold without it. Each server runs from a directory every user may reach
+(launch_server's ``workdir_mode``)."""
 
 from __future__ import annotations
 
 import os
 import pwd
 import stat
+import subprocess
 from pathlib import Path
 
 from pytest_bdd import given, parsers, then, when
@@ -19,7 +22,7 @@ from harness.server import ServerDidNotStart, ServerProgram
 from .fixtures_scenario import Scenario
 from .fixtures_server import LaunchServer
 
-NOBODY = pwd.getpwnam("nobody").pw_uid
+NOBODY = pwd.getpwnam("nobody")
 # A job's module, planted where the server was started: it notes who imported it, then hands
 # over to the real package so that nothing else looks amiss.
 PLANTED = """import os
@@ -36,6 +39,14 @@ def job_output(server: ServerProgram, argv: list[str]) -> tuple[int, bytes]:
     return server.status(job).exit_code, output
 
 
+def as_nobody(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` as the user nobody (and its group alone), from /."""
+    return subprocess.run(
+        argv, user=NOBODY.pw_uid, group=NOBODY.pw_gid, extra_groups=[], cwd="/",
+        env={"PATH": "/usr/bin:/bin"}, capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
 def stop_with_launcher(server: ServerProgram) -> None:
     assert server.terminate() == 0, server.stderr[-2000:]
     eventually(lambda: server.launcher_pid() is None, 15.0, "the launcher to exit")
@@ -49,16 +60,15 @@ def _from_open_dir(launch_server: LaunchServer, scenario: Scenario) -> None:
     scenario.server = launch_server(workdir_mode=0o1777)
 
 
-@given("a job running as nobody has written jobmgr/__init__.py into that directory")
+@given("the user nobody has written jobmgr/__init__.py into that directory")
 def _plant(scenario: Scenario) -> None:
     server = scenario.program
     code = PLANTED.format(real=str(Path(jobmgr.__file__).parent))
     script = 'mkdir "$1/jobmgr" && printf "%s" "$2" > "$1/jobmgr/__init__.py"'
-    argv = ["sh", "-c", script, server.marker, str(server.workdir), code]
-    exit_code, output = job_output(server, argv)
-    assert exit_code == 0, output
+    done = as_nobody(["sh", "-c", script, "plant", str(server.workdir), code])
+    assert done.returncode == 0, done.stderr
     planted = server.workdir / "jobmgr" / "__init__.py"
-    assert planted.stat().st_uid == NOBODY, "the job did not write the module as nobody"
+    assert planted.stat().st_uid == NOBODY.pw_uid, "the module was not written by nobody"
 
 
 @when("jobmgr-server is stopped and started again from the same directory")
@@ -97,15 +107,12 @@ def _start_again(scenario: Scenario) -> None:
     scenario.program.start()
 
 
-@then("a job running as nobody can read neither jobs.db nor launcher.log")
+@then("the user nobody can read neither jobs.db nor launcher.log")
 def _unreadable(scenario: Scenario) -> None:
-    server = scenario.program
     script = 'for f in "$1/jobs.db" "$1/launcher.log"; do '
     script += 'head -c1 "$f" >/dev/null && echo "read $f"; done; :'
-    exit_code, output = job_output(
-        server, ["sh", "-c", script, server.marker, str(server.state_dir)]
-    )
-    assert exit_code == 0 and b"read " not in output, output.decode(errors="replace")
+    done = as_nobody(["sh", "-c", script, "peek", str(scenario.program.state_dir)])
+    assert done.returncode == 0 and b"read " not in done.stdout, done.stdout
 
 
 @then("the state directory and every directory in it are mode 0700, every file 0600")
@@ -124,7 +131,7 @@ def _private(scenario: Scenario) -> None:
 def _foreign_state(launch_server: LaunchServer, scenario: Scenario) -> None:
     server = launch_server(workdir_mode=0o755, start=False)
     server.state_dir.mkdir(mode=0o700)
-    os.chown(server.state_dir, NOBODY, -1)
+    os.chown(server.state_dir, NOBODY.pw_uid, -1)
     scenario.server = server
 
 

@@ -9,6 +9,7 @@
 Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are the asyncio forms.
 """
 
+from ._confinement import Sandbox
 from ._errors import (
     CapacityError,
     InvalidSpec,
@@ -18,7 +19,7 @@ from ._errors import (
     WorkerUnavailable,
 )
 from ._jobtable import Retention
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits, Mount
 from ._status import JobState, JobStatus, OutputChunk, Stream
 from ._worker import Worker
 
@@ -34,8 +35,10 @@ __all__ = [
     "JobStatus",
     "LaunchError",
     "Limits",
+    "Mount",
     "OutputChunk",
     "Retention",
+    "Sandbox",
     "Stream",
     "Worker",
     "WorkerError",
