@@ -12,9 +12,12 @@ Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are th
 from ._confinement import Sandbox
 from ._errors import (
     CapacityError,
+    CommandNotFound,
     InvalidSpec,
     JobNotFound,
     LaunchError,
+    NotExecutable,
+    OffsetPastEnd,
     WorkerError,
     WorkerUnavailable,
 )
@@ -28,6 +31,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "UNLIMITED",
     "CapacityError",
+    "CommandNotFound",
     "InvalidSpec",
     "JobNotFound",
     "JobSpec",
@@ -36,6 +40,8 @@ __all__ = [
     "LaunchError",
     "Limits",
     "Mount",
+    "NotExecutable",
+    "OffsetPastEnd",
     "OutputChunk",
     "Retention",
     "Sandbox",

@@ -194,17 +194,20 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> Iterator[OutputChunk]:
-        """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
-        until the job has ended."""
-        return self._table.get(job_id).log.follow(follow=follow, tail=_check_tail(tail))
+        """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
+        bytes are counted) or its last ``tail`` lines; with ``follow``, live until the job
+        has ended. An offset past the output there is raises OffsetPastEnd as it is read."""
+        tail, offset = _check_start(tail, offset)
+        return self._table.get(job_id).log.follow(follow=follow, tail=tail, offset=offset)
 
     def aoutput(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._table.get(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
+        tail, offset = _check_start(tail, offset)
+        return self._table.get(job_id).log.afollow(follow=follow, tail=tail, offset=offset)
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -362,7 +365,11 @@ def _stopped(reply: StopReply | RequestFailed) -> None:
         raise WorkerError(reply.error)
 
 
-def _check_tail(tail: int | None) -> int | None:
+def _check_start(tail: int | None, offset: int) -> tuple[int | None, int]:
     if tail is not None and tail < 0:
         raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
-    return tail
+    if offset < 0:
+        raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
+    if tail is not None and offset:
+        raise InvalidSpec("give tail or offset, not both: a tail starts where the last lines do")
+    return tail, offset
