@@ -98,12 +98,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _start(client: Client, args: argparse.Namespace) -> int:
     from ._jobflags import job_spec
 
-    job_id = client.start(job_spec(args))
     if not args.follow:
-        print(job_id)
+        print(client.start(job_spec(args)))
         return 0
-    from ._follow import follow
+    from . import _ending
+    from ._follow import Signalled, follow, signals_raise
 
+    try:
+        with signals_raise():
+            job_id = client.start(job_spec(args))
+    except Signalled as signalled:  # no id yet: the job, if it started, is left as it is
+        import signal
+
+        name = signal.Signals(signalled.signum).name
+        _ending.tell("", "unknown, may still be running", f"got {name} while it started; see "
+                     "`jobmgr-client list`")  # fmt: skip
+        return 128 + signalled.signum
     return follow(
         client,
         job_id,
