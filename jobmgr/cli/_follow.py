@@ -31,7 +31,7 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING
 
 from jobmgr.client._client import Client, OutputReader
-from jobmgr.client._errors import JobmgrError
+from jobmgr.client._errors import ConnectionFailed, JobmgrError
 from jobmgr.client._types import JobStatus, Stream
 
 from . import _ending
@@ -118,7 +118,12 @@ def follow(
     again = f"{reattach} output {job_id}"
     try:
         return _follow(client, job_id, stop_on_interrupt, grace, reattach, quiet)
-    except JobmgrError as exc:  # the server lost for longer than we wait, or worse
+    except JobmgrError as exc:  # the server lost for longer than we wait, or the stream broke
+        status = None if isinstance(exc, ConnectionFailed) else _status(client, job_id)
+        if status is not None and status.ended:  # its output is incomplete: say so, then how
+            note(exc.message)
+            _ending.ended(status)
+            return exit_status(status)
         _ending.tell(
             job_id, "unknown, may still be running", f"{exc.message}; read it with: {again}"
         )
@@ -169,6 +174,13 @@ def _follow(
     assert reader.status is not None
     _ending.ended(reader.status, quiet=quiet)
     return exit_status(reader.status)
+
+
+def _status(client: Client, job_id: str) -> JobStatus | None:
+    try:
+        return client.status(job_id)
+    except JobmgrError:
+        return None
 
 
 def _stop_and_finish(client: Client, reader: OutputReader, grace: float | None, why: str) -> int:
