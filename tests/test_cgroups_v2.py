@@ -187,8 +187,7 @@ def test_io_max_throttles_direct_writes_to_the_scratch_disk(
     driver: v2.Driver, spawn: Spawn, record_property: Record
 ) -> None:
     target = os.environ.get("TMPDIR", "/var/tmp")
-    st_dev = os.stat(target).st_dev
-    disk = _devices._whole_disk(os.major(st_dev), os.minor(st_dev))
+    disk = _devices.disk_holding(target)
     if disk not in _devices.throttle_devices():
         pytest.skip(f"{target} is not on a disk the driver throttles")
     path = os.path.join(target, f"jobmgr-io-{uuid.uuid4().hex}")
