@@ -95,6 +95,11 @@ def _fork_bomb(scenario: Scenario, n: int) -> None:
 
 @when(parsers.parse("the bomb has been going for {seconds:d} seconds"))
 def _bomb_going(scenario: Scenario, seconds: int) -> None:
+    # From the moment the bomb runs: its python (SIGTERM ignored) and the shell it forked. On
+    # a slow machine the interpreter alone can take longer than ``seconds`` to get there, and
+    # a Stop before it ignores SIGTERM would prove nothing.
+    started = lambda: len(_job_processes(scenario)) >= 2  # noqa: E731
+    eventually(started, 10.0, "the fork bomb to start")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         seen = len(_job_processes(scenario))
