@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from harness.cgroups import (
 )
 from harness.speed import scaled
 from harness.worker import wait_until_ended
-from jobmgr.worker import JobSpec, JobState, Limits, Worker
+from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
 from jobmgr.worker.cgroups import _devices
 
 from ._phrases import MiB
@@ -39,7 +40,8 @@ LIFT_LIMITS = f"""
 import os, subprocess
 v2 = open("/proc/self/cgroup").read().startswith("0::")
 kind = ["-t", "cgroup2"] if v2 else ["-t", "cgroup", "-o", "memory"]
-subprocess.run(["mount", *kind, "cgroup", "/mnt"], check=True)
+mounted = subprocess.run(["mount", *kind, "cgroup", "/mnt"]).returncode == 0
+print("mounted", mounted, flush=True)
 names = {{"memory.max": "max", "memory.swap.max": "max",
          "memory.memsw.limit_in_bytes": "-1", "memory.limit_in_bytes": "-1"}}
 lifted = 0
@@ -75,8 +77,9 @@ def _oom_in_one_process(worker: Worker, scenario: Scenario, background: str, mib
     )
 )
 def _lift_limits(worker: Worker, scenario: Scenario, mib: int) -> None:
-    assert os.geteuid() == 0, "the worker runs jobs as its own user: root"
-    start(worker, scenario, ["python3", "-c", LIFT_LIMITS], Limits(memory_bytes=mib * MiB))
+    limits = Limits(memory_bytes=mib * MiB)
+    spec = JobSpec(["python3", "-c", LIFT_LIMITS], limits=limits, run_as="root")
+    scenario.job = worker.start(spec)
 
 
 @then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
@@ -136,41 +139,56 @@ def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) ->
     assert time.monotonic() - began <= grace + scaled(most - grace)
 
 
+@pytest.fixture
+def io_dir() -> Iterator[Path]:
+    """A directory in the host's /var/tmp (large temporary files: on a disk on any host; in the
+    test VM, its scratch disk), which jobs may mount writable, on a disk the driver throttles:
+    the kernel throttles block I/O at a disk's request queue, and a job's own files are on a
+    tmpfs."""
+    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
+    disk, throttled = _devices.disk_holding(str(path.parent)), _devices.throttle_devices()
+    assert disk in throttled, f"{path.parent} is on {disk}, not on a throttled disk {throttled}"
+    path.mkdir()
+    os.chmod(path, 0o777)  # for the job, running as nobody
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_sandbox(io_dir: Path) -> Sandbox:
+    return Sandbox(mount_sources=(f"{io_dir}:rw",))
+
+
+def start_on_disk(
+    worker: Worker, scenario: Scenario, io_dir: Path, argv: list[str], limits: Limits
+) -> None:
+    """Start ``argv`` as nobody with the test's directory on a disk at /io."""
+    mount = Mount(str(io_dir), "/io", writable=True)
+    spec = JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount])
+    scenario.job = worker.start(spec)
+
+
 @when(
     parsers.parse(
         "I start a dd writing {size:d} MiB with oflag=direct to a file on a disk "
         "with an IO write limit of {rate:d} MiB/s"
     )
 )
-def _dd_write(worker: Worker, scenario: Scenario, disk_scratch: Path, size: int, rate: int) -> None:
-    target = disk_scratch
-    argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
-    start(worker, scenario, argv, Limits(io_write_bps=rate * MiB))
-
-
-@pytest.fixture
-def disk_scratch() -> Iterator[Path]:
-    """A file path in /var/tmp (large temporary files: on a disk on any host; in the test VM,
-    its scratch disk), on a disk the driver throttles: the kernel throttles block I/O at a
-    disk's request queue, so a file on tmpfs or 9p would prove nothing."""
-    directory = Path("/var/tmp")
-    disk = _devices.disk_holding(str(directory))
-    throttled = _devices.throttle_devices()
-    assert disk in throttled, f"{directory} is on {disk}, not on a throttled disk {throttled}"
-    path = directory / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+def _dd_write(worker: Worker, scenario: Scenario, io_dir: Path, size: int, rate: int) -> None:
+    argv = ["dd", "if=/dev/zero", "of=/io/written", "bs=1M", f"count={size}", "oflag=direct"]
+    start_on_disk(worker, scenario, io_dir, argv, Limits(io_write_bps=rate * MiB))
 
 
 @given(parsers.parse("a {size:d} MiB file on a disk"), target_fixture="io_file")
-def _io_file(disk_scratch: Path, size: int) -> Path:
-    with open(disk_scratch, "wb") as f:
+def _io_file(io_dir: Path, size: int) -> Path:
+    path = io_dir / "read"
+    with open(path, "wb") as f:
         f.write(os.urandom(MiB) * size)
         f.flush()
         os.fsync(f.fileno())
-    return disk_scratch
+    return path
 
 
 @when(
@@ -179,8 +197,8 @@ def _io_file(disk_scratch: Path, size: int) -> Path:
     )
 )
 def _dd_read(worker: Worker, scenario: Scenario, io_file: Path, rate: int) -> None:
-    argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start(worker, scenario, argv, Limits(io_read_bps=rate * MiB))
+    argv = ["dd", f"if=/io/{io_file.name}", "of=/dev/null", "bs=1M", "iflag=direct"]
+    start_on_disk(worker, scenario, io_file.parent, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))

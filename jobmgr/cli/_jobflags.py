@@ -1,4 +1,4 @@
-"""The per-job flags of ``jobmgr-client start`` and ``run``, and the StartRequest they make."""
+"""The per-job flags of ``jobmgr-client start`` and ``run``, and the JobSpec they make."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
-
-from jobmgr.api import job_pb2
+from jobmgr.client._types import JobSpec, Limits, Mount
 
 from ._units import parse_duration, parse_size
 
@@ -51,6 +49,13 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="processes and threads alive at once, e.g. 100",
     )
+    limits.add_argument(
+        "--disk",
+        type=_typed(parse_size),
+        metavar="SIZE",
+        help="what the job may write to its scratch directory, /tmp, /var/tmp and /dev/shm "
+        "together, e.g. 1G; kept in its memory, so at most --memory; past it: ENOSPC",
+    )
     job = parser.add_argument_group("the job's settings")
     job.add_argument(
         "--env",
@@ -66,7 +71,11 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pass this client's whole environment to the job (--env still wins)",
     )
-    job.add_argument("--cwd", metavar="DIR", help="absolute working directory (default: /)")
+    job.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="absolute working directory (default: /scratch, the job's own writable directory)",
+    )
     job.add_argument(
         "--timeout",
         type=_typed(parse_duration),
@@ -77,7 +86,23 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--run-as",
         metavar="USER",
-        help="user to run as, if the server allows it (default: the server's, normally nobody)",
+        help="user to run as, if the server allows it (default: the server's, normally a uid "
+        "of the job's own); root runs it as root of a user namespace of its own",
+    )
+    job.add_argument(
+        "--mount",
+        action="append",
+        type=_mount,
+        default=[],
+        metavar="SRC:DST[:rw]",
+        help="bind the server's path SRC at DST in the job's view, read-only unless :rw "
+        "(repeatable; only sources the server's configuration allows)",
+    )
+    job.add_argument(
+        "--rootfs",
+        metavar="DIR",
+        help="use the server's directory tree DIR as the job's root, read-only, instead of "
+        "the server's own root (only where the server's configuration allows it)",
     )
 
 
@@ -90,38 +115,25 @@ def add_grace_flag(parser: argparse.ArgumentParser, *, what: str) -> None:
     )
 
 
-def start_request(args: argparse.Namespace) -> job_pb2.StartRequest:
-    """The StartRequest for the job described by the parsed flags and ``args.argv``."""
-    request = job_pb2.StartRequest(
+def job_spec(args: argparse.Namespace) -> JobSpec:
+    """The job described by the parsed flags and ``args.argv``."""
+    return JobSpec(
         argv=[os.fsencode(arg) for arg in args.argv],  # exact bytes, whatever the encoding
-        limits=job_pb2.Limits(
-            **{
-                name: value
-                for name, value in (
-                    ("cpu", args.cpu),
-                    ("memory_bytes", args.memory),
-                    ("io_read_bps", args.io_read),
-                    ("io_write_bps", args.io_write),
-                    ("pids", args.pids),
-                )
-                if value is not None
-            }
+        limits=Limits(
+            cpu=args.cpu,
+            memory_bytes=args.memory,
+            io_read_bps=args.io_read,
+            io_write_bps=args.io_write,
+            pids=args.pids,
+            disk_bytes=args.disk,
         ),
         env=_environment(args.inherit_env, args.env),
-        cwd=args.cwd or "",
-        run_as=args.run_as or "",
+        cwd=args.cwd,
+        timeout=args.timeout,
+        run_as=args.run_as,
+        mounts=tuple(args.mount),
+        rootfs=args.rootfs,
     )
-    if _is_text(args.argv):  # also in the reference's fields, for servers without argv
-        request.cmd, request.args[:] = args.argv[0], args.argv[1:]
-    if args.timeout is not None:
-        request.timeout.CopyFrom(duration(args.timeout))
-    return request
-
-
-def duration(seconds: float) -> Duration:
-    message = Duration()
-    message.FromNanoseconds(round(seconds * 1e9))
-    return message
 
 
 def _environment(inherit: bool, pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -140,6 +152,16 @@ def _is_text(items: Sequence[str]) -> bool:
     except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 argument
         return False
     return True
+
+
+def _mount(text: str) -> Mount:
+    source, sep, rest = text.partition(":")
+    target, _, mode = rest.partition(":")
+    if not sep or not source or not target or mode not in ("", "rw", "ro"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write SRC:DST or SRC:DST:rw, e.g. --mount /srv/data:/data"
+        )
+    return Mount(source=source, target=target, writable=mode == "rw")
 
 
 def _env_pair(text: str) -> tuple[str, str]:

@@ -9,16 +9,20 @@
 Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are the asyncio forms.
 """
 
+from ._confinement import Sandbox
 from ._errors import (
     CapacityError,
+    CommandNotFound,
     InvalidSpec,
     JobNotFound,
     LaunchError,
+    NotExecutable,
+    OffsetPastEnd,
     WorkerError,
     WorkerUnavailable,
 )
 from ._jobtable import Retention
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits, Mount
 from ._status import JobState, JobStatus, OutputChunk, Stream
 from ._worker import Worker
 
@@ -27,6 +31,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "UNLIMITED",
     "CapacityError",
+    "CommandNotFound",
     "InvalidSpec",
     "JobNotFound",
     "JobSpec",
@@ -34,8 +39,12 @@ __all__ = [
     "JobStatus",
     "LaunchError",
     "Limits",
+    "Mount",
+    "NotExecutable",
+    "OffsetPastEnd",
     "OutputChunk",
     "Retention",
+    "Sandbox",
     "Stream",
     "Worker",
     "WorkerError",

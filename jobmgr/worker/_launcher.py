@@ -129,7 +129,9 @@ class Launcher:
                 self._supervisor.start(req, request)
             case StopRequest(id=job_id, grace=grace):
                 self._supervisor.stop(req, job_id, grace)
-            case HelloRequest():
+            case HelloRequest(slots=slots):
+                if slots is not None:
+                    self._supervisor.pool.configure(slots)
                 reply = HelloReply(PROTOCOL_VERSION, self._supervisor.running())
                 self._channel.send_reply(req, reply)
             case ShutdownRequest(grace=grace):

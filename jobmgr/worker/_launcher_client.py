@@ -29,6 +29,7 @@ from ._shim import (
     ReplyFrame,
     Request,
     RequestFailed,
+    SlotSettings,
     decode_from_launcher,
     encode_request,
 )
@@ -97,11 +98,12 @@ class LauncherClient:
                 raise WorkerUnavailable(f"the launcher is gone: {exc}") from exc
         return fut
 
-    def hello(self, timeout: float) -> HelloReply:
-        """Greet the launcher: the jobs it runs. A launcher of another protocol version is
-        refused (WorkerError), since every later message could be misread."""
+    def hello(self, timeout: float, slots: SlotSettings) -> HelloReply:
+        """Greet the launcher, telling it how to make slots: the jobs it runs. A launcher of
+        another protocol version is refused (WorkerError), since every later message could be
+        misread."""
         try:
-            reply = self.request(HelloRequest(PROTOCOL_VERSION)).result(timeout)
+            reply = self.request(HelloRequest(PROTOCOL_VERSION, slots)).result(timeout)
         except ProtocolError as exc:
             raise self._other_version(f"unknown ({exc})") from None
         if isinstance(reply, RequestFailed):

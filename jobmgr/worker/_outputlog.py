@@ -9,17 +9,23 @@ never see a partial frame.
 Readers follow the file, not the job: each reads at its own pace from its own offset, and a
 slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
 Condition for threads, futures for asyncio); nobody sleeps on a timer.
+
+An output offset counts the bytes of stdout and stderr together, in the order the log holds
+them (the order a whole read hands them out), record frames left out: the job's output as a
+reader that took all of it has it. A reader may start at any such offset (``FrameIndex``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import os
 import struct
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+from ._errors import OffsetPastEnd
 from ._status import OutputChunk, Stream
 
 FRAME = struct.Struct("!BI")
@@ -33,6 +39,11 @@ MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's 
 # message per frame costs more than the copy: merged, a finished 1 GiB log streams about 1.5
 # times as fast.
 BIG_FRAME = 512 * 1024
+# The frame index keeps a mark every INDEX_STEP bytes of file (1024 for a 1 GiB log). It
+# walks headers a window at a time: one read covers thousands of small frames, and a big
+# frame costs one read.
+INDEX_STEP = 1024 * 1024
+INDEX_WINDOW = 64 * 1024
 
 
 def frame(stream: Stream, data: bytes) -> list[bytes]:
@@ -62,6 +73,7 @@ class OutputLog:
         self._done = done
         self._cond = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._index = FrameIndex()
 
     @property
     def size(self) -> int:
@@ -105,13 +117,18 @@ class OutputLog:
                     if (loop, fut) in self._async_waiters:
                         self._async_waiters.remove((loop, fut))
 
-    def follow(self, *, follow: bool = True, tail: int | None = None) -> Iterator[OutputChunk]:
-        """Every chunk from byte 0 (or the last ``tail`` lines); with ``follow``, also what
-        comes until the log is done."""
-        with _Reader(self.path) as reader:
+    def follow(
+        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
+    ) -> Iterator[OutputChunk]:
+        """Every chunk from output byte ``offset`` (or the last ``tail`` lines); with
+        ``follow``, also what comes until the log is done. OffsetPastEnd if the log holds
+        less output than ``offset``. With ``tail``, the first chunk is an empty one saying at
+        which offset the tail starts, so that a reader of a silent job knows it too."""
+        with _Reader(self.path, self._index) as reader:
             end = None if follow else self._size
+            reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
-                reader.seek_tail(tail, self._size)
+                yield reader.position()
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -123,13 +140,14 @@ class OutputLog:
                     self.wait_beyond(reader.offset)
 
     async def afollow(
-        self, *, follow: bool = True, tail: int | None = None
+        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
-        with _Reader(self.path) as reader:
+        with _Reader(self.path, self._index) as reader:
             end = None if follow else self._size
+            reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
-                reader.seek_tail(tail, self._size)
+                yield reader.position()
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -147,13 +165,76 @@ def _settle(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class _Reader:
-    """Parses frames from an output file, from offset 0 up to a committed size."""
+# (a frame's file position, output bytes before it, output bytes in it) -> stop there?
+_Stop = Callable[[int, int, int], bool]
 
-    def __init__(self, path: Path) -> None:
+
+class FrameIndex:
+    """Where output bytes sit in one log: marks (file position, output offset) at frame
+    boundaries, one every INDEX_STEP bytes of file, made as look-ups walk it. Frames run from
+    a few bytes to 1 MiB, so a look-up walks frame headers; with the marks each log is walked
+    once, and later look-ups walk at most INDEX_STEP bytes. Thread-safe: a log's readers
+    share it."""
+
+    def __init__(self) -> None:
+        self._positions = [0]
+        self._offsets = [0]
+        self._lock = threading.Lock()
+
+    def find_output(self, fd: int, offset: int, size: int) -> tuple[int, int] | None:
+        """Where output byte ``offset`` is in the first ``size`` bytes of the file: the
+        position of the frame holding it (``size`` when ``offset`` is all the output there
+        is) and the output offset that frame starts at; None if there is less output."""
+        with self._lock:
+            at = bisect.bisect_right(self._offsets, offset) - 1
+            start = self._positions[at], self._offsets[at]
+        position, before = self._walk(fd, *start, size, lambda _p, o, n: n > 0 and o + n > offset)
+        return (position, before) if position < size or before == offset else None
+
+    def output_before(self, fd: int, position: int) -> int:
+        """The output bytes before ``position``, a frame boundary."""
+        with self._lock:
+            at = bisect.bisect_right(self._positions, position) - 1
+            start = self._positions[at], self._offsets[at]
+        return self._walk(fd, *start, position, lambda p, _o, _n: p >= position)[1]
+
+    def _walk(self, fd: int, position: int, out: int, size: int, stop: _Stop) -> tuple[int, int]:
+        """Frame by frame from a boundary, up to ``size`` or the frame ``stop`` picks;
+        returns where it ended and the output bytes before that."""
+        while position + FRAME.size <= size:
+            window = os.pread(fd, min(INDEX_WINDOW, size - position), position)
+            at = 0
+            while at + FRAME.size <= len(window):
+                stream, length = FRAME.unpack_from(window, at)
+                counted = length if stream in OUTPUT_STREAMS else 0
+                if stop(position + at, out, counted):
+                    return position + at, out
+                self._mark(position + at, out)
+                at += OVERHEAD + length
+                out += counted
+            if at == 0:
+                raise OSError(f"output log {fd} is shorter than its committed size")
+            position += at
+        return position, out
+
+    def _mark(self, position: int, out: int) -> None:
+        if position >= self._positions[-1] + INDEX_STEP:
+            with self._lock:
+                if position >= self._positions[-1] + INDEX_STEP:
+                    self._positions.append(position)
+                    self._offsets.append(out)
+
+
+class _Reader:
+    """Parses frames from an output file, from a frame boundary up to a committed size;
+    ``out`` is the output offset of the next byte it hands out."""
+
+    def __init__(self, path: Path, index: FrameIndex) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._index = index
         self.offset = 0
-        self._skip = 0  # bytes of the next frame's data to leave out (for tail)
+        self.out = 0
+        self._skip = 0  # bytes of the next frame's data to leave out (for tail and offset)
 
     def __enter__(self) -> _Reader:
         return self
@@ -161,7 +242,24 @@ class _Reader:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
-    def seek_tail(self, lines: int, size: int) -> None:
+    def seek(self, size: int, *, tail: int | None, offset: int) -> None:
+        """Start at the last ``tail`` lines, or at output byte ``offset``, of the first
+        ``size`` bytes of the file."""
+        if tail is not None:
+            self._seek_tail(tail, size)
+            self.out = self._index.output_before(self._fd, self.offset) + self._skip
+        elif offset:
+            found = self._index.find_output(self._fd, offset, size)
+            if found is None:
+                total = self._index.output_before(self._fd, size)
+                raise OffsetPastEnd(
+                    f"offset {offset} is past the end of the job's output ({total} bytes)"
+                )
+            self.offset, start = found
+            self._skip = offset - start
+            self.out = offset
+
+    def _seek_tail(self, lines: int, size: int) -> None:
         """Start at the last ``lines`` lines of the first ``size`` bytes, like ``tail -n``."""
         if lines == 0:
             self.offset = size
@@ -216,7 +314,7 @@ class _Reader:
                 pos = end
                 continue
             if frame_stream != stream and pieces:
-                chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+                chunks.append(self._chunk(stream, b"".join(pieces)))
                 pieces = []
             stream = frame_stream
             data = buf[pos + FRAME.size + self._skip : end - TRAILER.size]
@@ -227,7 +325,7 @@ class _Reader:
         if pos == 0:
             raise OSError(f"output log {self._fd} is shorter than its committed size")
         if pieces:
-            chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+            chunks.append(self._chunk(stream, b"".join(pieces)))
         self.offset += pos
         return chunks
 
@@ -238,4 +336,13 @@ class _Reader:
         data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
         self._skip = 0
         self.offset += OVERHEAD + length
-        return [OutputChunk(Stream(stream), data)]
+        return [self._chunk(stream, data)]
+
+    def position(self) -> OutputChunk:
+        """An empty chunk at the output offset the reader is at."""
+        return OutputChunk(Stream.STDOUT, b"", self.out)
+
+    def _chunk(self, stream: int, data: bytes) -> OutputChunk:
+        chunk = OutputChunk(Stream(stream), data, self.out)
+        self.out += len(data)
+        return chunk

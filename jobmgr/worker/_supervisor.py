@@ -22,6 +22,7 @@ from ._capture import LogWriter, read_some
 from ._channel import ServerChannel
 from ._deadlines import Deadline, Deadlines
 from ._errors import WorkerError
+from ._host_sockets import HostSockets, masks_for
 from ._pool import WarmPool, close_order, refuse_if_full
 from ._records import ended_result, log_path, record_frame, write_result
 from ._shim import (
@@ -70,6 +71,7 @@ class Supervisor:
         self.unclaimed: dict[int, int] = {}  # reaped before their pid was known: pid -> status
         self._deadlines = Deadlines()
         self._sizes_to_announce: dict[str, int] = {}
+        self._host_sockets = HostSockets()
         self.pool = WarmPool(state_dir, driver, spares, self._watch)
 
     @property
@@ -94,18 +96,22 @@ class Supervisor:
         """Give a spare the job: its limits, its record, then its order. The reply goes out
         when the init reports the command started (or why not)."""
         slot = self.pool.take()
+        settings = self.pool.settings
+        assert settings is not None  # a slot was made, so the pool was told how
         self.jobs[slot.id] = slot
         slot.move(SlotState.STARTING)
-        slot.job = Job(request, req, request.record(slot.id, time.time()))
+        uid = slot.uid if request.uid is None or request.root else request.uid
+        slot.job = Job(request, req, request.record(slot.id, time.time(), uid))
         try:
             self._prepare(slot, slot.job)
+            masks = masks_for(self._host_sockets.paths(), settings.hidden, request.rootfs)
         except BaseException:
             slot.move(SlotState.DISCARDED)
             close_order(slot)
             raise
         assert slot.order_fd is not None
         try:
-            _write_all(slot.order_fd, encode_order(request))
+            _write_all(slot.order_fd, encode_order(request, slot.uid, masks, settings))
         except OSError:
             pass  # the init died while warming; its end answers the start
         close_order(slot)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host, hidden
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
 from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
@@ -28,6 +29,7 @@ from ._shim import (
     OutputTruncated,
     RequestFailed,
     ShutdownRequest,
+    SlotSettings,
     StartReply,
     StartRequest,
     StopReply,
@@ -55,8 +57,12 @@ class Worker:
     warm_slots:      jobs' namespaces and cgroups kept made ahead of time, so starts are fast.
     output_cap:      bytes of output kept per job; past it output is dropped, the job goes on.
     retention:       which finished jobs to keep.
-    default_run_as:  user jobs run as unless they ask; None runs them as the worker's user.
+    default_run_as:  user jobs run as unless they ask; None gives each job a uid of its own
+                     (from ``sandbox.uid_range``). ``root`` runs a job as root of a user
+                     namespace of its own, mapped to such a uid: never as the host's root.
     allowed_run_as:  users a job may ask to run as; None allows any.
+    sandbox:         the rest of every job's confinement: hidden paths, uids, what it may
+                     mount (see Sandbox). The state directory is always hidden from jobs.
     """
 
     def __init__(
@@ -73,7 +79,9 @@ class Worker:
         retention: Retention = KEEP_ALL,
         default_run_as: str | None = None,
         allowed_run_as: Collection[str] | None = None,
+        sandbox: Sandbox = DEFAULT_SANDBOX,
     ) -> None:
+        check_host(sandbox)
         self._state = Path(state_dir).resolve()
         make_private(self._state)
         self._jobs_dir = self._state / "jobs"
@@ -91,6 +99,15 @@ class Worker:
         self._output_cap = output_cap
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
+        self._sandbox = sandbox
+        self._slots = SlotSettings(
+            uid_first=sandbox.uid_range[0],
+            uid_last=sandbox.uid_range[1],
+            hidden=hidden((*sandbox.hidden_paths, str(self._state))),
+            disk=int(default_limits.effective("disk_bytes") or 0),
+            user_namespaces=sandbox.user_namespaces,
+            binds=bool(sandbox.mount_sources or sandbox.rootfs_dirs),
+        )
         self._lock = threading.Lock()  # guards _closed and _starting
         self._closed = False
         self._starting = 0
@@ -177,17 +194,20 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> Iterator[OutputChunk]:
-        """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
-        until the job has ended."""
-        return self._table.get(job_id).log.follow(follow=follow, tail=_check_tail(tail))
+        """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
+        bytes are counted) or its last ``tail`` lines; with ``follow``, live until the job
+        has ended. An offset past the output there is raises OffsetPastEnd as it is read."""
+        tail, offset = _check_start(tail, offset)
+        return self._table.get(job_id).log.follow(follow=follow, tail=tail, offset=offset)
 
     def aoutput(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._table.get(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
+        tail, offset = _check_start(tail, offset)
+        return self._table.get(job_id).log.afollow(follow=follow, tail=tail, offset=offset)
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -222,7 +242,7 @@ class Worker:
         for attempt in range(3):
             client = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
             try:
-                return client, client.hello(_REPLY_TIMEOUT)
+                return client, client.hello(_REPLY_TIMEOUT, self._slots)
             except WorkerUnavailable:
                 client.close()
                 if attempt == 2:
@@ -237,9 +257,14 @@ class Worker:
 
     def _submit_start(self, spec: JobSpec) -> Future[StartReply | RequestFailed]:
         limits = spec.limits.merged_over(self._default_limits)
+        if spec.limits.disk_bytes is None:
+            limits = limits.disk_within_memory()
         if self._max_limits is not None:
             limits.check_within(self._max_limits)
-        uid, gid = self._resolve_user(spec.run_as or self._default_run_as)
+        limits.check_disk_fits()
+        uid, gid, root = self._resolve_user(spec.run_as or self._default_run_as)
+        mounts = tuple(self._sandbox.check_mount(m, uid is not None) for m in spec.mounts)
+        rootfs = None if spec.rootfs is None else self._sandbox.check_rootfs(spec.rootfs)
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
@@ -260,6 +285,9 @@ class Worker:
             timeout=spec.timeout,
             grace=self._default_grace,
             output_cap=self._output_cap,
+            root=root,
+            mounts=mounts,
+            rootfs=rootfs,
         )
 
         def register(reply: StartReply | RequestFailed) -> None:
@@ -278,9 +306,11 @@ class Worker:
                 self._starting -= 1
             raise
 
-    def _resolve_user(self, user: str | None) -> tuple[int | None, int | None]:
+    def _resolve_user(self, user: str | None) -> tuple[int | None, int | None, bool]:
+        """(uid, gid, root) for ``user``: None, None for a uid of the job's own, and root True
+        for root (of a user namespace of the job's own)."""
         if user is None:
-            return None, None
+            return None, None, False
         if self._allowed_run_as is not None and user not in self._allowed_run_as:
             allowed = ", ".join(sorted(self._allowed_run_as)) or "none"
             raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {allowed})")
@@ -288,7 +318,9 @@ class Worker:
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
         except (KeyError, OverflowError):
             raise InvalidSpec(f"no such user: {user!r}") from None
-        return entry.pw_uid, entry.pw_gid
+        if entry.pw_uid == 0:
+            return None, None, True
+        return entry.pw_uid, entry.pw_gid, False
 
     def _submit_stop(
         self, job_id: str, grace: float | None
@@ -333,7 +365,11 @@ def _stopped(reply: StopReply | RequestFailed) -> None:
         raise WorkerError(reply.error)
 
 
-def _check_tail(tail: int | None) -> int | None:
+def _check_start(tail: int | None, offset: int) -> tuple[int | None, int]:
     if tail is not None and tail < 0:
         raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
-    return tail
+    if offset < 0:
+        raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
+    if tail is not None and offset:
+        raise InvalidSpec("give tail or offset, not both: a tail starts where the last lines do")
+    return tail, offset

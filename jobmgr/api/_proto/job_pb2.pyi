@@ -91,6 +91,7 @@ class Limits(_message.Message):
     IO_READ_BPS_FIELD_NUMBER: _builtins.int
     IO_WRITE_BPS_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
+    DISK_BYTES_FIELD_NUMBER: _builtins.int
     cpu: _builtins.float
     """CPUs worth of time per wall second (0.5 = half a core)"""
     memory_bytes: _builtins.int
@@ -101,6 +102,10 @@ class Limits(_message.Message):
     """bytes per second written to each block device"""
     pids: _builtins.int
     """processes and threads alive at once"""
+    disk_bytes: _builtins.int
+    """What the job may write, in bytes: its scratch directory, /tmp, /var/tmp and /dev/shm
+    together, kept in its memory (so at most memory_bytes). Past it writes fail with ENOSPC.
+    """
     def __init__(
         self,
         *,
@@ -109,13 +114,16 @@ class Limits(_message.Message):
         io_read_bps: _builtins.int | None = ...,
         io_write_bps: _builtins.int | None = ...,
         pids: _builtins.int | None = ...,
+        disk_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_disk_bytes", b"_disk_bytes", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "disk_bytes", b"disk_bytes", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_disk_bytes", b"_disk_bytes", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "disk_bytes", b"disk_bytes", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu: _TypeAlias = _typing.Literal["cpu"]  # noqa: Y015
     _WhichOneofArgType__cpu: _TypeAlias = _typing.Literal["_cpu", b"_cpu"]  # noqa: Y015
+    _WhichOneofReturnType__disk_bytes: _TypeAlias = _typing.Literal["disk_bytes"]  # noqa: Y015
+    _WhichOneofArgType__disk_bytes: _TypeAlias = _typing.Literal["_disk_bytes", b"_disk_bytes"]  # noqa: Y015
     _WhichOneofReturnType__io_read_bps: _TypeAlias = _typing.Literal["io_read_bps"]  # noqa: Y015
     _WhichOneofArgType__io_read_bps: _TypeAlias = _typing.Literal["_io_read_bps", b"_io_read_bps"]  # noqa: Y015
     _WhichOneofReturnType__io_write_bps: _TypeAlias = _typing.Literal["io_write_bps"]  # noqa: Y015
@@ -127,6 +135,8 @@ class Limits(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu) -> _WhichOneofReturnType__cpu | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__disk_bytes) -> _WhichOneofReturnType__disk_bytes | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_read_bps) -> _WhichOneofReturnType__io_read_bps | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_write_bps) -> _WhichOneofReturnType__io_write_bps | None: ...
@@ -136,6 +146,36 @@ class Limits(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pids) -> _WhichOneofReturnType__pids | None: ...
 
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class Mount(_message.Message):
+    """A host path bound into the job's view; the server's configuration lists what may be."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    WRITABLE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """absolute host path"""
+    target: _builtins.str
+    """absolute path in the job's view"""
+    writable: _builtins.bool
+    """read-only unless set (and the server allows it for this source)"""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        writable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target", "writable", b"writable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mount: _TypeAlias = Mount  # noqa: Y015
 
 @_typing.final
 class StartRequest(_message.Message):
@@ -169,12 +209,21 @@ class StartRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RUN_AS_FIELD_NUMBER: _builtins.int
     ARGV_FIELD_NUMBER: _builtins.int
+    MOUNTS_FIELD_NUMBER: _builtins.int
+    ROOTFS_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
     """(reference) the program, looked up in PATH; no shell involved"""
     cwd: _builtins.str
-    """absolute working directory; empty: /"""
+    """absolute working directory; empty: /scratch"""
     run_as: _builtins.str
-    """user name or uid; empty: the server's default user"""
+    """User name or uid; empty: the server's default, normally a uid of the job's own. root runs
+    the job as root of a user namespace of its own, never as the host's root.
+    """
+    rootfs: _builtins.str
+    """A directory tree to use as the job's root (read-only) instead of the host's; the
+    server's configuration lists the allowed ones. Empty: the host's root.
+    Numbers 11-15 are kept for further per-job settings.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """(reference)"""
@@ -197,8 +246,11 @@ class StartRequest(_message.Message):
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The command and its arguments as raw bytes; when set it replaces cmd and args, so
         arguments that are not UTF-8 reach the job exactly.
-        Numbers 9-15 are kept for further per-job settings.
         """
+
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mount]:
+        """host paths bound into the job's view"""
 
     def __init__(
         self,
@@ -211,10 +263,12 @@ class StartRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         run_as: _builtins.str = ...,
         argv: _abc.Iterable[_builtins.bytes] | None = ...,
+        mounts: _abc.Iterable[Global___Mount] | None = ...,
+        rootfs: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "mounts", b"mounts", "rootfs", b"rootfs", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,22 +466,32 @@ class OutputRequest(_message.Message):
     UUID_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """(reference)"""
     no_follow: _builtins.bool
     """send what is there now and end, instead of following a running job"""
     tail: _builtins.int
     """start from the last N lines instead of the first byte"""
+    offset: _builtins.int
+    """Start at this byte of the job's output instead of the first: the bytes of stdout and
+    stderr together, in the order the server captured them (the order a whole Output stream
+    delivers them), counting only bytes the server kept. A client that lost its stream
+    resumes with the offset of the first byte it did not get, and so receives every byte
+    exactly once. Not with tail; past the end of what the server holds: OUT_OF_RANGE.
+    Numbers 5-7 are kept for further output selection.
+    """
     def __init__(
         self,
         *,
         uuid: _builtins.str = ...,
         no_follow: _builtins.bool = ...,
         tail: _builtins.int | None = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "tail", b"tail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "offset", b"offset", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__tail: _TypeAlias = _typing.Literal["tail"]  # noqa: Y015
     _WhichOneofArgType__tail: _TypeAlias = _typing.Literal["_tail", b"_tail"]  # noqa: Y015
@@ -442,6 +506,7 @@ class OutputResponse(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
     """(reference) the bytes, as the job wrote them"""
     stream: Global___Stream.ValueType
@@ -449,7 +514,11 @@ class OutputResponse(_message.Message):
     truncated: _builtins.bool
     """Set, on a last message with no output, when the job's output was truncated (the
     server's output cap, or a full disk): the stream holds what was kept.
-    Numbers 4-7 are kept for further output metadata.
+    """
+    offset: _builtins.int
+    """Where this message's first byte sits in the job's output (see OutputRequest.offset):
+    after a tail, a client learns from it where to resume.
+    Numbers 5-7 are kept for further output metadata.
     """
     def __init__(
         self,
@@ -457,10 +526,11 @@ class OutputResponse(_message.Message):
         output: _builtins.bytes = ...,
         stream: Global___Stream.ValueType = ...,
         truncated: _builtins.bool = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -474,6 +544,7 @@ class ListRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ID_PREFIX_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """only jobs in this state; unspecified: all jobs"""
     owner: _builtins.str
@@ -488,6 +559,10 @@ class ListRequest(_message.Message):
     """Empty for the first page; else the next_page_token of the reply before, as it came: tokens
     are opaque and signed by the server; any other is INVALID_ARGUMENT.
     """
+    id_prefix: _builtins.str
+    """Only jobs whose id starts with this (lower-case hex and dashes): clients resolve a short
+    id with it, as git and docker do, in one small reply however many jobs there are.
+    """
     def __init__(
         self,
         *,
@@ -495,10 +570,11 @@ class ListRequest(_message.Message):
         owner: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        id_prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_prefix", b"id_prefix", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

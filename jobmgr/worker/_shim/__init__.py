@@ -45,6 +45,7 @@ from .messages import (
     RunningJob,
     ShutdownReply,
     ShutdownRequest,
+    SlotSettings,
     StartRefused,
     StartReply,
     StartRequest,
@@ -60,6 +61,7 @@ from .pid1 import (
     InitReport,
     InitStarted,
     encode_order,
+    encode_setup,
     parse_report,
 )
 
@@ -94,6 +96,7 @@ __all__ = [
     "RunningJob",
     "ShutdownReply",
     "ShutdownRequest",
+    "SlotSettings",
     "StartRefused",
     "StartReply",
     "StartRequest",
@@ -108,5 +111,6 @@ __all__ = [
     "encode_record",
     "encode_reply",
     "encode_request",
+    "encode_setup",
     "parse_report",
 ]

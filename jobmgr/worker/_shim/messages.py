@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._errors import CapacityError, InvalidSpec, LaunchError, WorkerError
-from .._spec import Limits
+from .._errors import (
+    CapacityError,
+    CommandNotFound,
+    InvalidSpec,
+    LaunchError,
+    NotExecutable,
+    WorkerError,
+)
+from .._spec import Limits, Mount
 from .._status import JobState, JobStatus
 
 # Raised with every change a peer of the other version would misread.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 SOCKET_NAME = "launcher.sock"  # in the state directory, 0600
 LOCK_NAME = "launcher.lock"  # held (flock) by the one launcher of a state directory
 READY = b"ready\n"  # the launcher's only line on stdout: it listens on SOCKET_NAME
@@ -50,6 +57,7 @@ class JobRecord:
     env: Mapping[str, str]
     cwd: str | None
     started_at: float
+    uid: int | None = None  # the host uid it runs as (a root job's namespace maps root to it)
 
     def status(self) -> JobStatus:
         """The job as it is while it runs."""
@@ -136,16 +144,19 @@ class ShutdownReply:
 
 
 class StartStage(enum.Enum):
-    """Where a start failed. The init writes the first four (``error <stage> <message>``,
+    """Where a start failed. The init writes the first six (``error <stage> <message>``,
     see _pid1.c), the launcher the others."""
 
     USER = "user"  # switching to the job's user
     CWD = "cwd"  # entering the job's working directory
-    EXEC = "exec"  # executing the command
-    SETUP = "setup"  # the slot: its cgroup, namespaces, init or order
+    NOT_FOUND = "notfound"  # the command is not in PATH (ENOENT)
+    EXEC = "exec"  # executing the command failed otherwise (EACCES, ENOEXEC, ...)
+    MOUNT = "mount"  # a mount or root filesystem the request asked for
+    SETUP = "setup"  # the slot: its cgroup, namespaces, view, init or order
     LIMITS = "limits"  # the kernel refused the job's limits
     SPACE = "space"  # the state directory is full
     DESCRIPTORS = "descriptors"  # the launcher has no file descriptors left
+    UIDS = "uids"  # every uid of the range belongs to a live job
 
 
 # The one place a failed start becomes the worker's error: what the caller did wrong
@@ -154,11 +165,14 @@ STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
     {
         StartStage.USER: LaunchError,
         StartStage.CWD: LaunchError,
-        StartStage.EXEC: LaunchError,
+        StartStage.NOT_FOUND: CommandNotFound,
+        StartStage.EXEC: NotExecutable,
+        StartStage.MOUNT: LaunchError,
         StartStage.SETUP: WorkerError,
         StartStage.LIMITS: InvalidSpec,
         StartStage.SPACE: CapacityError,
         StartStage.DESCRIPTORS: CapacityError,
+        StartStage.UIDS: CapacityError,
     }
 )
 
@@ -199,8 +213,11 @@ Reply = StartReply | StopReply | HelloReply | ShutdownReply
 class StartRequest(Request[StartReply]):
     """Run ``argv`` in a warm slot: limits applied, record written, then the order sent.
 
-    ``uid``/``gid`` None keeps the launcher's user; ``grace`` is the SIGTERM-to-SIGKILL time
-    when ``timeout`` stops it; ``output_cap`` bytes of output are kept at most (0: no cap).
+    ``uid``/``gid`` None runs the job as the slot's own uid, or, with ``root``, as root of a
+    user namespace mapped to it; a named user's ``uid``/``gid`` run it as that user (never
+    root). ``grace`` is the SIGTERM-to-SIGKILL time when ``timeout`` stops it;
+    ``output_cap`` bytes of output are kept at most (0: no cap). ``mounts`` and ``rootfs``
+    have been checked against the worker's Sandbox and resolved on the host.
     """
 
     argv: tuple[str, ...]
@@ -213,12 +230,15 @@ class StartRequest(Request[StartReply]):
     timeout: float | None
     grace: float
     output_cap: int
+    root: bool = False
+    mounts: tuple[Mount, ...] = ()
+    rootfs: str | None = None
 
     def reply_type(self) -> type[StartReply]:
         return StartReply
 
-    def record(self, job_id: str, started_at: float) -> JobRecord:
-        """The record of the job this request starts."""
+    def record(self, job_id: str, started_at: float, uid: int | None = None) -> JobRecord:
+        """The record of the job this request starts (as host uid ``uid``)."""
         return JobRecord(
             id=job_id,
             argv=self.argv,
@@ -227,6 +247,7 @@ class StartRequest(Request[StartReply]):
             env=self.env,
             cwd=self.cwd,
             started_at=started_at,
+            uid=uid,
         )
 
 
@@ -242,10 +263,29 @@ class StopRequest(Request[StopReply]):
 
 
 @dataclass(frozen=True)
+class SlotSettings:
+    """What every slot is made from, whatever job it gets (see _sandbox.c): the uids slots
+    take theirs from, the host paths the view hides, the size its private tmpfs starts with
+    (the default disk limit: a start that keeps it resizes nothing), whether jobs may make
+    user namespaces, and whether a start may bind host paths (else a slot lets go of its
+    clone of the host's root while it warms)."""
+
+    uid_first: int
+    uid_last: int
+    hidden: tuple[str, ...] = ()
+    disk: int = 0
+    user_namespaces: bool = False
+    binds: bool = False  # a start may bind host paths or ask for a root of its own
+
+
+@dataclass(frozen=True)
 class HelloRequest(Request[HelloReply]):
-    """The first request of a connection: who speaks which version, and what runs."""
+    """The first request of a connection: who speaks which version, and what runs. The
+    launcher makes slots only once a hello has said how (``slots``); a hello that says it
+    otherwise lets the spares made before go."""
 
     version: int
+    slots: SlotSettings | None = None
 
     def reply_type(self) -> type[HelloReply]:
         return HelloReply
