@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py jobmgr/worker/_pid1.c
+$(STAMP): pyproject.toml setup.py jobmgr/worker/_pid1.c jobmgr/worker/_pid1_supervise.c \
+		jobmgr/worker/_pid1.h
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'

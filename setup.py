@@ -1,4 +1,4 @@
-"""The one compiled part: the jobs' init and its zygote, a small C program (jobmgr/worker/_pid1.c).
+"""The one compiled part: the jobs' init and its zygote, a small C program (jobmgr/worker/_pid1*.c).
 
 It is a program, not an extension module: forked from a program that maps little, a job's
 slot copies a few page tables, not the launcher's whole Python heap (see _pid1.c). setuptools
@@ -34,7 +34,8 @@ setup(
     ext_modules=[
         Extension(
             "jobmgr.worker._pid1",
-            sources=["jobmgr/worker/_pid1.c"],
+            sources=["jobmgr/worker/_pid1.c", "jobmgr/worker/_pid1_supervise.c"],
+            depends=["jobmgr/worker/_pid1.h"],
             extra_compile_args=["-O2", *WARNINGS],
         )
     ],

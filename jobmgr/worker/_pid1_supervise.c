@@ -1,0 +1,77 @@
+/* The init once the job runs: its signals, its reaping and its exit report.
+ *
+ * Every signal below is blocked from the init's start and taken with sigwaitinfo(), so no
+ * handler races the loop and none is dropped (the kernel discards a signal that a namespace
+ * init leaves at SIG_DFL, but never a blocked one). What a signal means depends on its sender:
+ *
+ *   SIGTERM or SIGUSR1 from outside the namespace (si_code SI_USER and si_pid 0: the launcher,
+ *   through its pidfd of this init) is a stop. Every child that has ended is reaped first, so
+ *   a job that ended by itself before the stop reached it is reported as having ended by
+ *   itself. Otherwise the job is marked stopped and every process of the namespace but this
+ *   init gets SIGTERM (for SIGUSR1: SIGKILL) through kill(-1), daemons and setsid grandchildren
+ *   included. (kill(-1) signals only what the init may signal: after it switched to the job's
+ *   user, a process that made itself another user's is out of reach until the launcher kills
+ *   this init, which takes the whole namespace along.)
+ *   SIGTERM, SIGINT and SIGHUP from anyone else are forwarded to the job's main process;
+ *   SIGUSR1 from inside the namespace is ignored.
+ *   SIGCHLD: every child that died is reaped.
+ *
+ * When the main process ends the init reports "exit <wait status>", followed by " stopped" if a
+ * stop was delivered before it ended, and exits with its code (128+N for signal N); the kernel
+ * then SIGKILLs whatever is left in the namespace.
+ */
+#define _GNU_SOURCE
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "_pid1.h"
+
+#define STOP_SIGNAL SIGTERM /* from the launcher: SIGTERM to every process of the job */
+#define KILL_SIGNAL SIGUSR1 /* from the launcher: SIGKILL to every process of the job */
+
+void watched_signals(sigset_t *set) {
+    sigemptyset(set);
+    sigaddset(set, SIGCHLD);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, KILL_SIGNAL);
+}
+
+/* Reap every child that has ended; if the job's main process is one, report and exit. */
+static void reap(pid_t job, int stopped, int rep) {
+    for (;;) {
+        int status;
+        pid_t dead = waitpid(-1, &status, WNOHANG);
+        if (dead <= 0)
+            return;
+        if (dead == job) {
+            report(rep, "exit %d%s", status, stopped ? " stopped" : "");
+            _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
+        }
+    }
+}
+
+static int from_outside(const siginfo_t *info) {
+    return info->si_code == SI_USER && info->si_pid == 0;
+}
+
+_Noreturn void supervise(pid_t job, const sigset_t *watched, int rep) {
+    int stopped = 0;
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(watched, &info);
+        if (sig < 0)
+            continue; /* EINTR */
+        if (sig == SIGCHLD) {
+            reap(job, stopped, rep);
+        } else if ((sig == STOP_SIGNAL || sig == KILL_SIGNAL) && from_outside(&info)) {
+            reap(job, stopped, rep); /* a job that has ended already was not stopped */
+            stopped = 1;
+            kill(-1, sig == KILL_SIGNAL ? SIGKILL : SIGTERM);
+        } else if (sig != KILL_SIGNAL) {
+            kill(job, sig);
+        }
+    }
+}
