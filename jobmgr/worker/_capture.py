@@ -37,6 +37,16 @@ class LogWriter:
         self.truncated = False
         self._on_truncate = on_truncate
 
+    @classmethod
+    def resumed(
+        cls, fd: int, cap: int, on_truncate: Callable[[str], None], size: int, kept: int
+    ) -> LogWriter:
+        """A writer taking over a log of ``size`` bytes, ``kept`` of them output (a job
+        adopted from a dead launcher); ``fd`` is positioned at its end."""
+        writer = cls(fd, cap, on_truncate)
+        writer.size, writer._kept = size, kept
+        return writer
+
     def take(self, pipe: int, stream: Stream) -> bool | None:
         """Move what waits in ``pipe`` into the log: False at EOF, None if nothing was there."""
         pending = min(pending_bytes(pipe), MAX_CHUNK)

@@ -9,17 +9,26 @@ never see a partial frame.
 Readers follow the file, not the job: each reads at its own pace from its own offset, and a
 slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
 Condition for threads, futures for asyncio); nobody sleeps on a timer.
+
+A damaged log is read around its damage: a frame whose header and trailer disagree is
+skipped to the next frame that checks out, and a reader that skipped output ends with
+OutputIncomplete, saying how much, after everything else. A log the worker knows to be
+incomplete (its job was lost) ends the same way, so a follower never mistakes a cut-off job
+for a finished one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from ._errors import OutputIncomplete
 from ._status import OutputChunk, Stream
 
 FRAME = struct.Struct("!BI")
@@ -28,6 +37,9 @@ OVERHEAD = FRAME.size + TRAILER.size
 RECORD_STREAM = 0
 OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
 MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
+MAX_FRAME = 16 * 1024 * 1024  # no frame is longer (a record is far shorter): past it, damage
+_STREAM_BYTE = re.compile(rb"[\x00\x01\x02]")  # where a frame may start, when resyncing
+log = logging.getLogger("jobmgr.worker")
 # Frames this large are read on their own (one copy fewer); smaller ones, which a launcher
 # keeping up with a fast job writes (128-512 KiB), are merged with their neighbours, since a
 # message per frame costs more than the copy: merged, a finished 1 GiB log streams about 1.5
@@ -41,16 +53,48 @@ def frame(stream: Stream, data: bytes) -> list[bytes]:
     return [FRAME.pack(stream, length), data, TRAILER.pack(length)]
 
 
-def valid_size(fd: int) -> int:
-    """Length of the longest prefix of whole frames (a crash may leave half of one)."""
+def seal(fd: int) -> int:
+    """Make the log end on a whole frame after a crash, keeping every byte of output; the
+    size of its whole frames.
+
+    A frame cut short keeps the data it has: its header is rewritten with that length and its
+    trailer added (its bytes left the job's pipe, so they exist nowhere else). A header cut
+    short carries no data and is dropped. A log damaged before its end is left as it is."""
     size = os.fstat(fd).st_size
     pos = 0
     while pos + FRAME.size <= size:
-        _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
-        if pos + OVERHEAD + length > size:
-            break
-        pos += OVERHEAD + length
+        stream, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
+        if stream > Stream.STDERR or length > MAX_FRAME:
+            return size if _ends_whole(fd, size) else pos
+        end = pos + OVERHEAD + length
+        if end > size:
+            have = min(length, size - pos - FRAME.size)
+            if have <= 0 or stream not in OUTPUT_STREAMS:
+                os.ftruncate(fd, pos)
+                return pos
+            os.pwrite(fd, FRAME.pack(stream, have), pos)
+            os.ftruncate(fd, pos + FRAME.size + have)
+            os.pwrite(fd, TRAILER.pack(have), pos + FRAME.size + have)
+            return int(pos + OVERHEAD + have)
+        (trailer,) = TRAILER.unpack(os.pread(fd, TRAILER.size, end - TRAILER.size))
+        if trailer != length:
+            return size if _ends_whole(fd, size) else pos
+        pos = end
+    if pos < size:
+        os.ftruncate(fd, pos)  # a piece of a header: no data in it
     return pos
+
+
+def _ends_whole(fd: int, size: int) -> bool:
+    """Whether the last frame before ``size`` checks out, read back from its trailer."""
+    if size < OVERHEAD:
+        return False
+    (length,) = TRAILER.unpack(os.pread(fd, TRAILER.size, size - TRAILER.size))
+    start = size - OVERHEAD - length
+    if start < 0:
+        return False
+    stream, head_length = FRAME.unpack(os.pread(fd, FRAME.size, start))
+    return bool(stream <= Stream.STDERR and head_length == length)
 
 
 class OutputLog:
@@ -60,6 +104,8 @@ class OutputLog:
         self.path = path
         self._size = size
         self._done = done
+        self._incomplete = ""  # why the log lacks output the job wrote, when it does
+        self._damage_logged = False
         self._cond = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -71,11 +117,17 @@ class OutputLog:
     def done(self) -> bool:
         return self._done
 
-    def advance(self, size: int, *, done: bool = False) -> None:
-        """The launcher committed frames up to ``size``; ``done``: nothing more will come."""
+    @property
+    def job_id(self) -> str:
+        return self.path.name.removesuffix(".log")
+
+    def advance(self, size: int, *, done: bool = False, incomplete: str = "") -> None:
+        """The launcher committed frames up to ``size``; ``done``: nothing more will come;
+        ``incomplete``: why output the job wrote is missing (readers end with that error)."""
         with self._cond:
             self._size = max(self._size, size)
             self._done = self._done or done
+            self._incomplete = self._incomplete or incomplete
             self._cond.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
         for loop, fut in waiters:
@@ -108,7 +160,7 @@ class OutputLog:
     def follow(self, *, follow: bool = True, tail: int | None = None) -> Iterator[OutputChunk]:
         """Every chunk from byte 0 (or the last ``tail`` lines); with ``follow``, also what
         comes until the log is done."""
-        with _Reader(self.path) as reader:
+        with self._open() as reader:
             end = None if follow else self._size
             if tail is not None:
                 reader.seek_tail(tail, self._size)
@@ -118,6 +170,7 @@ class OutputLog:
                 if reader.offset < limit:
                     yield from reader.read(limit)
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     self.wait_beyond(reader.offset)
@@ -126,7 +179,7 @@ class OutputLog:
         self, *, follow: bool = True, tail: int | None = None
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
-        with _Reader(self.path) as reader:
+        with self._open() as reader:
             end = None if follow else self._size
             if tail is not None:
                 reader.seek_tail(tail, self._size)
@@ -137,9 +190,33 @@ class OutputLog:
                     for chunk in reader.read(limit):
                         yield chunk
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     await self.await_beyond(reader.offset)
+
+    def _open(self) -> _Reader:
+        try:
+            return _Reader(self.path)
+        except FileNotFoundError:
+            raise OutputIncomplete(f"job {self.job_id}'s output log is gone") from None
+
+    def _finish(self, reader: _Reader) -> None:
+        """After the last chunk: say what is missing, if anything."""
+        problems = []
+        if reader.skipped:
+            where = ", ".join(f"{n} bytes at byte {at}" for at, n in reader.skipped[:3])
+            problems.append(f"its output log is damaged: {where} could not be read")
+            with self._cond:
+                first, self._damage_logged = not self._damage_logged, True
+            if first:
+                log.error("job %s: output log damaged (%s); served around it", self.job_id, where)
+        if self._incomplete and self._done:
+            problems.append(self._incomplete)
+        if problems:
+            raise OutputIncomplete(
+                f"job {self.job_id}: " + "; ".join(problems) + " (the rest of its output was sent)"
+            )
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -154,6 +231,7 @@ class _Reader:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.offset = 0
         self._skip = 0  # bytes of the next frame's data to leave out (for tail)
+        self.skipped: list[tuple[int, int]] = []  # (offset, bytes) of output lost to damage
 
     def __enter__(self) -> _Reader:
         return self
@@ -169,9 +247,12 @@ class _Reader:
         end = size
         wanted = lines  # newlines to pass, walking back: the one before each line we keep
         first = True
-        while end > 0:
+        while end >= OVERHEAD:
             (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
             start = end - OVERHEAD - length
+            if start < 0 or FRAME.unpack(os.pread(self._fd, FRAME.size, start))[1] != length:
+                self.offset, self._skip = end, 0  # damage: start after it
+                return
             (stream,) = os.pread(self._fd, 1, start)
             if stream not in OUTPUT_STREAMS:
                 end = start
@@ -198,7 +279,7 @@ class _Reader:
         if len(head) == FRAME.size:
             stream, length = FRAME.unpack(head)
             if length >= BIG_FRAME:  # read straight into its own bytes: one copy fewer
-                return self._read_big(stream, length)
+                return self._read_big(stream, length, limit)
         want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
         buf = memoryview(os.pread(self._fd, want, self.offset))
         chunks: list[OutputChunk] = []
@@ -210,8 +291,12 @@ class _Reader:
             end = pos + OVERHEAD + length
             if end > len(buf):
                 if pos == 0:  # a frame bigger than the window: read it whole
-                    return self._read_big(frame_stream, length)
+                    return self._read_big(frame_stream, length, limit)
                 break
+            if frame_stream > Stream.STDERR or TRAILER.unpack_from(buf, end - 4)[0] != length:
+                if pos == 0:
+                    return self._resync(limit)
+                break  # served up to here; the next read starts at the damage
             if frame_stream not in OUTPUT_STREAMS:
                 pos = end
                 continue
@@ -225,13 +310,15 @@ class _Reader:
                 pieces.append(data)
             pos = end
         if pos == 0:
-            raise OSError(f"output log {self._fd} is shorter than its committed size")
+            return self._resync(limit)  # a header cut short, or damaged
         if pieces:
             chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
         self.offset += pos
         return chunks
 
-    def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
+    def _read_big(self, stream: int, length: int, limit: int) -> list[OutputChunk]:
+        if not self._checks_out(self.offset, stream, length, limit):
+            return self._resync(limit)
         if stream not in OUTPUT_STREAMS:
             self.offset += OVERHEAD + length
             return []
@@ -239,3 +326,50 @@ class _Reader:
         self._skip = 0
         self.offset += OVERHEAD + length
         return [OutputChunk(Stream(stream), data)]
+
+    def _checks_out(self, at: int, stream: int, length: int, limit: int) -> bool:
+        """Whether the frame at ``at`` is one: a known stream, inside ``limit``, its trailer
+        repeating its length."""
+        end = at + OVERHEAD + length
+        if stream > Stream.STDERR or length > MAX_FRAME or end > limit:
+            return False
+        (trailer,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
+        return bool(trailer == length)
+
+    def _resync(self, limit: int) -> list[OutputChunk]:
+        """The frame at the offset is damaged: go on from the next frame that checks out (or
+        ``limit``), noting how much output was skipped. A damaged region inside the first
+        frame (the one its trailer says starts at byte 0) is the job's record: no output."""
+        start = self.offset
+        found = self._next_frame(start + 1, limit)
+        end = limit if found is None else found
+        lost = end - start
+        if end - start >= TRAILER.size:
+            (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
+            began = end - OVERHEAD - length
+            if began == 0:
+                lost = 0
+            elif began == start:  # one frame whose header was damaged: its data is lost
+                lost = length
+        if lost:
+            self.skipped.append((start, lost))
+        self.offset, self._skip = end, 0
+        return []
+
+    def _next_frame(self, start: int, limit: int) -> int | None:
+        """The first offset in [start, limit) where a frame that checks out begins."""
+        window = 64 * 1024
+        pos = start
+        while pos < limit:
+            buf = os.pread(self._fd, min(window, limit - pos), pos)
+            if not buf:
+                return None
+            for match in _STREAM_BYTE.finditer(buf):
+                at = pos + match.start()
+                head = os.pread(self._fd, FRAME.size, at)
+                if len(head) == FRAME.size:
+                    stream, length = FRAME.unpack(head)
+                    if self._checks_out(at, stream, length, limit):
+                        return at
+            pos += len(buf)
+        return None

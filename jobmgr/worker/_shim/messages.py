@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._errors import CapacityError, InvalidSpec, LaunchError, WorkerError
+from .._errors import (
+    CapacityError,
+    DeadlineExceeded,
+    InvalidSpec,
+    LaunchError,
+    WorkerError,
+    WorkerUnavailable,
+)
 from .._spec import Limits
 from .._status import JobState, JobStatus
 
 # Raised with every change a peer of the other version would misread.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 SOCKET_NAME = "launcher.sock"  # in the state directory, 0600
 LOCK_NAME = "launcher.lock"  # held (flock) by the one launcher of a state directory
 READY = b"ready\n"  # the launcher's only line on stdout: it listens on SOCKET_NAME
@@ -50,6 +57,10 @@ class JobRecord:
     env: Mapping[str, str]
     cwd: str | None
     started_at: float
+    # Where its cgroup is (``<parent>/<id>``), so a launcher started later with another
+    # parent still clears the right one.
+    cgroup_parent: str = ""
+    request_id: str = ""  # the client's id for its Start, so a retried Start finds it
 
     def status(self) -> JobStatus:
         """The job as it is while it runs."""
@@ -60,6 +71,7 @@ class JobRecord:
             limits=self.limits,
             state=JobState.RUNNING,
             started_at=self.started_at,
+            request_id=self.request_id,
         )
 
 
@@ -115,19 +127,47 @@ class StopReply:
 
 @dataclass(frozen=True)
 class RunningJob:
-    """A job the launcher supervises, and how much of its log is committed."""
+    """A job the launcher supervises, how much of its log is committed, and its record (held
+    in memory, so a job whose record frame on disk was damaged is still known)."""
 
     id: str
     size: int
+    record: JobRecord | None = None
 
 
 @dataclass(frozen=True)
 class HelloReply:
-    """Answers HelloRequest: the launcher's protocol version and the jobs it runs (starting ones
-    with size 0), so a worker that (re)connects can adopt them."""
+    """Answers HelloRequest: the launcher's protocol version, the jobs it runs (starting ones
+    with size 0), so a worker that (re)connects can adopt them, and the cgroup parent it was
+    started for. A launcher's first answer also names the jobs it finished as LOST
+    (``reclaimed``) and the logs whose record frame it found damaged (see _reclaim)."""
 
     version: int
     running: tuple[RunningJob, ...]
+    cgroup_parent: str = ""
+    reclaimed: tuple[str, ...] = ()
+    damaged: tuple[DamagedLog, ...] = ()
+
+
+@dataclass(frozen=True)
+class DamagedLog:
+    """A job's log whose record frame cannot be read, and what is wrong with it."""
+
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PingReply:
+    """Answers PingRequest: the launcher's loop is turning."""
+
+
+@dataclass(frozen=True)
+class AdoptReply:
+    """Answers AdoptRequest: the launcher supervises the job now; its log is committed up to
+    ``size`` bytes."""
+
+    size: int
 
 
 @dataclass(frozen=True)
@@ -146,10 +186,13 @@ class StartStage(enum.Enum):
     LIMITS = "limits"  # the kernel refused the job's limits
     SPACE = "space"  # the state directory is full
     DESCRIPTORS = "descriptors"  # the launcher has no file descriptors left
+    DEADLINE = "deadline"  # the caller's deadline passed before the job could be launched
+    SHUTDOWN = "shutdown"  # the launcher is shutting down
 
 
 # The one place a failed start becomes the worker's error: what the caller did wrong
-# (LaunchError, InvalidSpec), what the server lacks (CapacityError), or neither.
+# (LaunchError, InvalidSpec), what the server lacks (CapacityError), what came too late
+# (DeadlineExceeded, WorkerUnavailable), or neither.
 STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
     {
         StartStage.USER: LaunchError,
@@ -159,6 +202,8 @@ STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
         StartStage.LIMITS: InvalidSpec,
         StartStage.SPACE: CapacityError,
         StartStage.DESCRIPTORS: CapacityError,
+        StartStage.DEADLINE: DeadlineExceeded,
+        StartStage.SHUTDOWN: WorkerUnavailable,
     }
 )
 
@@ -189,7 +234,7 @@ class StartRefused(Exception):
         return RequestFailed(str(self), self.stage)
 
 
-Reply = StartReply | StopReply | HelloReply | ShutdownReply
+Reply = StartReply | StopReply | HelloReply | ShutdownReply | PingReply | AdoptReply
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -201,6 +246,9 @@ class StartRequest(Request[StartReply]):
 
     ``uid``/``gid`` None keeps the launcher's user; ``grace`` is the SIGTERM-to-SIGKILL time
     when ``timeout`` stops it; ``output_cap`` bytes of output are kept at most (0: no cap).
+    ``request_id`` is the client's id for this Start, kept in the record. ``deadline`` is when
+    the caller stops waiting, on the host's CLOCK_MONOTONIC (``time.monotonic()``, the same in
+    every process): a start that reaches the launcher past it is refused, never launched.
     """
 
     argv: tuple[str, ...]
@@ -213,11 +261,13 @@ class StartRequest(Request[StartReply]):
     timeout: float | None
     grace: float
     output_cap: int
+    request_id: str = ""
+    deadline: float | None = None
 
     def reply_type(self) -> type[StartReply]:
         return StartReply
 
-    def record(self, job_id: str, started_at: float) -> JobRecord:
+    def record(self, job_id: str, started_at: float, cgroup_parent: str = "") -> JobRecord:
         """The record of the job this request starts."""
         return JobRecord(
             id=job_id,
@@ -227,6 +277,8 @@ class StartRequest(Request[StartReply]):
             env=self.env,
             cwd=self.cwd,
             started_at=started_at,
+            cgroup_parent=cgroup_parent,
+            request_id=self.request_id,
         )
 
 
@@ -243,12 +295,34 @@ class StopRequest(Request[StopReply]):
 
 @dataclass(frozen=True)
 class HelloRequest(Request[HelloReply]):
-    """The first request of a connection: who speaks which version, and what runs."""
+    """The first request of a connection: who speaks which version, and what runs.
+    ``handles``: send the running jobs' JobHandles before the answer."""
 
     version: int
+    handles: bool = True
 
     def reply_type(self) -> type[HelloReply]:
         return HelloReply
+
+
+@dataclass(frozen=True)
+class PingRequest(Request[PingReply]):
+    """Answered at once: the worker sends one every half second to tell a launcher that
+    stopped answering (frozen, or stuck) from one that is merely quiet."""
+
+    def reply_type(self) -> type[PingReply]:
+        return PingReply
+
+
+@dataclass(frozen=True)
+class AdoptRequest(Request[AdoptReply]):
+    """Supervise a job a dead launcher ran, from the copies of its handles the worker kept
+    (see JobHandles); sent, with those descriptors, before a new launcher's first hello."""
+
+    handles: JobHandles
+
+    def reply_type(self) -> type[AdoptReply]:
+        return AdoptReply
 
 
 @dataclass(frozen=True)
@@ -289,6 +363,25 @@ class JobExited:
 
 
 @dataclass(frozen=True)
+class JobHandles:
+    """Copies of a running job's handles, sent with the descriptors themselves (SCM_RIGHTS),
+    one per name in ``streams`` ("stdout", "stderr", "report": the read ends of its pipes;
+    "init": a pidfd of its init), and what a launcher needs to take the job over.
+
+    The worker keeps them while the job runs: the pipes stay open through a launcher's death
+    (its job writes on, into the pipe, instead of dying of SIGPIPE), and a new launcher is
+    given them back (AdoptRequest). Sent when a job starts and, for every running job, before
+    the answer to a hello.
+    """
+
+    id: str
+    streams: tuple[str, ...]
+    request: StartRequest
+    record: JobRecord
+    record_size: int
+
+
+@dataclass(frozen=True)
 class LauncherBusy:
     """Sent instead of serving: another server holds this launcher's one connection."""
 
@@ -298,17 +391,25 @@ class ConnectionLost:
     """Made by the worker's own end, never sent: the connection to the launcher is gone."""
 
 
-Event = OutputAdvanced | OutputTruncated | JobExited | LauncherBusy | ConnectionLost
+Event = OutputAdvanced | OutputTruncated | JobExited | JobHandles | LauncherBusy | ConnectionLost
 
 # The names messages travel under: a request as {"op": name, ...}, an event as {"ev": name}.
 REQUEST_NAMES: Mapping[type[Request[Any]], str] = MappingProxyType(
-    {StartRequest: "start", StopRequest: "stop", HelloRequest: "hello", ShutdownRequest: "shutdown"}
+    {
+        StartRequest: "start",
+        StopRequest: "stop",
+        HelloRequest: "hello",
+        ShutdownRequest: "shutdown",
+        PingRequest: "ping",
+        AdoptRequest: "adopt",
+    }
 )
 EVENT_NAMES: Mapping[type[Event], str] = MappingProxyType(
     {
         OutputAdvanced: "output",
         OutputTruncated: "truncated",
         JobExited: "exit",
+        JobHandles: "handles",
         LauncherBusy: "busy",
     }
 )

@@ -25,7 +25,7 @@ from ._kernfs import (
     make_dirs,
     read_pids,
     read_stats,
-    sigkill,
+    sigkill_members,
     write_device_rules,
     write_text,
 )
@@ -122,7 +122,7 @@ class Cgroup:
         if os.path.exists(self._kill_file):
             write_text(self._kill_file, "1")
         else:
-            sigkill(read_pids(self._procs_files))
+            sigkill_members(self._procs_files)
 
     def stats(self) -> CgroupStats:
         """CPU time, peak memory and whether the OOM killer fired, read now."""
