@@ -3,6 +3,7 @@ service, standard health checking and server reflection."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,12 @@ def _add_job_manager(service: JobManagerService, server: grpc.aio.Server) -> Non
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
+def _health_status(available: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    if available:
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 class BindError(RuntimeError):
     """The server could not listen on the address asked for."""
 
@@ -135,9 +142,22 @@ class JobServer:
             raise BindError(f"cannot listen on {self.address}")
         self.port = port
         await server.start()
-        await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(SERVICE, _health_status(self._worker.available))
         self._server, self._health = server, health
+        self._follow_worker(asyncio.get_running_loop(), health)
         return port
+
+    def _follow_worker(self, loop: asyncio.AbstractEventLoop, health: HealthServicer) -> None:
+        """Health says SERVING while the worker's launcher serves, NOT_SERVING while not."""
+
+        def follow(available: bool) -> None:
+            status = _health_status(available)
+            try:
+                loop.call_soon_threadsafe(lambda: loop.create_task(health.set(SERVICE, status)))
+            except RuntimeError:
+                pass  # the server's loop is closed: nobody is asking any more
+
+        self._worker.watch_availability(follow)
 
     async def not_serving(self) -> None:
         """Tell health checkers this server is going away (NOT_SERVING), before it stops."""

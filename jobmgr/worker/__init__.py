@@ -11,9 +11,11 @@ Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are th
 
 from ._errors import (
     CapacityError,
+    DeadlineExceeded,
     InvalidSpec,
     JobNotFound,
     LaunchError,
+    OutputIncomplete,
     WorkerError,
     WorkerUnavailable,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "UNLIMITED",
     "CapacityError",
+    "DeadlineExceeded",
     "InvalidSpec",
     "JobNotFound",
     "JobSpec",
@@ -35,6 +38,7 @@ __all__ = [
     "LaunchError",
     "Limits",
     "OutputChunk",
+    "OutputIncomplete",
     "Retention",
     "Stream",
     "Worker",

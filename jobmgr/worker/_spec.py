@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import pwd
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from ._errors import InvalidSpec
 
 MiB = 1024 * 1024
+MAX_REQUEST_ID = 200
 
 # What the kernel can take, and what leaves a job room to run: a pids limit of 1 would leave
 # none beside its init, a memory limit under 1 MiB none for anything at all.
@@ -93,6 +95,8 @@ class JobSpec:
     cwd:     working directory inside the job; ``None`` means ``/``.
     timeout: seconds the job may run before it is stopped (with the grace period); None: no end.
     run_as:  user name or numeric uid to run the command as; None: the worker's default.
+    request_id: the caller's id for this start (up to 200 characters): a start retried with
+             the same id and owner returns the job the first one started, never a second.
     """
 
     argv: Sequence[str]
@@ -102,8 +106,14 @@ class JobSpec:
     cwd: str | None = None
     timeout: float | None = None
     run_as: str | None = None
+    request_id: str = ""
 
     def __post_init__(self) -> None:
+        if len(self.request_id) > MAX_REQUEST_ID:
+            raise InvalidSpec(
+                f"the request id is {len(self.request_id)} characters long; at most "
+                f"{MAX_REQUEST_ID} are kept (a UUID is 36)"
+            )
         if self.timeout is not None and not 0 < self.timeout < 10 * 365 * 86400:
             raise InvalidSpec(f"timeout must be a positive number of seconds, got {self.timeout}")
         if isinstance(self.argv, str | bytes):
@@ -129,3 +139,20 @@ DEFAULT_ENV: Mapping[str, str] = {
     "HOME": "/",
     "LANG": "C.UTF-8",
 }
+
+
+def resolve_user(
+    user: str | None, allowed: Collection[str] | None
+) -> tuple[int | None, int | None]:
+    """The uid and gid of ``user`` (a name or a uid), if ``allowed`` lets jobs run as it
+    (None allows any); (None, None) for no user. InvalidSpec otherwise, saying why."""
+    if user is None:
+        return None, None
+    if allowed is not None and user not in allowed:
+        names = ", ".join(sorted(allowed)) or "none"
+        raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {names})")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError):
+        raise InvalidSpec(f"no such user: {user!r}") from None
+    return entry.pw_uid, entry.pw_gid

@@ -1,26 +1,30 @@
-"""Worker: the library's front door. Keeps the job table; the launcher does the kernel work."""
+"""Worker: the library's front door. Keeps the job table; the launcher does the kernel work.
+
+The launcher is kept by _keeper: while it is down (dead, frozen, being replaced) starts and
+stops are refused with WorkerUnavailable, naming it; ``watch_availability`` tells the API
+layer, whose health check follows it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import fcntl
+import logging
 import os
-import pwd
 import threading
-import time
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
 from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
+from ._keeper import LauncherKeeper
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
 from ._records import log_path
 from ._shim import (
-    ConnectionLost,
     Event,
     HelloReply,
     JobExited,
@@ -33,7 +37,7 @@ from ._shim import (
     StopReply,
     StopRequest,
 )
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, resolve_user
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -41,6 +45,8 @@ from .cgroups import CgroupDriver, detect_driver
 
 _REPLY_TIMEOUT = 60.0
 GiB = 1024**3
+log = logging.getLogger("jobmgr.worker")
+StartKey = tuple[str, str]  # (owner, request id)
 
 
 class Worker:
@@ -91,40 +97,52 @@ class Worker:
         self._output_cap = output_cap
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
-        self._lock = threading.Lock()  # guards _closed and _starting
+        self._lock = threading.Lock()  # guards _closed, _starting and _starts
         self._closed = False
         self._starting = 0
+        self._starts: dict[StartKey, Future[StartReply | RequestFailed]] = {}  # under way
+        self._availability: list[Callable[[bool], None]] = []
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._store = JobStore(self._state / "jobs.db")
             self._table = JobTable(self._store, self._jobs_dir, retention)
             load_history(self._table)
-            self._launcher, hello = self._connect(cgroup_parent, warm_slots)
-            adopt(self._table, hello.running)
-            self._table.prune()
+            self._keeper = LauncherKeeper(
+                self._state,
+                cgroup_parent,
+                warm_slots,
+                self._on_event,
+                self._on_hello,
+                self._on_availability,
+            )
+            self._keeper.connect()
         except BaseException:
             os.close(self._lock_fd)
             raise
 
     # ---- the public face ----------------------------------------------------------------------
 
-    def start(self, spec: JobSpec) -> str:
+    def start(self, spec: JobSpec, *, deadline: float | None = None) -> str:
         """Start a job; returns its id once its command is running.
 
         Raises LaunchError if the command cannot be executed, InvalidSpec if the spec is bad
-        or asks for more than the maxima, CapacityError if too many jobs are running.
+        or asks for more than the maxima, CapacityError if too many jobs are running,
+        WorkerUnavailable while the launcher is down, DeadlineExceeded if ``deadline`` (a
+        ``time.monotonic()`` time) passed before the job could be launched: it then was not.
+        A spec with a request id that this owner used before gets that start's job.
         """
-        return _started(self._submit_start(spec).result(_REPLY_TIMEOUT))
+        return _started(self._submit_start(spec, deadline).result(_REPLY_TIMEOUT))
 
-    async def astart(self, spec: JobSpec) -> str:
+    async def astart(self, spec: JobSpec, *, deadline: float | None = None) -> str:
         """Asyncio form of start."""
-        return _started(await asyncio.wrap_future(self._submit_start(spec)))
+        return _started(await asyncio.wrap_future(self._submit_start(spec, deadline)))
 
     def stop(self, job_id: str, grace: float | None = None) -> JobStatus:
         """SIGTERM every process of the job, SIGKILL what is left after ``grace`` seconds.
 
-        Returns the final status once nothing of the job is alive. A finished job is
-        returned as it is.
+        Returns the final status once nothing of the job is alive: STOPPED, or, for a job that
+        ended by itself before the stop reached it, how it ended (EXITED with its code). A
+        finished job is returned as it is.
         """
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
@@ -174,21 +192,36 @@ class Worker:
         """Asyncio form of output."""
         return self._table.get(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
 
+    @property
+    def available(self) -> bool:
+        """Whether the launcher serves: False while it is down or being replaced."""
+        return self._keeper.available
+
+    def watch_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback`` with ``available`` now and at every change (from a thread of
+        the worker's: it must not block)."""
+        with self._lock:
+            self._availability.append(callback)
+        callback(self._keeper.available)
+
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        launcher = self._keeper.close()
         try:
-            fut = self._launcher.request(ShutdownRequest(self._default_grace))
-            fut.result(self._stop_timeout(None))
+            if launcher is not None:
+                fut = launcher.request(ShutdownRequest(self._default_grace))
+                fut.result(self._stop_timeout(None))
         except WorkerError:
             pass
         finally:
-            self._launcher.close()
-            if self._launcher.process is not None:
-                self._launcher.process.wait(timeout=30)
+            if launcher is not None:
+                launcher.close()
+                if launcher.process is not None:
+                    launcher.process.wait(timeout=30)
             self._store.close()
             os.close(self._lock_fd)
 
@@ -198,36 +231,44 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, cgroup_parent: str, warm_slots: int) -> tuple[LauncherClient, HelloReply]:
-        """Reach the state dir's launcher, starting one if none runs.
+    @property
+    def _launcher(self) -> LauncherClient:
+        """The current launcher connection (tests look at its process)."""
+        client = self._keeper.client
+        if client is None:
+            raise WorkerUnavailable("the job launcher is not running")
+        return client
 
-        A launcher killed a moment ago may still accept a connection and then drop it; the
-        next attempt finds its socket refused and starts a new one.
-        """
-        for attempt in range(3):
-            client = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
+    def _on_hello(self, reply: HelloReply) -> None:
+        adopt(self._table, reply)
+        self._table.prune()
+
+    def _on_availability(self, available: bool) -> None:
+        with self._lock:
+            callbacks = list(self._availability)
+        for callback in callbacks:
             try:
-                return client, client.hello(_REPLY_TIMEOUT)
-            except WorkerUnavailable:
-                client.close()
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
-            except BaseException:
-                client.close()
-                raise
-        raise AssertionError("unreachable")
+                callback(available)
+            except Exception:
+                log.exception("an availability callback failed")
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def _submit_start(self, spec: JobSpec) -> Future[StartReply | RequestFailed]:
+    def _submit_start(
+        self, spec: JobSpec, deadline: float | None
+    ) -> Future[StartReply | RequestFailed]:
         limits = spec.limits.merged_over(self._default_limits)
         if self._max_limits is not None:
             limits.check_within(self._max_limits)
-        uid, gid = self._resolve_user(spec.run_as or self._default_run_as)
+        uid, gid = resolve_user(spec.run_as or self._default_run_as, self._allowed_run_as)
+        key = (spec.owner, spec.request_id)
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
+            if spec.request_id:
+                again = self._start_again(key)
+                if again is not None:
+                    return again
             running = self._starting + self._table.running_count()
             if self._max_running is not None and running >= self._max_running:
                 raise CapacityError(
@@ -245,35 +286,54 @@ class Worker:
             timeout=spec.timeout,
             grace=self._default_grace,
             output_cap=self._output_cap,
+            request_id=spec.request_id,
+            deadline=deadline,
         )
 
         def register(reply: StartReply | RequestFailed) -> None:
             # On the event thread, before any output or exit event of the new job.
+            if not isinstance(reply, RequestFailed):
+                status = request.record(reply.id, reply.started_at).status()
+                self._table.add(JobEntry(status, OutputLog(log_path(self._jobs_dir, reply.id))))
             with self._lock:
                 self._starting -= 1
-            if isinstance(reply, RequestFailed):
-                return
-            status = request.record(reply.id, reply.started_at).status()
-            self._table.add(JobEntry(status, OutputLog(log_path(self._jobs_dir, reply.id))))
 
         try:
-            return self._launcher.request(request, on_reply=register)
+            fut = self._keeper.request(request, on_reply=register)
         except BaseException:
             with self._lock:
                 self._starting -= 1
             raise
+        fut.add_done_callback(self._unanswered)
+        if spec.request_id:
+            with self._lock:
+                self._starts[key] = fut
+            fut.add_done_callback(lambda _: self._forget_start(key, fut))
+        return fut
 
-    def _resolve_user(self, user: str | None) -> tuple[int | None, int | None]:
-        if user is None:
-            return None, None
-        if self._allowed_run_as is not None and user not in self._allowed_run_as:
-            allowed = ", ".join(sorted(self._allowed_run_as)) or "none"
-            raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {allowed})")
-        try:
-            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except (KeyError, OverflowError):
-            raise InvalidSpec(f"no such user: {user!r}") from None
-        return entry.pw_uid, entry.pw_gid
+    def _unanswered(self, fut: Future[StartReply | RequestFailed]) -> None:
+        """A start that ended without a reply (its launcher died first) counts no more."""
+        if fut.exception() is not None:
+            with self._lock:
+                self._starting -= 1
+
+    def _start_again(self, key: StartKey) -> Future[StartReply | RequestFailed] | None:
+        """The start ``key`` (owner, request id) names, if it was made before: its job, or
+        the start still under way (lock held)."""
+        under_way = self._starts.get(key)
+        if under_way is not None and not under_way.done():
+            return under_way
+        entry = self._table.by_request(*key)
+        if entry is None:
+            return None
+        done: Future[StartReply | RequestFailed] = Future()
+        done.set_result(StartReply(entry.status.id, entry.status.started_at))
+        return done
+
+    def _forget_start(self, key: StartKey, fut: Future[StartReply | RequestFailed]) -> None:
+        with self._lock:
+            if self._starts.get(key) is fut:
+                del self._starts[key]
 
     def _submit_stop(
         self, job_id: str, grace: float | None
@@ -284,7 +344,7 @@ class Worker:
         if entry.status.terminated:
             return None
         grace = self._default_grace if grace is None else grace
-        return self._launcher.request(StopRequest(job_id, grace))
+        return self._keeper.request(StopRequest(job_id, grace))
 
     def _stop_timeout(self, grace: float | None) -> float:
         return (self._default_grace if grace is None else grace) + _REPLY_TIMEOUT
@@ -302,9 +362,6 @@ class Worker:
             case JobExited(id=job_id, result=result):
                 self._table.record_exit(job_id, result)
                 self._table.prune()
-            case ConnectionLost():
-                for entry in self._table.entries():  # wake followers: nothing more can come
-                    entry.log.advance(entry.log.size, done=True)
 
 
 def _started(reply: StartReply | RequestFailed) -> str:
