@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobmgr.worker import (
     DEFAULT_ENV,
     CapacityError,
+    DeadlineExceeded,
     InvalidSpec,
     JobNotFound,
     JobSpec,
@@ -26,6 +27,7 @@ from jobmgr.worker import (
     LaunchError,
     Limits,
     OutputChunk,
+    OutputIncomplete,
     Stream,
     WorkerError,
     WorkerUnavailable,
@@ -46,6 +48,8 @@ STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
     LaunchError: grpc.StatusCode.FAILED_PRECONDITION,
     CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     WorkerUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    OutputIncomplete: grpc.StatusCode.DATA_LOSS,
     WorkerError: grpc.StatusCode.INTERNAL,
 }
 
@@ -107,6 +111,7 @@ def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
         cwd=request.cwd or None,
         timeout=timeout,
         run_as=request.run_as or None,
+        request_id=request.request_id,
     )
 
 

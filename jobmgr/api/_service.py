@@ -8,6 +8,7 @@ place, ``_WorkerErrorsAsStatus``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
@@ -70,7 +71,9 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         async with _WorkerErrorsAsStatus(context):
             owner = _caller(context).name
             spec = mapping.job_spec(request, owner=owner)
-            return pb.StartResponse(uuid=await self._worker.astart(spec))
+            remaining = context.time_remaining()  # the caller's deadline: past it, no launch
+            deadline = None if remaining is None else time.monotonic() + remaining
+            return pb.StartResponse(uuid=await self._worker.astart(spec, deadline=deadline))
 
     async def Stop(
         self, request: pb.StopRequest, context: grpc.aio.ServicerContext

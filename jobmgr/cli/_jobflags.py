@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -110,6 +111,8 @@ def start_request(args: argparse.Namespace) -> job_pb2.StartRequest:
         env=_environment(args.inherit_env, args.env),
         cwd=args.cwd or "",
         run_as=args.run_as or "",
+        # One id per invocation: a Start that is sent again finds this one's job.
+        request_id=str(uuid.uuid4()),
     )
     if _is_text(args.argv):  # also in the reference's fields, for servers without argv
         request.cmd, request.args[:] = args.argv[0], args.argv[1:]

@@ -229,7 +229,12 @@ def _start(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
 def _stop(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
     grace = None if args.grace is None else duration(args.grace)
     job = stub.Stop(job_pb2.StopRequest(uuid=args.id, grace=grace)).job
-    print(f"stopped job {args.id}: {_render.outcome(job)}" if job.uuid else f"stopped {args.id}")
+    if not job.uuid:
+        print(f"stopped {args.id}")
+    elif job.status == "STOPPED":
+        print(f"stopped job {args.id}: {_render.outcome(job)}")
+    else:  # it ended by itself before the stop reached it
+        print(f"job {args.id} had already ended: {_render.outcome(job)}")
     return 0
 
 
@@ -308,10 +313,14 @@ _CONNECTION_HINTS = (
 )
 
 
+# An UNAVAILABLE the server itself answered starts so; any other is a connection failure.
+_SERVER_UNAVAILABLE = ("the job launcher", "the worker is closed")
+
+
 def _describe(error: grpc.RpcError, target: str) -> str:
     code = error.code()
     details = " ".join(str(error.details() or code.name).split())
-    if code != grpc.StatusCode.UNAVAILABLE:
+    if code != grpc.StatusCode.UNAVAILABLE or details.startswith(_SERVER_UNAVAILABLE):
         return details
     for words, hint in _CONNECTION_HINTS:
         if words in details:

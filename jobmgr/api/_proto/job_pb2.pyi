@@ -169,12 +169,19 @@ class StartRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RUN_AS_FIELD_NUMBER: _builtins.int
     ARGV_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
     """(reference) the program, looked up in PATH; no shell involved"""
     cwd: _builtins.str
     """absolute working directory; empty: /"""
     run_as: _builtins.str
     """user name or uid; empty: the server's default user"""
+    request_id: _builtins.str
+    """The client's id for this Start (up to 200 characters; a UUID is best). A Start retried
+    with the same id, by the same client identity, returns the job the first one started
+    (or is still starting), never a second one. Empty: every Start is a new job.
+    Numbers 10-15 are kept for further per-job settings.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """(reference)"""
@@ -197,7 +204,6 @@ class StartRequest(_message.Message):
     def argv(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """The command and its arguments as raw bytes; when set it replaces cmd and args, so
         arguments that are not UTF-8 reach the job exactly.
-        Numbers 9-15 are kept for further per-job settings.
         """
 
     def __init__(
@@ -211,10 +217,11 @@ class StartRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         run_as: _builtins.str = ...,
         argv: _abc.Iterable[_builtins.bytes] | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "request_id", b"request_id", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
