@@ -47,6 +47,8 @@ from jobmgr.worker._shim import (
     LauncherBusy,
     OutputAdvanced,
     OutputTruncated,
+    PingReply,
+    PingRequest,
     ProtocolError,
     ReplyFrame,
     Request,
@@ -83,6 +85,8 @@ START = StartRequest(
     timeout=2.5,
     grace=5.0,
     output_cap=1 << 30,
+    request_id="4b1c7f1e-retry-me",
+    deadline=812345.5,
 )
 RESULT = JobResult(
     state=JobState.EXITED,
@@ -101,13 +105,19 @@ REQUESTS: list[Request[Any]] = [
     StopRequest("5f0e0c55", 0.0),
     HelloRequest(PROTOCOL_VERSION),
     ShutdownRequest(5.0),
+    PingRequest(),
 ]
 REPLIES: list[tuple[Any, type[Any]]] = [
     (StartReply("5f0e0c55", 1764640000.25), StartReply),
     (StopReply(), StopReply),
     (StopReply(already_ended=True), StopReply),
     (HelloReply(PROTOCOL_VERSION, (RunningJob("a", 2079), RunningJob("b", 0))), HelloReply),
+    (
+        HelloReply(PROTOCOL_VERSION, (RunningJob("a", 9, START.record("a", 1.5, "p")),), "p"),
+        HelloReply,
+    ),
     (ShutdownReply(), ShutdownReply),
+    (PingReply(), PingReply),
     (RequestFailed("command not found: 'nope'", StartStage.EXEC), StartReply),
     (RequestFailed("no job with id 'x'"), StopReply),
 ]
@@ -320,10 +330,14 @@ def test_the_record_frame_written_today_has_the_format_on_disk(tmp_path: Path) -
     log = tmp_path / "job.log"
     log.write_bytes(record_frame(RECORD))
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
-    assert body == json.loads(RECORD_ON_DISK)
-    write_result(log, RECORD, dataclasses.replace(RESULT, output_truncated=False))
+    # Fields added since are the only difference, with their defaults.
+    on_disk = json.loads(RECORD_ON_DISK)
+    on_disk["job"] |= {"cgroup_parent": "", "request_id": ""}
+    assert body == on_disk
+    size = len(record_frame(RECORD))
+    write_result(log, RECORD, dataclasses.replace(RESULT, output_truncated=False), size)
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
-    assert body == {**json.loads(RECORD_ON_DISK), "result": json.loads(RESULT_ON_DISK)}
+    assert body == {**on_disk, "result": json.loads(RESULT_ON_DISK)}
 
 
 # ---- the version check --------------------------------------------------------------------
@@ -416,7 +430,8 @@ def test_a_launcher_answers_malformed_requests_with_the_reason_and_carries_on(
             refused = answer(frame(bad_limits)).open(StartReply)
             assert isinstance(refused, RequestFailed) and "limit pids" in refused.error
             hello = answer(encode_request(7, HelloRequest(PROTOCOL_VERSION))).open(HelloReply)
-            assert hello == HelloReply(PROTOCOL_VERSION, ())  # still serving, nothing started
+            # Still serving, nothing started.
+            assert hello == HelloReply(PROTOCOL_VERSION, (), parent)
             done = answer(encode_request(8, ShutdownRequest(0.0))).open(ShutdownReply)
             assert done == ShutdownReply()
         assert launcher.wait(timeout=30) == 0

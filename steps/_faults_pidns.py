@@ -1,0 +1,197 @@
+"""A ``jobmgr-server`` in a PID namespace of its own with a small ``kernel.pid_max`` (per PID
+namespace since Linux 6.14), so that every pid its launcher and jobs use comes round again
+within a few hundred forks, beside a canary that keeps taking those recycled pids and records
+any signal one of its processes gets: a witness that no signal reaches a process outside
+jobmgr's jobs.
+
+The namespace's PID 1 is a small Python init (INIT): it sets pid_max, starts the server and
+the canary, forwards SIGTERM and SIGINT to the server, reaps every orphan, and exits with the
+server's status (the kernel then kills whatever is left in the namespace).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ._hostile_server import HostileServer, LaunchServer, _force_clean, _shut_down, alive
+from .fixtures_pki import ScenarioPKI
+
+# PID 1 of the namespace: argv is pid_max, the canary's log, "--", then the server's argv.
+INIT = r"""
+import os, signal, sys
+pid_max, canary_log, server_argv = sys.argv[1], sys.argv[2], sys.argv[4:]
+with open("/proc/sys/kernel/pid_max", "w") as f:
+    f.write(pid_max)
+server = os.posix_spawn(server_argv[0], server_argv, os.environ)
+canary = os.posix_spawn(sys.executable, [sys.executable, "-I", "-c", CANARY, canary_log], {})
+for signo in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signo, lambda s, f: os.kill(server, s))
+code = 1
+while True:
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    if pid == server:
+        code = os.waitstatus_to_exitcode(status)
+        os.kill(canary, signal.SIGTERM)
+    elif pid == canary:
+        break
+sys.exit(code if code >= 0 else 128 - code)
+"""
+
+# The canary: always about CANARY_CHILDREN children, each living 20-200 ms on pids the
+# namespace has just recycled. A child records every catchable signal it gets; the parent
+# records every child that a signal ended (SIGKILL cannot be caught).
+CANARY = r"""
+import os, random, signal, sys, time
+log_path = sys.argv[1]
+stopping = False
+def stop(*_):
+    global stopping
+    stopping = True
+signal.signal(signal.SIGTERM, stop)
+def record(line):
+    with open(log_path, "a") as f:
+        f.write(line + "\n")
+children = set()
+spawned = 0
+while not stopping or children:
+    while not stopping and len(children) < 12:
+        pid = os.fork()
+        if pid == 0:
+            for signo in signal.valid_signals():
+                if signo not in (signal.SIGKILL, signal.SIGSTOP):
+                    try:
+                        signal.signal(signo, lambda s, f: record(f"{os.getpid()} got signal {s}"))
+                    except (OSError, ValueError):
+                        pass
+            time.sleep(random.uniform(0.02, 0.2))
+            os._exit(0)
+        children.add(pid)
+        spawned += 1
+    try:
+        pid, status = os.wait()
+    except ChildProcessError:
+        break
+    except InterruptedError:
+        continue
+    children.discard(pid)
+    if os.WIFSIGNALED(status):
+        record(f"{pid} was killed by signal {os.WTERMSIG(status)}")
+record(f"spawned {spawned}")
+"""
+
+
+@dataclass
+class PidNamespaceServer(HostileServer):
+    """A HostileServer whose program runs as the child of INIT in a new PID namespace."""
+
+    pid_max: int = 600
+
+    @property
+    def canary_log(self) -> Path:
+        return self.workdir / "canary.log"
+
+    def argv(self, *extra: str) -> list[str]:
+        unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+        init = [sys.executable, "-I", "-c", INIT.replace("CANARY", repr(CANARY))]
+        settings = [str(self.pid_max), str(self.canary_log), "--"]
+        return [*unshare, *init, *settings, *super().argv(*extra)]
+
+    def namespace_init(self) -> int | None:
+        """The host pid of the namespace's PID 1 (unshare's one child)."""
+        if self.process is None or self.process.poll() is not None:
+            return None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        words = children.read_text().split()
+        return int(words[0]) if words else None
+
+    def host_pid(self, ns_pid: int) -> int | None:
+        """The host pid of the process that is ``ns_pid`` in the namespace."""
+        init = self.namespace_init()
+        if init is None:
+            return None
+        namespace = os.readlink(f"/proc/{init}/ns/pid")
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
+                    continue
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            found = re.search(r"^NSpid:\s+(\d+)\s+(\d+)", status, re.MULTILINE)
+            if found and int(found.group(2)) == ns_pid:
+                return int(found.group(1))
+        return None
+
+    def terminate(self) -> int:
+        """SIGTERM to the namespace's PID 1, which hands it to the server (unshare itself
+        keeps SIGTERM blocked and forwards nothing)."""
+        init = self.namespace_init()
+        if init is not None:
+            fd = os.pidfd_open(init)
+            try:
+                if self.namespace_init() == init:  # still unshare's child: the number is it
+                    signal.pidfd_send_signal(fd, signal.SIGTERM)
+            finally:
+                os.close(fd)
+        return super().terminate()
+
+    def launcher_pid(self) -> int | None:
+        """The launcher's host pid (launcher.pid holds its pid in the namespace)."""
+        try:
+            ns_pid = int((self.state_dir / "launcher.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        pid = self.host_pid(ns_pid)
+        return pid if pid is not None and alive(pid) else None
+
+    def canary_report(self) -> list[str]:
+        try:
+            return self.canary_log.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+
+
+@pytest.fixture
+def launch_pidns_server(
+    tmp_path: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str, scenario_marker: str
+) -> Iterator[LaunchServer]:
+    """Like launch_server, for servers in a PID namespace of their own."""
+    servers: list[PidNamespaceServer] = []
+
+    def launch(*args: str, pid_max: int = 600) -> HostileServer:
+        workdir = tmp_path / f"pidns{len(servers)}"
+        workdir.mkdir()
+        server = PidNamespaceServer(
+            scenario_pki, workdir, f"{server_cgroup_parent}-ns{len(servers)}", scenario_marker,
+            list(args), pid_max=pid_max,
+        )  # fmt: skip
+        servers.append(server)
+        server.start()
+        return server
+
+    yield launch
+    problems = []
+    for server in servers:
+        try:
+            problems += _shut_down(server)
+        except subprocess.TimeoutExpired:
+            problems.append("jobmgr-server did not stop: its PID namespace was killed")
+            assert server.process is not None
+            server.process.kill()  # --kill-child: the namespace's PID 1, and all in it, die
+            server.process.wait()
+            _force_clean(server)
+    assert not problems, "\n".join(problems)
