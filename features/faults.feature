@@ -29,21 +29,24 @@ Feature: Faults: nothing lost, nothing stuck, nothing signalled by mistake, and 
     Then it exited 0 within 30 seconds
     And no canary process got a signal, of more than 2000 that ran on recycled pids
 
-  Scenario: A launcher killed with SIGKILL is replaced at once, and its job goes on without losing a byte
+  Scenario: A launcher killed with SIGKILL is replaced at once, and its jobs go on without losing a byte
     Given the jobmgr-server program is running
     And the admin has started a job printing 3000 numbered lines, one every millisecond
+    And the admin has also started a job writing 16 MiB of random bytes, 64 KiB at a time
     And jobmgr-client follows its output, and a client watches the server's health
     When the launcher is killed with SIGKILL once the job has printed 500 lines
     Then within 2 seconds health said NOT_SERVING, then SERVING again, with a new launcher
     And the server's log has one line saying the launcher died, killed by signal 9
     And the follower printed exactly the 3000 lines and exited 0
     And the job is EXITED with code 0
+    And the other job's output is exactly its 16 MiB
     And once the server is stopped nothing of any job is left: no process, cgroup or launcher
 
   Scenario: A frozen launcher is noticed within seconds, refused work meanwhile, and replaced with nothing lost
     Given the jobmgr-server program is running
     And the admin has started a job printing 3000 numbered lines, one every millisecond
     And the admin has also started a job sleeping 60 seconds
+    And the admin has also started a job writing 16 MiB of random bytes, 64 KiB at a time
     And jobmgr-client follows its output, and a client watches the server's health
     When the launcher is stopped with SIGSTOP once the job has printed 500 lines
     And jobmgr-client start and jobmgr-client stop are run while it is frozen
@@ -52,6 +55,7 @@ Feature: Faults: nothing lost, nothing stuck, nothing signalled by mistake, and 
     And the server's log has one line saying the launcher froze and was killed
     And the follower printed exactly the 3000 lines and exited 0
     And the job is EXITED with code 0
+    And the other job's output is exactly its 16 MiB
     And jobmgr-client stop stops the sleeping job now, and jobmgr-client start starts a job
 
   Scenario: Jobs whose launcher died with the server are LOST from the time they were lost, and their followers are told
@@ -67,6 +71,7 @@ Feature: Faults: nothing lost, nothing stuck, nothing signalled by mistake, and 
     And the admin has run a job printing 100 numbered lines to its end
     When the server and then its launcher are killed with SIGKILL, <damage> are written at the head of the job's log, and the server is started again
     Then the job is listed EXITED with code 0
+    And its status reason says its log's record frame is damaged
     And its output is exactly its 100 lines, and ends without error
     And the server's log has one line naming the job and its damaged record frame
     When the server is killed with SIGKILL and started again

@@ -9,6 +9,7 @@ import jobmgr.api  # noqa: F401  # isort: skip
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,45 @@ def run_client(server: HostileServer, *args: str) -> subprocess.CompletedProcess
     return subprocess.run(
         client_argv(server, *args), capture_output=True, env=program_env(), timeout=60
     )
+
+
+PRIMED = (
+    "import sys\n"
+    "from jobmgr.cli import client\n"
+    "sys.stdout.write('ready\\n'); sys.stdout.flush()\n"
+    "sys.stdin.readline()\n"
+    "sys.exit(client.main(sys.argv[1:]))\n"
+)
+READY = b"ready\n"
+
+
+class PrimedClient:
+    """jobmgr-client with its imports done, waiting for ``go``: its call then leaves within
+    milliseconds, not the second or more a fresh interpreter takes on a loaded machine."""
+
+    def __init__(self, server: HostileServer, *args: str) -> None:
+        argv = client_argv(server, *args)[len(program("jobmgr-client")) :]
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", PRIMED, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=program_env(),
+        )
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        assert self.process.stdout.readline() == READY, "jobmgr-client did not start"
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"\n")
+        self.process.stdin.flush()
+
+    def result(self, timeout: float = 60.0) -> subprocess.CompletedProcess[bytes]:
+        stdout, stderr = self.process.communicate(timeout=timeout)
+        code = self.process.returncode
+        return subprocess.CompletedProcess(self.process.args, code, stdout, stderr)
 
 
 class Follower:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from jobmgr.api import job_pb2
@@ -22,6 +26,7 @@ from ._faults_tools import (
     LINES,
     Follower,
     HealthWatcher,
+    PrimedClient,
     consecutive_lines,
     cut_to_half,
     damage_head,
@@ -210,6 +215,35 @@ def _another_sleeper(hostile: Hostile, seconds: int) -> None:
     hostile.notes.setdefault("others", []).append(job)
 
 
+WRITER = (
+    "import random, sys, time\n"
+    "r = random.Random({seed})\n"
+    "for _ in range({chunks}):\n"
+    "    sys.stdout.buffer.write(r.randbytes(65536)); sys.stdout.flush(); time.sleep(0.005)\n"
+)
+
+
+@given(
+    parsers.parse(
+        "the admin has also started a job writing {mib:d} MiB of random bytes, 64 KiB at a time"
+    )
+)
+def _writer(hostile: Hostile, mib: int) -> None:
+    script = WRITER.format(seed=mib, chunks=mib * 16)
+    job = hostile.srv.start_job(["python3", "-c", script, hostile.srv.marker])
+    hostile.notes["writer"] = (job, random.Random(mib).randbytes(mib * 1024 * 1024))
+
+
+@then(parsers.parse("the other job's output is exactly its {mib:d} MiB"))
+def _writer_whole(hostile: Hostile, mib: int) -> None:
+    job, expected = hostile.notes["writer"]
+    status = hostile.srv.wait_ended(job)
+    assert (status.status, status.exit_code) == ("EXITED", 0), status
+    output = hostile.srv.output(job)
+    assert len(output) == len(expected) == mib * 1024 * 1024, len(output)
+    assert output == expected, "the bytes differ"
+
+
 @given(
     parsers.parse(
         "the admin has started a job that sleeps {seconds:g} seconds, then exits {code:d}"
@@ -237,6 +271,13 @@ def _kill_launcher(hostile: Hostile, count: int) -> None:
     parsers.parse("the launcher is stopped with SIGSTOP once the job has printed {count:d} lines")
 )
 def _stop_launcher(hostile: Hostile, count: int) -> None:
+    server = hostile.srv
+    primed = hostile.notes["primed"] = {  # ready before the freeze, to call within it
+        "start": PrimedClient(server, "start", "--", "true"),
+        "stop": PrimedClient(server, "stop", hostile.notes["others"][0]),
+    }
+    for client in primed.values():
+        client.wait_ready()
     hostile.notes["follower"].wait_lines(count)
     hostile.notes["since"] = time.monotonic()
     hostile.notes["old_launcher"] = signal_launcher(hostile.srv, signal.SIGSTOP)
@@ -244,20 +285,10 @@ def _stop_launcher(hostile: Hostile, count: int) -> None:
 
 @when("jobmgr-client start and jobmgr-client stop are run while it is frozen")
 def _cli_while_frozen(hostile: Hostile) -> None:
-    server = hostile.srv
-    sleeper = hostile.notes["others"][0]
-    results: dict[str, object] = {}
-    threads = [
-        threading.Thread(
-            target=lambda: results.update(start=run_client(server, "start", "--", "true"))
-        ),
-        threading.Thread(target=lambda: results.update(stop=run_client(server, "stop", sleeper))),
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    hostile.notes["frozen_cli"] = results
+    clients = hostile.notes.pop("primed")
+    for client in clients.values():
+        client.go()
+    hostile.notes["frozen_cli"] = {name: client.result() for name, client in clients.items()}
 
 
 @then("both failed, saying what became of the job launcher, not that the server cannot be reached")
@@ -438,6 +469,11 @@ def _listed_with_command(hostile: Hostile, state: str) -> None:
     assert list(job.argv)[:2] == ["sh", "-c"], job.argv
 
 
+@then("its status reason says its log's record frame is damaged")
+def _reason_damaged(hostile: Hostile) -> None:
+    assert "record frame is damaged" in hostile.srv.status(hostile.job).reason
+
+
 @then(parsers.parse("its output is exactly its {count:d} lines, and ends without error"))
 def _exact_output(hostile: Hostile, count: int) -> None:
     assert hostile.srv.output(hostile.job) == lines(count)
@@ -538,6 +574,33 @@ def _running_ends(hostile: Hostile, count: int) -> None:
 
 
 # ---- another cgroup parent --------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _first_parent_cleared(hostile: Hostile) -> Iterator[None]:
+    """A scenario that moved the server to another cgroup parent leaves nothing under the
+    first one either (the launch_server teardown checks only the last)."""
+    yield
+    first = hostile.notes.get("first_parent")
+    if first is None:
+        return
+    left = cgroup_dirs(first)
+    for parent in left:  # clear it, so a failure here spoils no other scenario
+        for child in Path(parent).iterdir():
+            if child.is_dir():
+                for pid in map(int, (child / "cgroup.procs").read_text().split()):
+                    with contextlib.suppress(OSError):
+                        fd = os.pidfd_open(pid)
+                        signal.pidfd_send_signal(fd, signal.SIGKILL)
+                        os.close(fd)
+        time.sleep(0.2)
+        for child in Path(parent).iterdir():
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            Path(parent).rmdir()
+    assert not left, f"cgroups left under the first cgroup parent: {left}"
 
 
 def change_parent(hostile: Hostile) -> None:

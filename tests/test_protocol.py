@@ -33,6 +33,8 @@ from jobmgr.worker._shim import (
     READY,
     SOCKET_NAME,
     STAGE_ERRORS,
+    AdoptReply,
+    AdoptRequest,
     FrameDecoder,
     HelloReply,
     HelloRequest,
@@ -42,6 +44,7 @@ from jobmgr.worker._shim import (
     InitReady,
     InitStarted,
     JobExited,
+    JobHandles,
     JobRecord,
     JobResult,
     LauncherBusy,
@@ -106,6 +109,7 @@ REQUESTS: list[Request[Any]] = [
     HelloRequest(PROTOCOL_VERSION),
     ShutdownRequest(5.0),
     PingRequest(),
+    AdoptRequest(JobHandles("a", ("stdout", "init"), START, START.record("a", 1.5, "p"), 4150)),
 ]
 REPLIES: list[tuple[Any, type[Any]]] = [
     (StartReply("5f0e0c55", 1764640000.25), StartReply),
@@ -118,6 +122,7 @@ REPLIES: list[tuple[Any, type[Any]]] = [
     ),
     (ShutdownReply(), ShutdownReply),
     (PingReply(), PingReply),
+    (AdoptReply(4150), AdoptReply),
     (RequestFailed("command not found: 'nope'", StartStage.EXEC), StartReply),
     (RequestFailed("no job with id 'x'"), StopReply),
 ]
@@ -125,6 +130,7 @@ EVENTS = [
     OutputAdvanced("a", 1 << 40),
     OutputTruncated("a", "the output cap of 1024 bytes was reached"),
     JobExited("a", RESULT),
+    JobHandles("a", ("stdout", "stderr", "report", "init"), START, START.record("a", 1.5), 9),
     LauncherBusy(),
 ]
 

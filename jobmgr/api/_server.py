@@ -150,10 +150,14 @@ class JobServer:
     def _follow_worker(self, loop: asyncio.AbstractEventLoop, health: HealthServicer) -> None:
         """Health says SERVING while the worker's launcher serves, NOT_SERVING while not."""
 
+        async def set_both(status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+            for service in (SERVICE, ""):  # "" is the server as a whole
+                await health.set(service, status)
+
         def follow(available: bool) -> None:
             status = _health_status(available)
             try:
-                loop.call_soon_threadsafe(lambda: loop.create_task(health.set(SERVICE, status)))
+                loop.call_soon_threadsafe(lambda: loop.create_task(set_both(status)))
             except RuntimeError:
                 pass  # the server's loop is closed: nobody is asking any more
 

@@ -25,6 +25,7 @@ from ._spec import Limits
 from ._status import JobState, JobStatus
 
 log = logging.getLogger("jobmgr.worker")
+DAMAGED = "its log's record frame is damaged"
 
 
 def load_history(table: JobTable) -> None:
@@ -73,13 +74,24 @@ def adopt(table: JobTable, hello: HelloReply) -> None:
         lost = f"the job was lost: {reason}"
         entry.log.advance(_file_size(entry.log), done=True, incomplete=lost)
     for job_id, damage in table.damaged.items():
-        log.error(
-            "job %s: its log's record frame is damaged (%s); its status is the database's, its"
-            " output kept",
-            job_id,
-            damage,
-        )
+        _mark_damaged(table, job_id, damage)
     table.damaged.clear()
+
+
+def _mark_damaged(table: JobTable, job_id: str, damage: str) -> None:
+    """A finished job whose record frame is damaged: its status says so, once."""
+    entry = table.find(job_id)
+    log.error(
+        "job %s: its log's record frame is damaged (%s); its status is the database's, its"
+        " output kept",
+        job_id,
+        damage,
+    )
+    if entry is None or DAMAGED in entry.status.reason:
+        return
+    note = f"{DAMAGED} ({damage})"
+    reason = f"{entry.status.reason}; {note}" if entry.status.reason else note
+    table.update(job_id, reason=reason)
 
 
 def _from_launchers_record(

@@ -200,6 +200,10 @@ class OutputLog:
             return _Reader(self.path)
         except FileNotFoundError:
             raise OutputIncomplete(f"job {self.job_id}'s output log is gone") from None
+        except OSError as exc:  # the message says why, never where: the path is the server's
+            raise OutputIncomplete(
+                f"job {self.job_id}'s output log cannot be read: {exc.strerror}"
+            ) from None
 
     def _finish(self, reader: _Reader) -> None:
         """After the last chunk: say what is missing, if anything."""
