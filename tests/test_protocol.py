@@ -109,7 +109,7 @@ REQUESTS: list[Request[Any]] = [
     HelloRequest(PROTOCOL_VERSION),
     ShutdownRequest(5.0),
     PingRequest(),
-    AdoptRequest(JobHandles("a", ("stdout", "init"), START, START.record("a", 1.5, "p"), 4150)),
+    AdoptRequest(JobHandles("a", ("stdout", "init"), START.record("a", 1.5, "p"), 4150, 2.5, 5, 0)),
 ]
 REPLIES: list[tuple[Any, type[Any]]] = [
     (StartReply("5f0e0c55", 1764640000.25), StartReply),
@@ -130,7 +130,7 @@ EVENTS = [
     OutputAdvanced("a", 1 << 40),
     OutputTruncated("a", "the output cap of 1024 bytes was reached"),
     JobExited("a", RESULT),
-    JobHandles("a", ("stdout", "stderr", "report", "init"), START, START.record("a", 1.5), 9),
+    JobHandles("a", ("stdout", "stderr", "report", "init"), START.record("a", 1.5), 9, None, 5, 0),
     LauncherBusy(),
 ]
 

@@ -39,7 +39,16 @@ def handles_of(slot: Slot) -> tuple[JobHandles, list[int]]:
         named.append(("report", slot.report_fd))
     named.append(("init", init.fd))
     streams = tuple(name for name, _ in named)
-    handles = JobHandles(slot.id, streams, job.request, job.record, job.record_size)
+    request = job.request
+    handles = JobHandles(
+        slot.id,
+        streams,
+        job.record,
+        job.record_size,
+        request.timeout,
+        request.grace,
+        request.output_cap,
+    )
     return handles, [fd for _, fd in named]
 
 
@@ -82,10 +91,11 @@ def adopted_slot(
     )
     slot.init = ProcessHandle(by_name["init"], pid_of(by_name["init"]))
     slot.started = True
-    job = slot.job = Job(handles.request, -1, handles.record, record_size=handles.record_size)
+    request = handles.request()
+    job = slot.job = Job(request, -1, handles.record, record_size=handles.record_size)
     kept = max(0, size - handles.record_size - OVERHEAD)  # close enough for the output cap
     job.log = LogWriter.resumed(
-        log_fd, handles.request.output_cap, lambda reason: on_truncate(slot, reason), size, kept
+        log_fd, request.output_cap, lambda reason: on_truncate(slot, reason), size, kept
     )
     for state in (SlotState.STARTING, SlotState.RUNNING):
         slot.move(state)

@@ -129,9 +129,9 @@ class Supervisor:
         assert slot.job is not None
         slot.move(SlotState.RUNNING)
         self.pool.started()
-        self.send_handles(slot)
         reply = StartReply(slot.id, slot.job.record.started_at)
         self._channel.send_reply(slot.job.start_req, reply)
+        self.send_handles(slot)  # after the reply, which it would only delay
         if self._shutdown_grace is not None:  # a start already under way when shutdown came
             self._stopping.request(slot, self._shutdown_grace, "stopped at server shutdown")
 

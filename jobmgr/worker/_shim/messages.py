@@ -376,9 +376,28 @@ class JobHandles:
 
     id: str
     streams: tuple[str, ...]
-    request: StartRequest
     record: JobRecord
-    record_size: int
+    record_size: int  # bytes of its record frame, the head of its log
+    timeout: float | None  # what the start asked for that its record does not hold
+    grace: float
+    output_cap: int
+
+    def request(self) -> StartRequest:
+        """The start this job came from, as far as supervising it needs."""
+        job = self.record
+        return StartRequest(
+            argv=job.argv,
+            owner=job.owner,
+            limits=job.limits,
+            env=job.env,
+            cwd=job.cwd,
+            uid=None,
+            gid=None,
+            timeout=self.timeout,
+            grace=self.grace,
+            output_cap=self.output_cap,
+            request_id=job.request_id,
+        )
 
 
 @dataclass(frozen=True)
