@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+VM_STAMP := $(VENV)/.installed-vm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-long run certs protobufs lint bench bench-quick clean
+.PHONY: install test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
@@ -23,11 +24,29 @@ test: install
 test-long: install
 	$(SUDO) $(BIN)/pytest -n auto -m long $(PYTEST_ARGS)
 
+# The kernel-facing features in a cgroup-v2-only VM (virtme-ng + qemu; see vm/__init__.py).
+# Installs what it needs: the Debian packages (apt-get, as root) and the `vm` extra.
+test-v2: install $(VM_STAMP)
+	$(SUDO) $(BIN)/python -m vm --install-missing $(VM_ARGS)
+
+$(VM_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,dev,vm]'
+	touch $(VM_STAMP)
+
 certs: install
 	$(BIN)/jobmgr-certs --out certs
 
 run: install certs
 	$(SUDO) $(BIN)/jobmgr-server
+
+# dist/: the sdist, and the wheel built from it, which auditwheel tags
+# py3-none-manylinux_X_Y_ARCH by the glibc its program needs (setup.py says why py3-none).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist/build .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist dist/build/*.whl
+	mv dist/build/*.tar.gz dist/
+	rm -rf dist/build
 
 # Generated code is committed. protoc writes top-level `import job_pb2`; the package needs
 # relative imports, hence the sed lines.
@@ -42,7 +61,7 @@ protobufs: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobmgr steps tests bench
+	$(BIN)/mypy jobmgr steps tests bench harness vm
 
 bench: install
 	$(SUDO) $(BIN)/python -m bench
@@ -51,4 +70,4 @@ bench-quick: install
 	$(SUDO) $(BIN)/python -m bench --quick
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist *.egg-info

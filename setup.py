@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
@@ -30,6 +31,16 @@ class BuildPrograms(build_ext):
         self.compiler.link_executable(objects, self.get_ext_fullpath(ext.name))
 
 
+class ProgramWheel(bdist_wheel):
+    """Tags the wheel py3-none-PLATFORM: its one compiled part is a program that loads no
+    libpython, so one wheel serves every Python 3 on a platform. PLATFORM is the build
+    machine's (linux_x86_64); `make dist` has auditwheel replace it with the manylinux tag
+    the program's glibc symbol versions allow (and bring in any library manylinux lacks)."""
+
+    def get_tag(self) -> tuple[str, str, str]:
+        return "py3", "none", super().get_tag()[2]
+
+
 setup(
     ext_modules=[
         Extension(
@@ -39,5 +50,5 @@ setup(
             extra_compile_args=["-O2", *WARNINGS],
         )
     ],
-    cmdclass={"build_ext": BuildPrograms},
+    cmdclass={"build_ext": BuildPrograms, "bdist_wheel": ProgramWheel},
 )

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from harness.server import ListeningProcess, ServerProcess
 from jobmgr.api import job_pb2 as pb
 from jobmgr.api import job_pb2_grpc as pb_grpc
 
-from ._server import BareServer, JobmgrServer, warm_stub
+from ._server import start_bare, start_jobmgr, stop_jobmgr, warm_stub
 
 GiB = 1024**3
 MiB = 1024**2
@@ -65,12 +66,12 @@ class Context:
     certs: Path
     sizes: Sizes
     cleanup_errors: list[str] = field(default_factory=list)
-    _bare: BareServer | None = None
+    _bare: ListeningProcess | None = None
 
     @contextlib.asynccontextmanager
-    async def jobmgr(self) -> AsyncIterator[tuple[JobmgrServer, pb_grpc.JobManagerStub]]:
+    async def jobmgr(self) -> AsyncIterator[tuple[ServerProcess, pb_grpc.JobManagerStub]]:
         """A fresh jobmgr-server and a warm stub to it; stopped and checked afterwards."""
-        server = await asyncio.to_thread(JobmgrServer, self.workdir, self.certs)
+        server = await asyncio.to_thread(start_jobmgr, self.workdir, self.certs)
         try:
             chan, stub = await warm_stub(server.target, self.certs)
             try:
@@ -79,19 +80,19 @@ class Context:
                 await chan.close()
         finally:
             try:
-                await asyncio.to_thread(server.stop)
+                await asyncio.to_thread(stop_jobmgr, server)
             except Exception as exc:
                 self.cleanup_errors.append(str(exc))
 
-    def bare(self) -> BareServer:
+    def bare(self) -> ListeningProcess:
         """The bare grpcio baseline server, started on first use."""
         if self._bare is None:
-            self._bare = BareServer(self.workdir, self.certs)
+            self._bare = start_bare(self.workdir, self.certs)
         return self._bare
 
     def close(self) -> None:
         if self._bare is not None:
-            self._bare.stop()
+            self._bare.terminate()
             self._bare = None
 
 

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 
+from harness.figures import percentile
 from jobmgr.api import job_pb2 as pb
 from jobmgr.api import job_pb2_grpc as pb_grpc
 
@@ -15,7 +16,7 @@ from ._baseline import stream_call
 from ._context import UNLIMITED, Context, wait_ended
 from ._procs import rss_bytes
 from ._server import channel
-from ._stats import MB, MiB, Row, limit_row, median, percentile, ratio_row
+from ._stats import MB, MiB, Row, limit_row, median, ratio_row
 
 BASELINE_MIN = 256 * MiB
 # Followers attach during this pause, so the job is live when its first byte comes.

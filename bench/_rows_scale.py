@@ -56,10 +56,10 @@ async def scale(ctx: Context) -> list[Row]:
             ids, STOP_CALLERS, lambda job_id: stub.Stop(pb.StopRequest(uuid=job_id))
         )
         stopped = sum(1 for r in replies if r.job.state == pb.JOB_STATE_STOPPED)
-        while server.job_cgroups(ids) and time.perf_counter() - started < STOP_DEADLINE * 2:
+        while server.job_cgroups() & set(ids) and time.perf_counter() - started < STOP_DEADLINE * 2:
             await asyncio.sleep(0.05)
         stop_time = time.perf_counter() - started
-        left = len(server.job_cgroups(ids))
+        left = len(server.job_cgroups() & set(ids))
     all_gone = stopped == count and left == 0
     return [
         Row(

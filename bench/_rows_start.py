@@ -7,11 +7,12 @@ import itertools
 import subprocess
 import time
 
+from harness.figures import percentile
 from jobmgr.api import job_pb2 as pb
 from jobmgr.api import job_pb2_grpc as pb_grpc
 
 from ._context import UNSHARE, Context, wait_ended
-from ._stats import Row, median, percentile, ratio_row
+from ._stats import Row, median, ratio_row
 
 TRUE = pb.StartRequest(cmd="true")
 # Quiet time between samples: a start is measured as a lone start, not as part of a burst.

@@ -77,13 +77,6 @@ def median(samples: Sequence[float]) -> float:
     return statistics.median(samples)
 
 
-def percentile(samples: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile: the smallest sample with ``pct`` % of samples at or below it."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
 def format_table(rows: Sequence[Row]) -> str:
     header = ("figure", "value", "unit", "baseline", "ratio", "target", "pass")
     lines = [

@@ -2,7 +2,8 @@ Feature: A client's role decides which calls it may make
   The role is the Subject O of the client certificate. "admin" may start, stop, inspect,
   read and list jobs; "user" may only inspect, read and list them. Every call is checked,
   the Output stream included. A certificate with no O, an unknown O or several O values
-  gets nothing. The caller's CN becomes the owner of the jobs it starts.
+  gets nothing. The caller's whole certificate Subject, role included, becomes the owner of
+  the jobs it starts.
 
   Background:
     Given a jobmgr server
@@ -49,7 +50,7 @@ Feature: A client's role decides which calls it may make
     Then the call fails with PERMISSION_DENIED
     And the error message mentions "'admin', 'user'" and "exactly one"
 
-  Scenario: The caller's CN is recorded as the job's owner
+  Scenario: The caller's whole Subject, role included, is recorded as the job's owner
     When the admin client starts "true"
     Then the call succeeds
-    And the user sees that job owned by "client_admin"
+    And the user sees that job owned by the admin certificate's Subject, "CN=client_admin,OU=...,O=admin"

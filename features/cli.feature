@@ -13,7 +13,7 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     And its stdout is "hello\n" and its stderr is "oops\n"
     When the admin runs jobmgr-client status JOB --json
     Then it exits 0
-    And the JSON says state "EXITED", exit_code 3 and owner "client_admin"
+    And the JSON says state "EXITED", exit_code 3 and owner the admin certificate's Subject
     When the admin runs jobmgr-client status JOB
     Then it exits 0
     And its stdout contains "EXITED with code 3"
@@ -36,6 +36,18 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     When the user runs jobmgr-client list
     Then it exits 0
     And its stdout has a line with "JOB", "STOPPED" and "sleep 60"
+
+  Scenario: A job that exits 4 on the SIGTERM of a stop is shown STOPPED with code 4
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'trap "exit 4" TERM; echo ready; sleep 60 & wait'
+    Then it exits 0 and prints the new job's id
+    When the job has written "ready\n"
+    And the admin runs jobmgr-client stop JOB
+    Then it exits 0
+    And its stdout contains "STOPPED with code 4"
+    When the admin runs jobmgr-client status JOB --json
+    Then it exits 0
+    And the JSON says state "STOPPED", exit_code 4 and owner the admin certificate's Subject
 
   Scenario: An unknown job id is one clear error line
     Given the jobmgr-server program is running

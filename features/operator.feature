@@ -20,7 +20,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     And its stdout has a line with "JOB", "RUNNING" and "sleep 60"
     When the user runs jobmgr-client list --state exited --json
     Then it exits 0
-    And the JSON lists 1 job: state "EXITED", exit_code 3, owner "client_admin", command "sh -c 'exit 3'"
+    And the JSON lists 1 job: state "EXITED", exit_code 3, owner the admin certificate's Subject, command "sh -c 'exit 3'"
 
   Scenario: A long list comes in pages, and jobmgr-client list fetches every page
     Given the jobmgr-server program is running

@@ -1,9 +1,7 @@
-"""Steps shared by the scenarios that drive the real programs (cli, operator, durability).
-
-A step module pulls them in with ``from ._cli_steps import *`` (see _grpc_steps for why).
-The last program run is in ``api.notes["ran"]``; the server in ``api.notes["server_process"]``.
-In a command, the word JOB stands for the id of the last job started.
-"""
+"""Steps shared by the scenarios that run our programs (cli, operator, durability): running
+jobmgr-client against the scenario's jobmgr-server, and what a program run printed and how it
+exited. The last run is in ``scenario.notes["ran"]``; in a command, the word JOB stands for the
+id of the scenario's job."""
 
 from __future__ import annotations
 
@@ -12,179 +10,125 @@ import shlex
 import subprocess
 import time
 
-from pytest_bdd import given, parsers, then, when
+from pytest_bdd import parsers, then, when
 
-from jobmgr.api import job_pb2, job_pb2_grpc
+from harness.programs import run_program
 
-from ._grpc_steps import KIND, ApiScenario, collect, eventually, unescape
-from .fixtures_server import ServerProcess, StartServerProcess, run_program
-
-
-def cli_server(api: ApiScenario) -> ServerProcess:
-    server: ServerProcess = api.notes["server_process"]
-    return server
+from ._phrases import KIND, unescape
+from .fixtures_scenario import Scenario
 
 
-def with_job(api: ApiScenario, text: str) -> str:
-    return text.replace("JOB", api.job) if api.job else text
+def with_job(scenario: Scenario, text: str) -> str:
+    return text.replace("JOB", scenario.job) if scenario.job else text
 
 
-def ran(api: ApiScenario) -> subprocess.CompletedProcess[bytes]:
-    done: subprocess.CompletedProcess[bytes] = api.notes["ran"]
+def ran(scenario: Scenario) -> subprocess.CompletedProcess[bytes]:
+    """The last program run."""
+    done: subprocess.CompletedProcess[bytes] = scenario.notes["ran"]
     return done
 
 
 def run_client(
-    api: ApiScenario, kind: str, arguments: str, env: dict[str, str] | None = None
+    scenario: Scenario, kind: str, arguments: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     """Run jobmgr-client with ``kind``'s certificate against the scenario's server."""
-    args = shlex.split(with_job(api, arguments))
+    args = shlex.split(with_job(scenario, arguments))
     began = time.monotonic()
-    done = run_program("jobmgr-client", *cli_server(api).client_args(kind), *args, env=env)
-    api.notes["ran"], api.notes["ran_seconds"] = done, time.monotonic() - began
+    done = run_program("jobmgr-client", *scenario.server.client_args(kind), *args, env=env)
+    scenario.notes["ran"], scenario.notes["ran_seconds"] = done, time.monotonic() - began
     return done
-
-
-def launch_server(
-    api: ApiScenario,
-    start: StartServerProcess,
-    *flags: str,
-    config: str | None = None,
-    state_tmpfs_bytes: int | None = None,
-) -> ServerProcess:
-    """Start jobmgr-server, remembering how, so that ``relaunch_server`` starts the next one
-    (after a crash) the same way on the same state dir."""
-    api.notes["server_launch"] = (flags, config, state_tmpfs_bytes)
-    server = start(None, *flags, config=config, state_tmpfs_bytes=state_tmpfs_bytes)
-    api.notes["server_process"] = server
-    return server
-
-
-def relaunch_server(api: ApiScenario, start: StartServerProcess) -> ServerProcess:
-    flags, config, tmpfs = api.notes.get("server_launch", ((), None, None))
-    return launch_server(api, start, *flags, config=config, state_tmpfs_bytes=tmpfs)
-
-
-# ---- given ------------------------------------------------------------------------------------
-
-
-@given("the jobmgr-server program is running with this configuration:")
-def _server_with_config(
-    start_server_process: StartServerProcess, api: ApiScenario, docstring: str
-) -> None:
-    launch_server(api, start_server_process, config=docstring)
-
-
-@given(parsers.parse('the jobmgr-server program is running with flags "{flags}"'))
-def _server_with_flags(
-    start_server_process: StartServerProcess, api: ApiScenario, flags: str
-) -> None:
-    launch_server(api, start_server_process, *shlex.split(flags))
 
 
 # ---- when -------------------------------------------------------------------------------------
 
 
 @when(parsers.re(f"the {KIND} runs jobmgr-client (?P<arguments>.+)"))
-def _client_runs(api: ApiScenario, kind: str, arguments: str) -> None:
-    run_client(api, kind, arguments)
-
-
-@when(parsers.parse('the job has written "{text}"'))
-def _has_written(api: ApiScenario, text: str) -> None:
-    want = unescape(text).encode()
-    with cli_server(api).channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-
-        def written() -> bool:
-            request = job_pb2.OutputRequest(uuid=api.job, no_follow=True)
-            return collect(stub.Output(request, timeout=10))["stdout"] == want
-
-        eventually(written, 20, f"the job to write {want!r}")
+def _client_runs(scenario: Scenario, kind: str, arguments: str) -> None:
+    run_client(scenario, kind, arguments)
 
 
 # ---- then -------------------------------------------------------------------------------------
 
 
 @then(parsers.parse("jobmgr-client status says the job is {state}"))
-def _status_says(api: ApiScenario, state: str) -> None:
-    done = run_client(api, "admin", "status --json JOB")
+def _status_says(scenario: Scenario, state: str) -> None:
+    done = run_client(scenario, "admin", "status --json JOB")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["state"] == state, done.stdout
 
 
 @then(parsers.parse("it exits {code:d}"))
-def _exits(api: ApiScenario, code: int) -> None:
-    done = ran(api)
+def _exits(scenario: Scenario, code: int) -> None:
+    done = ran(scenario)
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     assert b"Traceback" not in done.stderr, done.stderr.decode()
 
 
 @then(parsers.parse("it exits {code:d} within {seconds:d} seconds"))
-def _exits_within(api: ApiScenario, code: int, seconds: int) -> None:
-    _exits(api, code)
-    assert api.notes["ran_seconds"] < seconds, api.notes["ran_seconds"]
+def _exits_within(scenario: Scenario, code: int, seconds: int) -> None:
+    _exits(scenario, code)
+    assert scenario.notes["ran_seconds"] < seconds, scenario.notes["ran_seconds"]
 
 
 @then("it exits 0 and prints the new job's id")
-def _prints_id(api: ApiScenario) -> None:
-    _exits(api, 0)
-    text = ran(api).stdout.decode().strip()
+def _prints_id(scenario: Scenario) -> None:
+    _exits(scenario, 0)
+    text = ran(scenario).stdout.decode().strip()
     assert len(text) == 36 and text.count("-") == 4, text
-    api.job = text
+    scenario.job = text
 
 
 @then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))
-def _streams(api: ApiScenario, stdout: str, stderr: str) -> None:
-    done = ran(api)
+def _streams(scenario: Scenario, stdout: str, stderr: str) -> None:
+    done = ran(scenario)
     assert (done.stdout, done.stderr) == (unescape(stdout).encode(), unescape(stderr).encode())
 
 
 @then(parsers.re(r'its stdout is "(?P<stdout>[^"]*)"$'))
-def _stdout_is(api: ApiScenario, stdout: str) -> None:
-    assert ran(api).stdout == unescape(stdout).encode(), ran(api)
+def _stdout_is(scenario: Scenario, stdout: str) -> None:
+    assert ran(scenario).stdout == unescape(stdout).encode(), ran(scenario)
 
 
 @then("its stderr is empty")
-def _stderr_empty(api: ApiScenario) -> None:
-    assert ran(api).stderr == b"", ran(api).stderr
+def _stderr_empty(scenario: Scenario) -> None:
+    assert ran(scenario).stderr == b"", ran(scenario).stderr
 
 
 @then(parsers.parse("its stdout is the bytes {hexdump}"))
-def _stdout_bytes(api: ApiScenario, hexdump: str) -> None:
-    assert ran(api).stdout == bytes.fromhex(hexdump)
+def _stdout_bytes(scenario: Scenario, hexdump: str) -> None:
+    assert ran(scenario).stdout == bytes.fromhex(hexdump)
 
 
 @then(parsers.parse('its stdout contains "{text}"'))
-def _stdout_contains(api: ApiScenario, text: str) -> None:
-    assert with_job(api, text) in ran(api).stdout.decode(), ran(api).stdout
+def _stdout_contains(scenario: Scenario, text: str) -> None:
+    assert with_job(scenario, text) in ran(scenario).stdout.decode(), ran(scenario).stdout
 
 
 @then(parsers.parse('its stderr contains "{text}"'))
-def _stderr_contains_text(api: ApiScenario, text: str) -> None:
-    assert with_job(api, text) in ran(api).stderr.decode(), ran(api).stderr
+def _stderr_contains_text(scenario: Scenario, text: str) -> None:
+    assert with_job(scenario, text) in ran(scenario).stderr.decode(), ran(scenario).stderr
 
 
 @then(parsers.parse('its stdout has a line with "{first}", "{second}" and "{third}"'))
-def _line_with(api: ApiScenario, first: str, second: str, third: str) -> None:
-    wanted = [with_job(api, word) for word in (first, second, third)]
-    lines = ran(api).stdout.decode().splitlines()
+def _line_with(scenario: Scenario, first: str, second: str, third: str) -> None:
+    wanted = [with_job(scenario, word) for word in (first, second, third)]
+    lines = ran(scenario).stdout.decode().splitlines()
     assert any(all(word in line for word in wanted) for line in lines), lines
 
 
 @then(parsers.parse('its stdout mentions "{first}", "{second}" and "{third}"'))
-def _mentions(api: ApiScenario, first: str, second: str, third: str) -> None:
-    text = ran(api).stdout.decode()
+def _mentions(scenario: Scenario, first: str, second: str, third: str) -> None:
+    text = ran(scenario).stdout.decode()
     assert all(word in text for word in (first, second, third)), text
 
 
 @then(parsers.parse('its stderr is one line: "{text}"'))
-def _stderr_exactly(api: ApiScenario, text: str) -> None:
-    assert ran(api).stderr.decode() == with_job(api, text) + "\n", ran(api).stderr
+def _stderr_exactly(scenario: Scenario, text: str) -> None:
+    assert ran(scenario).stderr.decode() == with_job(scenario, text) + "\n", ran(scenario).stderr
 
 
 @then(parsers.parse('its stderr is one line containing "{text}"'))
-def _stderr_contains(api: ApiScenario, text: str) -> None:
-    stderr = ran(api).stderr.decode()
+def _stderr_contains(scenario: Scenario, text: str) -> None:
+    stderr = ran(scenario).stderr.decode()
     assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
-    assert with_job(api, text) in stderr, stderr
+    assert with_job(scenario, text) in stderr, stderr

@@ -14,16 +14,17 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ._hostile_server import HostileServer, LaunchServer, _force_clean, _shut_down, alive
-from .fixtures_pki import ScenarioPKI
+from harness.pki import ScenarioPKI
+from harness.procs import alive
+from harness.server import STOP_TIMEOUT, ServerProgram
+
+from .fixtures_server import LaunchServer
 
 # PID 1 of the namespace: argv is pid_max, the canary's log, "--", then the server's argv.
 INIT = r"""
@@ -92,21 +93,18 @@ record(f"spawned {spawned}")
 """
 
 
-@dataclass
-class PidNamespaceServer(HostileServer):
-    """A HostileServer whose program runs as the child of INIT in a new PID namespace."""
+class PidNamespaceServer(ServerProgram):
+    """A ServerProgram whose program runs as the child of INIT in a new PID namespace."""
 
-    pid_max: int = 600
-
-    @property
-    def canary_log(self) -> Path:
-        return self.workdir / "canary.log"
-
-    def argv(self, *extra: str) -> list[str]:
+    def __init__(
+        self, pki: ScenarioPKI, workdir: Path, cgroup_parent: str, *, marker: str, pid_max: int
+    ) -> None:
+        super().__init__(pki, pki.server_files(), workdir, cgroup_parent, marker=marker)
+        self.canary_log = workdir / "canary.log"
         unshare = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
         init = [sys.executable, "-I", "-c", INIT.replace("CANARY", repr(CANARY))]
-        settings = [str(self.pid_max), str(self.canary_log), "--"]
-        return [*unshare, *init, *settings, *super().argv(*extra)]
+        settings = [str(pid_max), str(self.canary_log), "--"]
+        self.argv = [*unshare, *init, *settings, *self.argv]
 
     def namespace_init(self) -> int | None:
         """The host pid of the namespace's PID 1 (unshare's one child)."""
@@ -136,9 +134,10 @@ class PidNamespaceServer(HostileServer):
                 return int(found.group(1))
         return None
 
-    def terminate(self) -> int:
+    def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM to the namespace's PID 1, which hands it to the server (unshare itself
-        keeps SIGTERM blocked and forwards nothing)."""
+        keeps SIGTERM blocked and forwards nothing); SIGKILL to unshare after ``timeout``,
+        which (--kill-child) ends the namespace and all in it."""
         init = self.namespace_init()
         if init is not None:
             fd = os.pidfd_open(init)
@@ -147,7 +146,7 @@ class PidNamespaceServer(HostileServer):
                     signal.pidfd_send_signal(fd, signal.SIGTERM)
             finally:
                 os.close(fd)
-        return super().terminate()
+        return super().terminate(timeout)
 
     def launcher_pid(self) -> int | None:
         """The launcher's host pid (launcher.pid holds its pid in the namespace)."""
@@ -169,29 +168,21 @@ class PidNamespaceServer(HostileServer):
 def launch_pidns_server(
     tmp_path: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str, scenario_marker: str
 ) -> Iterator[LaunchServer]:
-    """Like launch_server, for servers in a PID namespace of their own."""
+    """Like launch_server, for servers in a PID namespace of their own: each is shut down
+    after the scenario and must leave nothing behind."""
     servers: list[PidNamespaceServer] = []
 
-    def launch(*args: str, pid_max: int = 600) -> HostileServer:
+    def launch(*, pid_max: int = 600) -> ServerProgram:
         workdir = tmp_path / f"pidns{len(servers)}"
         workdir.mkdir()
         server = PidNamespaceServer(
-            scenario_pki, workdir, f"{server_cgroup_parent}-ns{len(servers)}", scenario_marker,
-            list(args), pid_max=pid_max,
+            scenario_pki, workdir, f"{server_cgroup_parent}-ns{len(servers)}",
+            marker=scenario_marker, pid_max=pid_max,
         )  # fmt: skip
         servers.append(server)
         server.start()
         return server
 
     yield launch
-    problems = []
-    for server in servers:
-        try:
-            problems += _shut_down(server)
-        except subprocess.TimeoutExpired:
-            problems.append("jobmgr-server did not stop: its PID namespace was killed")
-            assert server.process is not None
-            server.process.kill()  # --kill-child: the namespace's PID 1, and all in it, die
-            server.process.wait()
-            _force_clean(server)
+    problems = [problem for server in servers for problem in server.shut_down()]
     assert not problems, "\n".join(problems)

@@ -18,10 +18,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness.client import CLIENT_OPTIONS
+from harness.programs import program, program_env
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2
-
-from ._hostile_server import CLIENT_OPTIONS, HostileServer
-from .fixtures_server import program, program_env
 
 SERVICE = "job.JobManager"
 LINES = "i=0; while [ $i -lt {count} ]; do echo line-$i; i=$((i+1)); sleep {every}; done"
@@ -38,16 +38,11 @@ def consecutive_lines(output: bytes) -> bool:
     return output == lines(output.count(b"\n")) and output.endswith(b"\n")
 
 
-def client_argv(server: HostileServer, *args: str, kind: str = "admin") -> list[str]:
-    pair = server.pki.client(kind)
-    return [
-        *program("jobmgr-client"), "--host", "localhost", "--port", str(server.port),
-        "--ca", str(server.pki.ca_path), "--cert", str(pair.cert_path),
-        "--key", str(pair.key_path), *args,
-    ]  # fmt: skip
+def client_argv(server: ServerProgram, *args: str, kind: str = "admin") -> list[str]:
+    return [*program("jobmgr-client"), *server.client_args(kind), *args]
 
 
-def run_client(server: HostileServer, *args: str) -> subprocess.CompletedProcess[bytes]:
+def run_client(server: ServerProgram, *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         client_argv(server, *args), capture_output=True, env=program_env(), timeout=60
     )
@@ -67,7 +62,7 @@ class PrimedClient:
     """jobmgr-client with its imports done, waiting for ``go``: its call then leaves within
     milliseconds, not the second or more a fresh interpreter takes on a loaded machine."""
 
-    def __init__(self, server: HostileServer, *args: str) -> None:
+    def __init__(self, server: ServerProgram, *args: str) -> None:
         argv = client_argv(server, *args)[len(program("jobmgr-client")) :]
         self.process = subprocess.Popen(
             [sys.executable, "-c", PRIMED, *argv],
@@ -95,7 +90,7 @@ class PrimedClient:
 class Follower:
     """``jobmgr-client output JOB``, its stdout collected as it comes."""
 
-    def __init__(self, server: HostileServer, job: str) -> None:
+    def __init__(self, server: ServerProgram, job: str) -> None:
         self.process = subprocess.Popen(
             client_argv(server, "output", job),
             stdout=subprocess.PIPE,
@@ -131,7 +126,7 @@ class Follower:
 class HealthWatcher:
     """Watches the server's health (grpc.health.v1 Watch) on a thread: (time, status) pairs."""
 
-    server: HostileServer
+    server: ServerProgram
     seen: list[tuple[float, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -169,7 +164,7 @@ class HealthWatcher:
         self._channel.close()
 
 
-def signal_launcher(server: HostileServer, signo: int) -> int:
+def signal_launcher(server: ServerProgram, signo: int) -> int:
     """Send ``signo`` to the state dir's launcher through a pidfd; its pid."""
     pid = server.launcher_pid()
     assert pid is not None, "no launcher is running"
@@ -196,7 +191,7 @@ def cut_to_half(path: Path) -> None:
 
 
 def start_raw(
-    server: HostileServer, argv: list[str], request_id: str = "", timeout: float = 30.0
+    server: ServerProgram, argv: list[str], request_id: str = "", timeout: float = 30.0
 ) -> str:
     """Start a job with a StartRequest whose field 9 (request_id) is added as raw bytes, so
     that a server built before the field existed gets the very same bytes."""
@@ -204,10 +199,5 @@ def start_raw(
     if request_id:
         encoded = request_id.encode()
         request += b"\x4a" + bytes([len(encoded)]) + encoded  # field 9, length-delimited
-    call = server.channel().unary_unary(
-        "/job.JobManager/Start",
-        request_serializer=lambda data: data,
-        response_deserializer=job_pb2.StartResponse.FromString,
-    )
-    reply: job_pb2.StartResponse = call(request, timeout=timeout)
-    return reply.uuid
+    reply = server.raw_method("Start")(request, timeout=timeout)
+    return job_pb2.StartResponse.FromString(reply).uuid

@@ -1,201 +1,130 @@
-"""Steps and helpers shared by the service scenarios (auth_roles, streaming, tls, compat).
-
-A step module pulls the steps in with ``from ._grpc_steps import *``: pytest-bdd registers a
-step as a fixture in the module that defines it, so it has to be imported, not just named.
-"""
+"""Steps shared by the scenarios that call the job API over gRPC as one certificate holder or
+another (auth_roles, streaming, tls, compat, operator, ...): the server they call, the calls,
+and the answers."""
 
 from __future__ import annotations
 
-import codecs
 import re
 import shlex
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
-import pytest
 from pytest_bdd import given, parsers, then, when
 
+from harness.inprocess import RunningServer
+from harness.poll import eventually
+from harness.rpc import call, collect
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2
 
-from .fixtures_pki import CLIENT_KINDS
-from .fixtures_server import RunningServer, ServerProcess
-
-CALL_TIMEOUT = 30.0
-
-
-# Matches only the certificate kinds of fixtures_pki, so that "the reference client" of
-# another module's step is not mistaken for one.
-KIND = "(?P<kind>" + "|".join(re.escape(kind) for kind in CLIENT_KINDS) + ")"
-
-
-def unescape(text: str) -> str:
-    """Feature files write a newline as \\n."""
-    return codecs.decode(text, "unicode_escape")
-
-
-@dataclass
-class CallResult:
-    """How one RPC went: its status code, details and (on success) its value."""
-
-    code: grpc.StatusCode
-    details: str = ""
-    value: Any = None
-
-
-def call(method: Callable[..., Any], request: Any, *, timeout: float = CALL_TIMEOUT) -> CallResult:
-    """Make a unary call, or drain a streaming one into a list, catching its status."""
-    try:
-        value = method(request, timeout=timeout)
-        if not hasattr(value, "SerializeToString"):  # a response stream
-            value = list(value)
-    except grpc.RpcError as exc:
-        return CallResult(exc.code(), exc.details() or "")
-    return CallResult(grpc.StatusCode.OK, "", value)
-
-
-def collect(messages: Iterable[job_pb2.OutputResponse]) -> dict[str, bytes]:
-    """Output messages joined per stream."""
-    out = {"stdout": b"", "stderr": b""}
-    for message in messages:
-        out["stderr" if message.stream == job_pb2.STREAM_STDERR else "stdout"] += message.output
-    return out
-
-
-def start_job(server: RunningServer, command: str, kind: str = "admin") -> str:
-    argv = shlex.split(command)
-    reply = server.stub(kind).Start(
-        job_pb2.StartRequest(cmd=argv[0], args=argv[1:]), timeout=CALL_TIMEOUT
-    )
-    return str(reply.uuid)
-
-
-def wait_until_ended(server: RunningServer, job_id: str, timeout: float = 30.0) -> Any:
-    """Follow the job's output to its end, then return its final status."""
-    stub = server.stub("admin")
-    for _ in stub.Output(job_pb2.OutputRequest(uuid=job_id), timeout=timeout):
-        pass
-    status = stub.Status(job_pb2.StatusRequest(uuid=job_id), timeout=timeout)
-    assert status.terminated, f"the output ended but the job is {status.status}"
-    return status
-
-
-@dataclass
-class ApiScenario:
-    """What one service scenario's steps pass to each other."""
-
-    job: str = ""
-    result: CallResult | None = None
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def last(self) -> CallResult:
-        assert self.result is not None, "no call was made"
-        return self.result
-
-
-@pytest.fixture
-def api() -> ApiScenario:
-    return ApiScenario()
-
+from ._phrases import KIND, unescape
+from .fixtures_scenario import Scenario
 
 # ---- given ------------------------------------------------------------------------------------
 
 
 @given("a jobmgr server")
-def _a_server(job_server: RunningServer) -> None:
-    pass
+def _a_server(job_server: RunningServer, scenario: Scenario) -> None:
+    scenario.server = job_server
 
 
 @given("the jobmgr-server program is running")
-def _program_running(server_process: ServerProcess, api: ApiScenario) -> None:
-    api.notes["server_process"] = server_process
+def _program_running(server_process: ServerProgram, scenario: Scenario) -> None:
+    scenario.server = server_process
 
 
 @given(parsers.parse('the admin has started "{command}"'))
-def _admin_started(job_server: RunningServer, api: ApiScenario, command: str) -> None:
-    api.job = start_job(job_server, command)
+def _admin_started(scenario: Scenario, command: str) -> None:
+    scenario.job = scenario.server.start_job(shlex.split(command))
 
 
 @given(parsers.parse('the admin has run "{command}" to the end'))
-def _admin_ran(job_server: RunningServer, api: ApiScenario, command: str) -> None:
-    api.job = start_job(job_server, command)
-    wait_until_ended(job_server, api.job)
+def _admin_ran(scenario: Scenario, command: str) -> None:
+    scenario.job = scenario.server.start_job(shlex.split(command))
+    scenario.server.wait_ended(scenario.job)
 
 
 # ---- when -------------------------------------------------------------------------------------
 
 
 @when(parsers.re(f'the {KIND} client starts "(?P<command>.+)"'))
-def _client_starts(job_server: RunningServer, api: ApiScenario, kind: str, command: str) -> None:
+def _client_starts(scenario: Scenario, kind: str, command: str) -> None:
     argv = shlex.split(command)
-    api.result = call(job_server.stub(kind).Start, job_pb2.StartRequest(cmd=argv[0], args=argv[1:]))
-    if api.result.code == grpc.StatusCode.OK:
-        api.job = api.result.value.uuid
+    request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:])
+    scenario.result = call(scenario.server.stub(kind).Start, request)
+    if scenario.result.code == grpc.StatusCode.OK:
+        scenario.job = scenario.result.value.uuid
 
 
 @when(parsers.re(f"the {KIND} client stops that job"))
-def _client_stops(job_server: RunningServer, api: ApiScenario, kind: str) -> None:
-    api.result = call(job_server.stub(kind).Stop, job_pb2.StopRequest(uuid=api.job))
+def _client_stops(scenario: Scenario, kind: str) -> None:
+    request = job_pb2.StopRequest(uuid=scenario.job)
+    scenario.result = call(scenario.server.stub(kind).Stop, request)
 
 
 @when(parsers.re(f"the {KIND} client asks for the job's status"))
-def _client_status(job_server: RunningServer, api: ApiScenario, kind: str) -> None:
-    api.result = call(job_server.stub(kind).Status, job_pb2.StatusRequest(uuid=api.job))
+def _client_status(scenario: Scenario, kind: str) -> None:
+    request = job_pb2.StatusRequest(uuid=scenario.job)
+    scenario.result = call(scenario.server.stub(kind).Status, request)
 
 
 @when(parsers.re(f"the {KIND} client reads the job's output"))
-def _client_reads(job_server: RunningServer, api: ApiScenario, kind: str) -> None:
-    api.result = call(job_server.stub(kind).Output, job_pb2.OutputRequest(uuid=api.job))
+def _client_reads(scenario: Scenario, kind: str) -> None:
+    request = job_pb2.OutputRequest(uuid=scenario.job)
+    scenario.result = call(scenario.server.stub(kind).Output, request)
+
+
+@given(parsers.parse('the job has written "{text}"'))
+@when(parsers.parse('the job has written "{text}"'))
+def _has_written(scenario: Scenario, text: str) -> None:
+    want = unescape(text).encode()
+    stub = scenario.server.stub("admin")
+
+    def written() -> bool:
+        request = job_pb2.OutputRequest(uuid=scenario.job, no_follow=True)
+        return collect(stub.Output(request, timeout=10))["stdout"] == want
+
+    eventually(written, 20, f"the job to write {want!r}")
 
 
 @when(parsers.parse("I wait until the job has ended"))
-def _until_ended(job_server: RunningServer, api: ApiScenario) -> None:
-    wait_until_ended(job_server, api.job)
+def _until_ended(scenario: Scenario) -> None:
+    scenario.server.wait_ended(scenario.job)
 
 
 # ---- then -------------------------------------------------------------------------------------
 
 
 @then("the call succeeds")
-def _succeeds(api: ApiScenario) -> None:
-    assert api.last.code == grpc.StatusCode.OK, api.last
+def _succeeds(scenario: Scenario) -> None:
+    assert scenario.last.code == grpc.StatusCode.OK, scenario.last
 
 
 @then(parsers.parse("the call fails with {code}"))
-def _fails_with(api: ApiScenario, code: str) -> None:
-    assert api.last.code == grpc.StatusCode[code], api.last
+def _fails_with(scenario: Scenario, code: str) -> None:
+    assert scenario.last.code == grpc.StatusCode[code], scenario.last
 
 
 @then(parsers.parse('the error message mentions "{first}" and "{second}"'))
-def _message_mentions(api: ApiScenario, first: str, second: str) -> None:
-    details = api.last.details
+def _message_mentions(scenario: Scenario, first: str, second: str) -> None:
+    details = scenario.last.details
     assert first in details and second in details, details
 
 
 @then(parsers.parse('it receives stdout "{text}"'))
-def _receives_stdout(api: ApiScenario, text: str) -> None:
-    assert api.last.code == grpc.StatusCode.OK, api.last
-    assert collect(api.last.value) == {"stdout": unescape(text).encode(), "stderr": b""}
+def _receives_stdout(scenario: Scenario, text: str) -> None:
+    assert scenario.last.code == grpc.StatusCode.OK, scenario.last
+    assert collect(scenario.last.value) == {"stdout": unescape(text).encode(), "stderr": b""}
 
 
 @then(parsers.parse("the admin sees that job {state}"))
-def _admin_sees_state(job_server: RunningServer, api: ApiScenario, state: str) -> None:
-    status = job_server.stub("admin").Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
-    assert status.status == state, status
+def _admin_sees_state(scenario: Scenario, state: str) -> None:
+    status = scenario.server.status(scenario.job, "admin")
+    assert status.state == job_pb2.JobState.Value(f"JOB_STATE_{state}"), status
 
 
-@then(parsers.parse('the user sees that job owned by "{owner}"'))
-def _user_sees_owner(job_server: RunningServer, api: ApiScenario, owner: str) -> None:
-    status = job_server.stub("user").Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
-    assert status.owner == owner, status
-
-
-def eventually(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll ``check`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}"
-        time.sleep(0.02)
+@then(parsers.parse('the user sees that job owned by the {kind} certificate\'s Subject, "{shown}"'))
+def _user_sees_owner(scenario: Scenario, kind: str, shown: str) -> None:
+    status = scenario.server.status(scenario.job, "user")
+    assert status.owner == scenario.server.pki.client(kind).subject, status
+    # The scenario's certificates carry an OU of trustme's making, which "..." stands for.
+    assert re.fullmatch(re.escape(shown).replace(re.escape("..."), ".*"), status.owner), status

@@ -8,8 +8,7 @@ from __future__ import annotations
 import jobmgr.api  # noqa: F401  # isort: skip
 
 import datetime
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,44 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from harness.pki import CertPair as CertPair
+from harness.pki import ScenarioPKI as ScenarioPKI
 from jobmgr import pki
-
-# The client certificates every scenario gets, by the words its feature files use.
-CLIENT_KINDS = (
-    "admin",
-    "user",
-    "no-O",
-    "unknown-O",
-    "two-O",
-    "other-CA",
-    "expired",
-    "server-cert",
-)
-
-
-@dataclass(frozen=True)
-class CertPair:
-    """One certificate and its key, as bytes and as files."""
-
-    cert_pem: bytes
-    key_pem: bytes
-    cert_path: Path
-    key_path: Path
-
-
-@dataclass(frozen=True)
-class ScenarioPKI:
-    """A scenario's CA, server certificate and client certificates."""
-
-    ca_pem: bytes
-    ca_path: Path
-    other_ca_path: Path  # a CA the server does not trust
-    server: CertPair
-    clients: Mapping[str, CertPair]
-
-    def client(self, kind: str) -> CertPair:
-        """The client certificate of one of CLIENT_KINDS."""
-        return self.clients[kind]
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +37,7 @@ def scenario_pki(tmp_path: Path, trusted_ca: trustme.CA, untrusted_ca: trustme.C
     """Fresh certificates in ``tmp_path/certs``; the server's has serverAuth only."""
     out = tmp_path / "certs"
     out.mkdir()
-    signer = _as_issuer(trusted_ca)
+    signer = issuer_of(trusted_ca)
     now = datetime.datetime.now(datetime.UTC)
     issued: dict[str, tuple[bytes, bytes]] = {
         "admin": _trustme_pair(trusted_ca, "admin", "client_admin"),
@@ -92,13 +56,8 @@ def scenario_pki(tmp_path: Path, trusted_ca: trustme.CA, untrusted_ca: trustme.C
             signer, purpose="client", common_name="client_both", organizations=["admin", "user"]
         ),
     }
-    server = _pki_pair(
-        signer,
-        purpose="server",
-        common_name="jobmgr-server",
-        organizations=[pki.SERVER_ORGANIZATION],
-        hosts=pki.DEFAULT_HOSTS,
-    )
+    made = server_pair(signer)
+    server = made.cert_pem, made.key_pem
     issued["server-cert"] = server
     ca_path = out / "ca.pem"
     ca_path.write_bytes(trusted_ca.cert_pem.bytes())
@@ -108,8 +67,8 @@ def scenario_pki(tmp_path: Path, trusted_ca: trustme.CA, untrusted_ca: trustme.C
         ca_pem=trusted_ca.cert_pem.bytes(),
         ca_path=ca_path,
         other_ca_path=other_ca_path,
-        server=_write(out, "server", *server),
-        clients={kind: _write(out, kind, *pair) for kind, pair in issued.items()},
+        server=write_pair(out, "server", *server),
+        clients={kind: write_pair(out, kind, *pair) for kind, pair in issued.items()},
     )
 
 
@@ -136,23 +95,35 @@ def _pki_pair(
     purpose: pki.Purpose,
     common_name: str,
     organizations: Sequence[str] = (),
-    hosts: Sequence[str] = (),
 ) -> tuple[bytes, bytes]:
     issued = pki.issue(
-        signer, purpose=purpose, common_name=common_name, organizations=organizations, hosts=hosts
+        signer, purpose=purpose, common_name=common_name, organizations=organizations
     )
     return issued.cert_pem, issued.key_pem
 
 
-def _as_issuer(ca: trustme.CA) -> pki.Issued:
+def issuer_of(ca: trustme.CA) -> pki.Issued:
     """trustme's CA as a jobmgr.pki signer, for certificates trustme cannot make."""
     key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return pki.Issued(x509.load_pem_x509_certificate(ca.cert_pem.bytes()), key)
 
 
-def _write(out: Path, stem: str, cert_pem: bytes, key_pem: bytes) -> CertPair:
+def server_pair(signer: pki.Issued) -> pki.Issued:
+    """A server certificate as jobmgr-certs makes one (serverAuth only, localhost)."""
+    return pki.issue(
+        signer,
+        purpose="server",
+        common_name="jobmgr-server",
+        organizations=[pki.SERVER_ORGANIZATION],
+        hosts=pki.DEFAULT_HOSTS,
+    )
+
+
+def write_pair(out: Path, stem: str, cert_pem: bytes, key_pem: bytes) -> CertPair:
+    """The certificate (0644) and key (0600) as ``out/<stem>.pem`` and ``out/<stem>.key``."""
+    out.mkdir(exist_ok=True)
     cert_path, key_path = out / f"{stem}.pem", out / f"{stem}.key"
-    cert_path.write_bytes(cert_pem)
+    pki.write_file(cert_path, cert_pem, mode=0o644)
     pki.write_file(key_path, key_pem, mode=0o600)
     return CertPair(cert_pem, key_pem, cert_path, key_path)

@@ -14,9 +14,12 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import strategies as st
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.figures import report
+from harness.rpc import CallResult, call
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2
 
-from ._hostile_props import (
+from ._generated_requests import (
     PropertyRun,
     durations,
     garbage_text,
@@ -27,24 +30,26 @@ from ._hostile_props import (
     start_requests,
     uuid_text,
 )
-from ._hostile_server import HostileServer
-from ._hostile_steps import *  # noqa: F403  # the shared steps
-from ._hostile_steps import (
-    FAULT_CODES,
-    MAX_DETAILS,
-    Hostile,
-    Outcome,
-    outcome,
-    raw_method,
-    report,
-)
+from ._phrases import MiB
+from .fixtures_scenario import Scenario
 
 scenarios("bad_input.feature")
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
-MiB = 1024 * 1024
+# Codes that only a server fault (or a dead server) produces: never a fair answer to input.
+FAULT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+# A message is "clear" when a person can read it in one go.
+MAX_DETAILS = 1024
 REQUESTS: dict[str, type[Message]] = {
     "Start": job_pb2.StartRequest,
     "Stop": job_pb2.StopRequest,
@@ -76,7 +81,9 @@ def _short(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else f"{text[:width]}... ({len(text)} chars)"
 
 
-def _judge(run: PropertyRun | None, got: Outcome, allowed: set[grpc.StatusCode], what: str) -> str:
+def _judge(
+    run: PropertyRun | None, got: CallResult, allowed: set[grpc.StatusCode], what: str
+) -> str:
     """The violation in one answer, or ""; counts its code in ``run``."""
     if run is not None:
         run.saw(got.code)
@@ -93,15 +100,15 @@ def _judge(run: PropertyRun | None, got: Outcome, allowed: set[grpc.StatusCode],
 
 
 @when(parsers.parse("the admin sends {count:d} generated Start requests"))
-def _gen_start(hostile: Hostile, count: int) -> None:
-    stub = hostile.srv.stub()
+def _gen_start(scenario: Scenario, count: int) -> None:
+    stub = scenario.program.stub()
     started: list[str] = []
     strict: list[str] = []
     allowed = {OK, INVALID, grpc.StatusCode.FAILED_PRECONDITION}
     run = PropertyRun("Start")
 
     def check(request: job_pb2.StartRequest) -> str:
-        got = outcome(stub.Start, request)
+        got = call(stub.Start, request)
         if got.code == OK:
             started.append(got.value.uuid)
         why = obviously_invalid(request)
@@ -111,50 +118,50 @@ def _gen_start(hostile: Hostile, count: int) -> None:
 
     run = run_property(run, start_requests(), check, count)
     report(run.summary())
-    hostile.notes.update(runs=[run], started=started, strict=strict)
+    scenario.notes.update(runs=[run], started=started, strict=strict)
 
 
 @then("each got OK, INVALID_ARGUMENT or FAILED_PRECONDITION, with a message of at most 1 KiB")
 @then("each got OK or INVALID_ARGUMENT, with a message of at most 1 KiB")
 @then("every answer came with a message of at most 1 KiB")
-def _no_violations(hostile: Hostile) -> None:
-    runs: list[PropertyRun] = hostile.notes["runs"]
+def _no_violations(scenario: Scenario) -> None:
+    runs: list[PropertyRun] = scenario.notes["runs"]
     assert all(not run.violations for run in runs), "\n".join(r.failures() for r in runs)
 
 
 @then("each plainly invalid one got INVALID_ARGUMENT")
-def _strict(hostile: Hostile) -> None:
-    strict = hostile.notes["strict"]
+def _strict(scenario: Scenario) -> None:
+    strict = scenario.notes["strict"]
     assert not strict, f"{len(strict)} plainly invalid requests got another code:\n" + "\n".join(
         strict[:10]
     )
 
 
 @then("every job that was started ran to its end")
-def _ran(hostile: Hostile) -> None:
-    server = hostile.srv
-    for job in hostile.notes["started"]:
+def _ran(scenario: Scenario) -> None:
+    server = scenario.program
+    for job in scenario.notes["started"]:
         status = server.wait_ended(job, timeout=30)
-        assert status.terminated, status
+        assert status.state != job_pb2.JOB_STATE_RUNNING, status
 
 
 @when(
     parsers.parse("the admin sends {count:d} generated job ids to each of Status, Stop and Output")
 )
-def _gen_ids(hostile: Hostile, count: int) -> None:
-    stub = hostile.srv.stub()
+def _gen_ids(scenario: Scenario, count: int) -> None:
+    stub = scenario.program.stub()
     wrong: list[str] = []
     run = PropertyRun("job ids x Status, Stop, Output")
 
     def check(text: str) -> str:
         canonical = _canonical(text)
         violations = []
-        for name, call, request in (
+        for name, method, request in (
             ("Status", stub.Status, job_pb2.StatusRequest(uuid=text)),
             ("Stop", stub.Stop, job_pb2.StopRequest(uuid=text)),
             ("Output", stub.Output, job_pb2.OutputRequest(uuid=text, no_follow=True)),
         ):
-            got = outcome(call, request)
+            got = call(method, request)
             violations.append(_judge(run, got, {NOT_FOUND, INVALID}, f"{name} {_short(text)}"))
             if canonical is True and got.code != NOT_FOUND:
                 wrong.append(f"{name} of the well-formed {text!r} got {got.code.name}")
@@ -165,7 +172,7 @@ def _gen_ids(hostile: Hostile, count: int) -> None:
     run_property(run, uuid_text, check, count)
     run.tried *= 3
     report(run.summary())
-    hostile.notes.update(runs=[run], wrong=wrong)
+    scenario.notes.update(runs=[run], wrong=wrong)
 
 
 def _canonical(text: str) -> bool | None:
@@ -178,24 +185,24 @@ def _canonical(text: str) -> bool | None:
 
 
 @then("a canonical id got NOT_FOUND and an id that is no UUID got INVALID_ARGUMENT")
-def _ids_right(hostile: Hostile) -> None:
-    wrong = hostile.notes["wrong"]
+def _ids_right(scenario: Scenario) -> None:
+    wrong = scenario.notes["wrong"]
     assert not wrong, f"{len(wrong)} wrong codes:\n" + "\n".join(wrong[:10])
 
 
 @given(parsers.parse('the admin has run "{command}" to its end'))
-def _ran_to_end(hostile: Hostile, command: str) -> None:
-    hostile.job = hostile.srv.start_job(command.split())
-    hostile.srv.wait_ended(hostile.job)
+def _ran_to_end(scenario: Scenario, command: str) -> None:
+    scenario.job = scenario.program.start_job(command.split())
+    scenario.program.wait_ended(scenario.job)
 
 
 @when(
     parsers.parse("the admin sends {count:d} generated Stop, Output and List requests for that job")
 )
-def _gen_misc(hostile: Hostile, count: int) -> None:
-    stub = hostile.srv.stub()
+def _gen_misc(scenario: Scenario, count: int) -> None:
+    stub = scenario.program.stub()
     unknown_states: list[str] = []
-    job = hostile.job
+    job = scenario.job
     run = PropertyRun("Stop, Output, List")
     tails = st.one_of(st.none(), int_values)
     states = st.one_of(st.sampled_from(sorted(KNOWN_STATES)), st.integers(-(2**31), 2**31 - 1))
@@ -213,12 +220,12 @@ def _gen_misc(hostile: Hostile, count: int) -> None:
             page_token=page_token,
         )
         violations = []
-        for name, call, request in (
+        for name, method, request in (
             ("Stop", stub.Stop, stop),
             ("Output", stub.Output, output),
             ("List", stub.List, listing),
         ):
-            got = outcome(call, request)
+            got = call(method, request)
             violations.append(_judge(run, got, {OK, INVALID}, f"{name} {_short(request)}"))
             if name == "List" and state not in KNOWN_STATES and got.code != INVALID:
                 unknown_states.append(f"List in state {state} got {got.code.name}")
@@ -238,12 +245,12 @@ def _gen_misc(hostile: Hostile, count: int) -> None:
     run_property(run, strategy, check, count)
     run.tried *= 3
     report(run.summary())
-    hostile.notes.update(runs=[run], unknown_states=unknown_states)
+    scenario.notes.update(runs=[run], unknown_states=unknown_states)
 
 
 @then("a List filter naming no known state got INVALID_ARGUMENT")
-def _unknown_state(hostile: Hostile) -> None:
-    wrong = hostile.notes["unknown_states"]
+def _unknown_state(scenario: Scenario) -> None:
+    wrong = scenario.notes["unknown_states"]
     assert not wrong, f"{len(wrong)} List calls with an unknown state were served:\n" + "\n".join(
         wrong[:5]
     )
@@ -252,9 +259,9 @@ def _unknown_state(hostile: Hostile) -> None:
 @when(
     parsers.parse("the admin sends {count:d} generated byte strings as the request of each method")
 )
-def _gen_bytes(hostile: Hostile, count: int) -> None:
-    server = hostile.srv
-    stubs = {name: raw_method(server, name) for name in REQUESTS}
+def _gen_bytes(scenario: Scenario, count: int) -> None:
+    server = scenario.program
+    stubs = {name: server.raw_method(name) for name in REQUESTS}
     parsed_faults: list[str] = []
     run = PropertyRun("raw bytes")
 
@@ -277,7 +284,7 @@ def _gen_bytes(hostile: Hostile, count: int) -> None:
             parsed = None
         if isinstance(parsed, job_pb2.StartRequest) and _would_run_something(parsed):
             return ""  # it parses as a Start of a real program: not ours to run
-        got = outcome(stubs[method], data)
+        got = call(stubs[method], data)
         what = f"{method} of bytes {_short(data)}"
         if parsed is None:
             return _judge(run, got, {INVALID}, what)
@@ -288,7 +295,7 @@ def _gen_bytes(hostile: Hostile, count: int) -> None:
 
     run_property(run, payloads(), check, count * len(REQUESTS))
     report(run.summary())
-    hostile.notes.update(runs=[run], parsed_faults=parsed_faults)
+    scenario.notes.update(runs=[run], parsed_faults=parsed_faults)
 
 
 def _would_run_something(request: job_pb2.StartRequest) -> bool:
@@ -297,13 +304,13 @@ def _would_run_something(request: job_pb2.StartRequest) -> bool:
 
 
 @then("each that is no valid request got INVALID_ARGUMENT, with a message of at most 1 KiB")
-def _bytes_invalid(hostile: Hostile) -> None:
-    _no_violations(hostile)
+def _bytes_invalid(scenario: Scenario) -> None:
+    _no_violations(scenario)
 
 
 @then("each that happens to be a valid request got no UNKNOWN or INTERNAL")
-def _parsed_fine(hostile: Hostile) -> None:
-    faults = hostile.notes["parsed_faults"]
+def _parsed_fine(scenario: Scenario) -> None:
+    faults = scenario.notes["parsed_faults"]
     assert not faults, "\n".join(faults[:10])
 
 
@@ -368,40 +375,40 @@ NAMED: dict[str, tuple[str, Callable[[str], Any]]] = {
 }  # fmt: skip
 
 
-def _named(server: HostileServer, phrase: str, done: str) -> tuple[Callable[..., Any], Any]:
+def _named(server: ServerProgram, phrase: str, done: str) -> tuple[Callable[..., Any], Any]:
     """The call and request a row of the table names; ``done`` is a finished job's id."""
     method, make = NAMED[phrase]
     if method.startswith("raw "):
-        return raw_method(server, method.removeprefix("raw ")), make(done)
+        return server.raw_method(method.removeprefix("raw ")), make(done)
     return getattr(server.stub(), method), make(done)
 
 
 @when("the admin sends each request below")
-def _send_named(hostile: Hostile, datatable: list[list[str]]) -> None:
-    server = hostile.srv
+def _send_named(scenario: Scenario, datatable: list[list[str]]) -> None:
+    server = scenario.program
     done = server.start_job(["true"])
     server.wait_ended(done)
     answers = []
     for phrase, answer, mentions in datatable[1:]:
         method, request = _named(server, phrase, done)
-        got = outcome(method, request)
+        got = call(method, request)
         if got.code == OK and isinstance(got.value, job_pb2.StartResponse):
             server.wait_ended(got.value.uuid, timeout=30)
         answers.append((phrase, answer, mentions, got))
-    hostile.notes["answers"] = answers
+    scenario.notes["answers"] = answers
 
 
 @then("each got its answer, with a message of at most 1 KiB mentioning what it names")
-def _named_answers(hostile: Hostile) -> None:
+def _named_answers(scenario: Scenario) -> None:
     wrong = []
-    for phrase, answer, mentions, got in hostile.notes["answers"]:
+    for phrase, answer, mentions, got in scenario.notes["answers"]:
         allowed = {grpc.StatusCode[code] for code in re.split(r"\s+or\s+", answer)}
         problem = _judge(None, got, allowed, phrase)
         if not problem and got.code != OK and mentions.lower() not in got.details.lower():
             problem = f"{phrase}: the message does not mention {mentions!r}: {got.details[:200]!r}"
         if problem:
             wrong.append(problem)
-    report(f"named garbage: {len(hostile.notes['answers'])} requests, {len(wrong)} answered wrong")
+    report(f"named garbage: {len(scenario.notes['answers'])} requests, {len(wrong)} answered wrong")
     assert not wrong, f"{len(wrong)} wrong answers:\n" + "\n".join(wrong)
 
 
@@ -409,24 +416,24 @@ def _named_answers(hostile: Hostile) -> None:
 
 
 @when(parsers.parse("the admin starts {jobs:d} jobs with {count:d} arguments of {kib:d} KiB each"))
-def _big_argv(hostile: Hostile, jobs: int, count: int, kib: int) -> None:
-    server = hostile.srv
+def _big_argv(scenario: Scenario, jobs: int, count: int, kib: int) -> None:
+    server = scenario.program
     args = [chr(ord("a") + i) * kib * 1024 for i in range(count)]
     ids = [server.start_job(["true", *args]) for _ in range(jobs)]
     for job in ids:
         server.wait_ended(job)
-    hostile.notes["big"] = ids
+    scenario.notes["big"] = ids
 
 
 @then("each of them can be read with Status")
-def _big_status(hostile: Hostile) -> None:
-    for job in hostile.notes["big"]:
-        assert hostile.srv.status(job).terminated
+def _big_status(scenario: Scenario) -> None:
+    for job in scenario.notes["big"]:
+        assert scenario.program.status(job).state != job_pb2.JOB_STATE_RUNNING
 
 
 @then("List still answers, for the admin and for the user")
-def _big_list(hostile: Hostile) -> None:
+def _big_list(scenario: Scenario) -> None:
     for kind in ("admin", "user"):
-        got = outcome(hostile.srv.stub(kind).List, job_pb2.ListRequest())
+        got = call(scenario.program.stub(kind).List, job_pb2.ListRequest())
         assert got.code == OK, f"List for the {kind}: {got.code.name} {got.details[:300]}"
-        assert {j.uuid for j in got.value.jobs} >= set(hostile.notes["big"])
+        assert {j.uuid for j in got.value.jobs} >= set(scenario.notes["big"])

@@ -6,50 +6,112 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from jobmgr.worker import JobSpec, Limits, Worker
+from harness.cgroups import (
+    job_controllers,
+    job_dirs,
+    job_file,
+    job_pids,
+    job_procs_dirs,
+    placement,
+)
+from harness.worker import wait_until_ended
+from jobmgr.worker import JobSpec, JobState, Limits, Worker
 
-from .fixtures_worker import MiB, cgroup_dirs, start, wait_until_ended
+from ._phrases import MiB
+from ._worker_steps import start
+from .fixtures_scenario import Scenario
 
 scenarios("cgroups.feature")
 
-HIERARCHIES = ("cpu", "cpuacct", "memory", "blkio", "pids")
+
+HOG_128_MIB = "x = bytearray(128 * 1024 * 1024); print('survived', flush=True)"
+
+# Mounts cgroupfs in the job's own mount namespace (v2 if the job's /proc/self/cgroup says so),
+# tries to write an unlimited value into every memory limit file it finds there, says how
+# many writes went through, then allocates 128 MiB.
+LIFT_LIMITS = f"""
+import os, subprocess
+v2 = open("/proc/self/cgroup").read().startswith("0::")
+kind = ["-t", "cgroup2"] if v2 else ["-t", "cgroup", "-o", "memory"]
+subprocess.run(["mount", *kind, "cgroup", "/mnt"], check=True)
+names = {{"memory.max": "max", "memory.swap.max": "max",
+         "memory.memsw.limit_in_bytes": "-1", "memory.limit_in_bytes": "-1"}}
+lifted = 0
+for top, _, files in os.walk("/mnt"):
+    for name in sorted(files, key=lambda n: "memsw" not in n):
+        if name in names:
+            try:
+                with open(os.path.join(top, name), "w") as f:
+                    f.write(names[name])
+                lifted += 1
+            except OSError:
+                pass
+print("lifted", lifted, flush=True)
+{HOG_128_MIB}
+"""
+
+
+@when(
+    parsers.parse(
+        'I start a job whose shell runs "{background}" in the background and then a python3 '
+        "allocating 128 MiB, with a memory limit of {mib:d} MiB"
+    )
+)
+def _oom_in_one_process(worker: Worker, scenario: Scenario, background: str, mib: int) -> None:
+    script = f'{background} & python3 -c "{HOG_128_MIB}"; wait'
+    start(worker, scenario, ["sh", "-c", script], Limits(memory_bytes=mib * MiB))
+
+
+@when(
+    parsers.parse(
+        'I start, as root, a job that mounts the cgroup filesystem, writes "max" to every '
+        "memory limit it finds there, then allocates 128 MiB, with a memory limit of {mib:d} MiB"
+    )
+)
+def _lift_limits(worker: Worker, scenario: Scenario, mib: int) -> None:
+    assert os.geteuid() == 0, "the worker runs jobs as its own user: root"
+    start(worker, scenario, ["python3", "-c", LIFT_LIMITS], Limits(memory_bytes=mib * MiB))
+
+
+@then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
+def _ends_killed(worker: Worker, scenario: Scenario, seconds: int, signo: int) -> None:
+    deadline = time.monotonic() + seconds
+    while not (status := worker.status(scenario.job)).terminated and time.monotonic() < deadline:
+        time.sleep(0.1)
+    said = b"".join(chunk.data for chunk in worker.output(scenario.job, follow=False))
+    assert (status.state, status.signal) == (JobState.FAILED, signo), (status, said)
 
 
 @then("the OOM killer is reported")
-def _oom(worker: Worker, ctx: dict[str, Any]) -> None:
-    status = worker.status(ctx["job"])
+def _oom(worker: Worker, scenario: Scenario) -> None:
+    status = worker.status(scenario.job)
     assert status.oom_killed, status
 
 
 @then(
     parsers.parse("over {seconds:g} seconds it uses at most {share:g} CPU-seconds per wall second")
 )
-def _cpu_share(worker: Worker, ctx: dict[str, Any], seconds: float, share: float) -> None:
+def _cpu_share(worker: Worker, scenario: Scenario, seconds: float, share: float) -> None:
     time.sleep(0.5)  # let the loop get going
-    before, t0 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    before, t0 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     time.sleep(seconds)
-    after, t1 = worker.status(ctx["job"]).cpu_seconds, time.monotonic()
+    after, t1 = worker.status(scenario.job).cpu_seconds, time.monotonic()
     used = (after - before) / (t1 - t0)
-    worker.stop(ctx["job"], grace=1)
+    worker.stop(scenario.job, grace=1)
     assert 0.05 < used <= share, used
 
 
-def _pids_file(parent: str, job_id: str) -> Path:
-    return Path(f"/sys/fs/cgroup/pids/{parent}/{job_id}/cgroup.procs")
-
-
 @then(parsers.parse("the job's cgroup holds at most {count:d} processes"))
-def _pids_held(worker: Worker, ctx: dict[str, Any], cgroup_parent: str, count: int) -> None:
-    status = worker.status(ctx["job"])
-    assert not status.terminated, (status, list(worker.output(ctx["job"]))[-5:])
-    current = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.current")
+def _pids_held(worker: Worker, scenario: Scenario, cgroup_parent: str, count: int) -> None:
+    status = worker.status(scenario.job)
+    assert not status.terminated, (status, list(worker.output(scenario.job))[-5:])
+    current = job_file(cgroup_parent, scenario.job, "pids.current")
     assert int(current.read_text()) <= count
-    events = Path(f"/sys/fs/cgroup/pids/{cgroup_parent}/{ctx['job']}/pids.events")
+    events = job_file(cgroup_parent, scenario.job, "pids.events")
     assert int(events.read_text().split()[1]) > 0, "the limit was never hit"
 
 
@@ -65,9 +127,9 @@ def _another(worker: Worker) -> None:
         "takes at most {most:g} seconds"
     )
 )
-def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -> None:
+def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) -> None:
     began = time.monotonic()
-    worker.stop(ctx["job"], grace=grace)
+    worker.stop(scenario.job, grace=grace)
     assert time.monotonic() - began <= most
 
 
@@ -78,11 +140,11 @@ def _stop_bomb(worker: Worker, ctx: dict[str, Any], grace: float, most: float) -
     )
 )
 def _dd_write(
-    worker: Worker, ctx: dict[str, Any], root_fs_scratch: Path, size: int, rate: int
+    worker: Worker, scenario: Scenario, root_fs_scratch: Path, size: int, rate: int
 ) -> None:
     target = root_fs_scratch
     argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
-    start(worker, ctx, argv, Limits(io_write_bps=rate * MiB))
+    start(worker, scenario, argv, Limits(io_write_bps=rate * MiB))
 
 
 @pytest.fixture
@@ -110,24 +172,37 @@ def _io_file(root_fs_scratch: Path, size: int) -> Path:
         "I start a dd reading it with iflag=direct with an IO read limit of {rate:d} MiB/s"
     )
 )
-def _dd_read(worker: Worker, ctx: dict[str, Any], io_file: Path, rate: int) -> None:
+def _dd_read(worker: Worker, scenario: Scenario, io_file: Path, rate: int) -> None:
     argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start(worker, ctx, argv, Limits(io_read_bps=rate * MiB))
+    start(worker, scenario, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))
-def _ran_for(worker: Worker, ctx: dict[str, Any], seconds: float) -> None:
-    status = worker.status(ctx["job"])
+def _ran_for(worker: Worker, scenario: Scenario, seconds: float) -> None:
+    status = worker.status(scenario.job)
     assert status.ended_at is not None
     assert status.ended_at - status.started_at >= seconds, status
 
 
 @then("the job has a cgroup in every hierarchy")
-def _has_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    found = {Path(d).parent.parent.name for d in cgroup_dirs(cgroup_parent, ctx["job"])}
-    assert set(HIERARCHIES) <= found, found
+def _has_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job), "the job has no cgroup directory"
+    placed = job_procs_dirs(cgroup_parent, scenario.job)
+    # The kernel's word for where the job's processes are, for every controller it is under:
+    # a path from the root of that controller's hierarchy, which the directory the driver
+    # placed them in ends with.
+    controllers = job_controllers(cgroup_parent)
+    for pid in job_pids(cgroup_parent, scenario.job):
+        where = placement(pid, controllers)
+        astray = {
+            controller: path
+            for controller, path in where.items()
+            if f"/{cgroup_parent}/{scenario.job}" not in path
+            or not any(directory.endswith(path) for directory in placed)
+        }
+        assert not astray, f"process {pid} is not in the job's cgroup {placed}: {astray}"
 
 
 @then("no cgroup of the job is left")
-def _no_cgroups(ctx: dict[str, Any], cgroup_parent: str) -> None:
-    assert cgroup_dirs(cgroup_parent, ctx["job"]) == []
+def _no_cgroups(scenario: Scenario, cgroup_parent: str) -> None:
+    assert job_dirs(cgroup_parent, scenario.job) == []

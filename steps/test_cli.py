@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -13,22 +14,14 @@ import pytest
 from cryptography import x509
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import parent_dirs
+from harness.pki import ScenarioPKI, ServerFiles
+from harness.programs import program, program_env, run_program
 from jobmgr import pki
 
-from ._cli_steps import *  # noqa: F403  # the shared steps
-from ._cli_steps import cli_server as _server
-from ._cli_steps import ran as _ran
-from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import ApiScenario
-from .fixtures_pki import ScenarioPKI
-from .fixtures_server import (
-    ServerFiles,
-    StartServerProcess,
-    cgroup_dirs,
-    program,
-    program_env,
-    run_program,
-)
+from ._cli_steps import ran
+from .fixtures_scenario import Scenario
+from .fixtures_server import LaunchServer
 
 scenarios("cli.feature")
 
@@ -36,62 +29,62 @@ scenarios("cli.feature")
 
 
 @when("the admin points jobmgr-client at a port where nothing listens")
-def _nothing_listens(api: ApiScenario, scenario_pki: ScenarioPKI) -> None:
+def _nothing_listens(scenario: Scenario, scenario_pki: ScenarioPKI) -> None:
     with socket.socket() as probe:  # a port that was free a moment ago
         probe.bind(("localhost", 0))
         port = probe.getsockname()[1]
     admin = scenario_pki.client("admin")
-    api.notes["ran"] = run_program(
+    scenario.notes["ran"] = run_program(
         "jobmgr-client", "--port", str(port), "--ca", str(scenario_pki.ca_path),
         "--cert", str(admin.cert_path), "--key", str(admin.key_path), "list",
     )  # fmt: skip
 
 
 @when("the server is sent SIGTERM")
-def _sigterm(api: ApiScenario) -> None:
-    process = _server(api).process
-    process.terminate()
+def _sigterm(scenario: Scenario) -> None:
+    scenario.program.send_signal(signal.SIGTERM)
 
 
 @when("jobmgr-server is started as user nobody")
-def _as_nobody(api: ApiScenario) -> None:
+def _as_nobody(scenario: Scenario) -> None:
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv is not installed")
+    # The checkout may sit where nobody cannot enter (under /root, in a 0700 temp dir): with
+    # the read-and-search capability, and no other, nobody can load the program from it.
     argv = [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    argv += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
     argv += [*program("jobmgr-server"), "--port", "0"]
-    api.notes["ran"] = subprocess.run(
+    scenario.notes["ran"] = subprocess.run(
         argv, capture_output=True, env=program_env(), timeout=30, check=False, cwd="/"
     )
 
 
 @when(parsers.parse("jobmgr-certs {arguments} is run"))
-def _certs_run(api: ApiScenario, tmp_path: Path, arguments: str) -> None:
+def _certs_run(scenario: Scenario, tmp_path: Path, arguments: str) -> None:
     made = tmp_path / "certs-made"
-    api.notes["keys_before"] = _keys(made)
+    scenario.notes["keys_before"] = _keys(made)
     args = [str(made) if arg == "certs" else arg for arg in shlex.split(arguments)]
-    api.notes["ran"] = run_program("jobmgr-certs", *args)
+    scenario.notes["ran"] = run_program("jobmgr-certs", *args)
 
 
 @when(parsers.parse("I ask {name} for --help"))
-def _help(api: ApiScenario, name: str) -> None:
-    api.notes["ran"] = run_program(name, "--help")
+def _help(scenario: Scenario, name: str) -> None:
+    scenario.notes["ran"] = run_program(name, "--help")
 
 
 @given("the jobmgr-server program is running with the certificates in certs")
 def _server_with_made_certs(
-    start_server_process: StartServerProcess, api: ApiScenario, tmp_path: Path
+    launch_server: LaunchServer, scenario: Scenario, tmp_path: Path
 ) -> None:
-    made = tmp_path / "certs-made"
-    files = ServerFiles(made / "ca.pem", made / "server.pem", made / "server.key")
-    api.notes["server_process"] = start_server_process(files)
+    scenario.server = launch_server(files=ServerFiles.in_dir(tmp_path / "certs-made"))
 
 
 @when("the admin lists jobs using the certificates in certs and --host 127.0.0.1")
-def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
+def _list_with_made_certs(scenario: Scenario, tmp_path: Path) -> None:
     made = tmp_path / "certs-made"
-    api.notes["ran"] = run_program(
-        "jobmgr-client", "--host", "127.0.0.1", "--port", str(_server(api).port),
+    scenario.notes["ran"] = run_program(
+        "jobmgr-client", "--host", "127.0.0.1", "--port", str(scenario.server.port),
         "--ca", str(made / "ca.pem"), "--cert", str(made / "client_admin.pem"),
         "--key", str(made / "client_admin.key"), "list",
     )  # fmt: skip
@@ -100,23 +93,29 @@ def _list_with_made_certs(api: ApiScenario, tmp_path: Path) -> None:
 # ---- then -------------------------------------------------------------------------------------
 
 
-@then(parsers.parse('the JSON says state "{state}", exit_code {code:d} and owner "{owner}"'))
-def _json_says(api: ApiScenario, state: str, code: int, owner: str) -> None:
-    fields = json.loads(_ran(api).stdout)
+@then(
+    parsers.parse(
+        'the JSON says state "{state}", exit_code {code:d} and owner the {kind} certificate\'s '
+        "Subject"
+    )
+)
+def _json_says(scenario: Scenario, state: str, code: int, kind: str) -> None:
+    fields = json.loads(ran(scenario).stdout)
+    owner = scenario.program.pki.client(kind).subject
     assert (fields["state"], fields["exit_code"], fields["owner"]) == (state, code, owner)
-    assert fields["id"] == api.job and fields["terminated"] is True, fields
+    assert fields["id"] == scenario.job and fields["terminated"] is True, fields
 
 
 @then(parsers.parse("the server exits 0 within {seconds:d} seconds"))
-def _server_exits(api: ApiScenario, seconds: int) -> None:
-    server = _server(api)
-    assert server.process.wait(seconds) == 0, server.stderr
+def _server_exits(scenario: Scenario, seconds: int) -> None:
+    server = scenario.program
+    assert server.wait(seconds) == 0, server.stderr
     assert "stopping running jobs" in server.stderr, server.stderr
 
 
 @then("no cgroup of its jobs is left")
-def _no_cgroups(api: ApiScenario) -> None:
-    assert cgroup_dirs(_server(api).cgroup_parent) == []
+def _no_cgroups(scenario: Scenario) -> None:
+    assert parent_dirs(scenario.program.cgroup_parent) == []
 
 
 @then(
@@ -149,13 +148,13 @@ def _server_sans(tmp_path: Path) -> None:
 
 
 @then("no key in certs has changed")
-def _keys_kept(api: ApiScenario, tmp_path: Path) -> None:
-    assert _keys(tmp_path / "certs-made") == api.notes["keys_before"]
+def _keys_kept(scenario: Scenario, tmp_path: Path) -> None:
+    assert _keys(tmp_path / "certs-made") == scenario.notes["keys_before"]
 
 
 @then("every key in certs has changed")
-def _keys_replaced(api: ApiScenario, tmp_path: Path) -> None:
-    before, after = api.notes["keys_before"], _keys(tmp_path / "certs-made")
+def _keys_replaced(scenario: Scenario, tmp_path: Path) -> None:
+    before, after = scenario.notes["keys_before"], _keys(tmp_path / "certs-made")
     assert before.keys() == after.keys()
     assert all(before[name] != after[name] for name in before)
 

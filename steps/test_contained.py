@@ -11,44 +11,41 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.cgroups import job_file
+from harness.figures import report
+from harness.poll import eventually
+from harness.procs import marked_processes
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2
 
-from ._grpc_steps import eventually
-from ._hostile_jobs import CPU_HOG, DAEMONISE, ESCAPE, FORK_BOMB, LOOK_AROUND, MEMORY_HOG
-from ._hostile_server import HostileServer, marked_processes
-from ._hostile_steps import *  # noqa: F403  # the shared steps
-from ._hostile_steps import Hostile, report
-from ._hostile_watch import MemoryWatch, Neighbour
+from ._bystanders import MemoryWatch, Neighbour
+from ._misbehaving_jobs import CPU_HOG, DAEMONISE, ESCAPE, FORK_BOMB, LOOK_AROUND, MEMORY_HOG
+from ._phrases import MiB
+from .fixtures_scenario import Scenario
 
 scenarios("contained.feature")
 
-MiB = 1024 * 1024
 ESCAPE_LIMIT = 256 * MiB
 
 
-def _grace(seconds: float) -> Duration:
-    duration = Duration()
-    duration.FromNanoseconds(int(seconds * 1e9))
-    return duration
-
-
-def _python(server: HostileServer, script: str, *args: str) -> list[str]:
-    return ["python3", "-c", script, server.marker, *args]
+def _python(scenario: Scenario, script: str, *args: str) -> list[str]:
+    """argv running the Python ``script``, the scenario's marker its first argument."""
+    return ["python3", "-c", script, scenario.program.marker, *args]
 
 
 # ---- the neighbour ----------------------------------------------------------------------------
 
 
 @given("a neighbour job printing a line every 0.1 seconds, with a reader and a Status poller")
-def _neighbour(hostile: Hostile, request: pytest.FixtureRequest) -> None:
-    neighbour = Neighbour(hostile.srv)
+def _neighbour(scenario: Scenario, request: pytest.FixtureRequest) -> None:
+    neighbour = Neighbour(scenario.program)
     request.addfinalizer(neighbour.close)
-    hostile.notes.update(neighbour=neighbour, since=time.monotonic())
+    scenario.notes.update(neighbour=neighbour, since=time.monotonic())
 
 
 @then("the neighbour's output never paused for 2 seconds and every Status answered within 1 second")
-def _calm(hostile: Hostile) -> None:
-    calm = hostile.notes["neighbour"].calm_since(hostile.notes["since"])
+def _calm(scenario: Scenario) -> None:
+    calm = scenario.notes["neighbour"].calm_since(scenario.notes["since"])
     report(
         f"neighbour: {calm.lines} lines, longest silence {calm.longest_silence:.3f}s, "
         f"{calm.statuses} Status calls, slowest {calm.slowest_status * 1000:.1f} ms"
@@ -67,19 +64,20 @@ def _calm(hostile: Hostile) -> None:
         "{mib:d} MiB"
     )
 )
-def _memory_hog(hostile: Hostile, mib: int) -> None:
-    server = hostile.srv
+def _memory_hog(scenario: Scenario, mib: int) -> None:
     limits = job_pb2.Limits(memory_bytes=mib * MiB)
-    hostile.job = server.start_job(_python(server, MEMORY_HOG), limits)
+    scenario.job = scenario.program.start_job(_python(scenario, MEMORY_HOG), limits)
 
 
 @then(
     parsers.parse("within {seconds:d} seconds the job is FAILED by signal 9 with its OOM flag set")
 )
-def _oom(hostile: Hostile, seconds: int) -> None:
-    status = hostile.srv.wait_ended(hostile.job, timeout=seconds)
-    assert (status.status, status.signal, status.oom_killed) == ("FAILED", 9, True), status
-    report(f"memory hog: {status.status} signal {status.signal}, reason {status.reason!r}")
+def _oom(scenario: Scenario, seconds: int) -> None:
+    status = scenario.program.wait_ended(scenario.job, timeout=seconds)
+    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
+    assert (status.state, status.signal, status.oom_killed) == failed, status
+    state = job_pb2.JobState.Name(status.state)
+    report(f"memory hog: {state} signal {status.signal}, reason {status.reason!r}")
 
 
 # ---- fork bomb --------------------------------------------------------------------------------
@@ -88,113 +86,105 @@ def _oom(hostile: Hostile, seconds: int) -> None:
 @when(
     parsers.parse("the admin starts a fork bomb that ignores SIGTERM, with a pids limit of {n:d}")
 )
-def _fork_bomb(hostile: Hostile, n: int) -> None:
-    server = hostile.srv
-    hostile.job = server.start_job(_python(server, FORK_BOMB), job_pb2.Limits(pids=n))
-    hostile.notes["most_seen"] = 0
+def _fork_bomb(scenario: Scenario, n: int) -> None:
+    server = scenario.program
+    scenario.job = server.start_job(_python(scenario, FORK_BOMB), job_pb2.Limits(pids=n))
+    scenario.notes["most_seen"] = 0
 
 
 @when(parsers.parse("the bomb has been going for {seconds:d} seconds"))
-def _bomb_going(hostile: Hostile, seconds: int) -> None:
-    server = hostile.srv
-    neighbour: Neighbour = hostile.notes["neighbour"]
+def _bomb_going(scenario: Scenario, seconds: int) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        seen = len([p for p in marked_processes(server.marker) if not _is_neighbour(p, neighbour)])
-        hostile.notes["most_seen"] = max(hostile.notes["most_seen"], seen)
+        seen = len(_job_processes(scenario))
+        scenario.notes["most_seen"] = max(scenario.notes["most_seen"], seen)
         time.sleep(0.1)
 
 
 @then(parsers.parse("the job never had more than {n:d} processes at once"))
-def _held(hostile: Hostile, n: int) -> None:
-    peak = _pids_peak(hostile.srv, hostile.job)
+def _held(scenario: Scenario, n: int) -> None:
+    peak = _pids_peak(scenario.program, scenario.job)
     report(
         f"fork bomb: pids.peak {peak}, "
-        f"most of its processes seen at once on the host {hostile.notes['most_seen']}"
+        f"most of its processes seen at once on the host {scenario.notes['most_seen']}"
     )
-    assert hostile.notes["most_seen"] <= n
+    assert scenario.notes["most_seen"] <= n
     if peak is not None:
         assert peak <= n, peak
 
 
-def _pids_peak(server: HostileServer, job: str) -> int | None:
-    for path in (
-        Path(f"/sys/fs/cgroup/pids/{server.cgroup_parent}/{job}/pids.peak"),
-        Path(f"/sys/fs/cgroup/{server.cgroup_parent}/{job}/pids.peak"),
-    ):
-        try:
-            return int(path.read_text())
-        except (FileNotFoundError, ValueError):
-            continue
-    return None
+def _pids_peak(server: ServerProgram, job: str) -> int | None:
+    """The job's pids.peak (Linux 6.1+), if the kernel keeps one."""
+    try:
+        return int(job_file(server.cgroup_parent, job, "pids.peak").read_text())
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 @when(parsers.parse("the admin stops the job with a grace period of {seconds:d} second"))
-def _stop(hostile: Hostile, seconds: int) -> None:
+def _stop(scenario: Scenario, seconds: int) -> None:
     began = time.monotonic()
-    reply = hostile.srv.stub().Stop(
-        job_pb2.StopRequest(uuid=hostile.job, grace=_grace(seconds)), timeout=60
+    reply = scenario.program.stub().Stop(
+        job_pb2.StopRequest(uuid=scenario.job, grace=Duration(seconds=seconds)), timeout=60
     )
-    hostile.notes.update(stop_took=time.monotonic() - began, stopped=reply.job)
+    scenario.notes.update(stop_took=time.monotonic() - began, stopped=reply.job)
 
 
 @then(parsers.parse("the Stop returned within {seconds:d} seconds, the job STOPPED by signal 9"))
-def _stopped(hostile: Hostile, seconds: int) -> None:
-    took, status = hostile.notes["stop_took"], hostile.notes["stopped"]
-    report(f"stop took {took:.3f}s: {status.status} signal {status.signal}")
+def _stopped(scenario: Scenario, seconds: int) -> None:
+    took, status = scenario.notes["stop_took"], scenario.notes["stopped"]
+    report(f"stop took {took:.3f}s: {job_pb2.JobState.Name(status.state)} signal {status.signal}")
     assert took <= seconds, took
-    assert (status.status, status.signal) == ("STOPPED", 9), status
+    assert (status.state, status.signal) == (job_pb2.JOB_STATE_STOPPED, 9), status
 
 
 @then("no process of the job is left anywhere on the host")
-def _none_left(hostile: Hostile) -> None:
-    left = marked_processes(hostile.srv.marker)
-    neighbour: Neighbour = hostile.notes["neighbour"]
-    assert not [pid for pid in left if not _is_neighbour(pid, neighbour)], left
+def _none_left(scenario: Scenario) -> None:
+    left = _job_processes(scenario)
+    assert not left, left
 
 
-def _is_neighbour(pid: int, neighbour: Neighbour) -> bool:
-    """The neighbour's processes carry the marker too: tell them apart by their cgroup."""
-    try:
-        return neighbour.job in Path(f"/proc/{pid}/cgroup").read_text()
-    except OSError:
-        return True
+def _job_processes(scenario: Scenario) -> list[int]:
+    """The processes on the host carrying the scenario's marker, but for the neighbour's: they
+    carry the marker too, and are told apart by their cgroup."""
+    neighbour: Neighbour = scenario.notes["neighbour"]
+
+    def is_neighbour(pid: int) -> bool:
+        try:
+            return neighbour.job in Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            return True
+
+    return [pid for pid in marked_processes(scenario.program.marker) if not is_neighbour(pid)]
 
 
 @then("within 1 second no process of the job is left anywhere on the host")
-def _none_left_soon(hostile: Hostile) -> None:
-    neighbour: Neighbour = hostile.notes["neighbour"]
-    eventually(
-        lambda: (
-            not [p for p in marked_processes(hostile.srv.marker) if not _is_neighbour(p, neighbour)]
-        ),
-        1.0,
-        "the daemon to die with its job",
-    )
+def _none_left_soon(scenario: Scenario) -> None:
+    eventually(lambda: not _job_processes(scenario), 1.0, "the daemon to die with its job")
 
 
 # ---- CPU --------------------------------------------------------------------------------------
 
 
 @when(parsers.parse("the admin starts a job of 4 busy loops with a CPU limit of {cpu:g}"))
-def _cpu_hog(hostile: Hostile, cpu: float) -> None:
-    server = hostile.srv
-    hostile.job = server.start_job(_python(server, CPU_HOG), job_pb2.Limits(cpu=cpu))
+def _cpu_hog(scenario: Scenario, cpu: float) -> None:
+    server = scenario.program
+    scenario.job = server.start_job(_python(scenario, CPU_HOG), job_pb2.Limits(cpu=cpu))
 
 
 @when(parsers.parse("the hog has been running for {seconds:d} seconds"))
-def _hog_runs(hostile: Hostile, seconds: int) -> None:
-    server = hostile.srv
+def _hog_runs(scenario: Scenario, seconds: int) -> None:
+    server = scenario.program
     time.sleep(0.5)  # let it get going
-    first, began = server.status(hostile.job).cpu_seconds, time.monotonic()
+    first, began = server.status(scenario.job).cpu_seconds, time.monotonic()
     time.sleep(seconds)
-    last, ended = server.status(hostile.job).cpu_seconds, time.monotonic()
-    hostile.notes["cpu_rate"] = (last - first) / (ended - began)
+    last, ended = server.status(scenario.job).cpu_seconds, time.monotonic()
+    scenario.notes["cpu_rate"] = (last - first) / (ended - began)
 
 
 @then(parsers.parse("the hog used at most {rate:g} CPU-seconds per second of it"))
-def _held_to_quota(hostile: Hostile, rate: float) -> None:
-    used = hostile.notes["cpu_rate"]
+def _held_to_quota(scenario: Scenario, rate: float) -> None:
+    used = scenario.notes["cpu_rate"]
     report(f"cpu hog: {used:.3f} CPU-seconds per second")
     assert 0.05 < used <= rate, used
 
@@ -206,82 +196,76 @@ def _held_to_quota(hostile: Hostile, rate: float) -> None:
     "the admin starts a job that double-forks a daemon into a new session, closes its stdout "
     "and stderr, and ignores SIGTERM"
 )
-def _daemoniser(hostile: Hostile) -> None:
-    server = hostile.srv
-    hostile.job = server.start_job(_python(server, DAEMONISE, "stay"))
+def _daemoniser(scenario: Scenario) -> None:
+    server = scenario.program
+    scenario.job = server.start_job(_python(scenario, DAEMONISE, "stay"))
 
 
 @when("the job and its daemon are both running")
-def _daemon_running(hostile: Hostile) -> None:
-    server = hostile.srv
-    neighbour: Neighbour = hostile.notes["neighbour"]
-
-    def both() -> bool:
-        mine = [p for p in marked_processes(server.marker) if not _is_neighbour(p, neighbour)]
-        return len(mine) >= 2
-
+def _daemon_running(scenario: Scenario) -> None:
+    both = lambda: len(_job_processes(scenario)) >= 2  # noqa: E731
     eventually(both, 10.0, "the job and its daemon")
-    assert server.status(hostile.job).status == "RUNNING"
+    assert scenario.program.status(scenario.job).state == job_pb2.JOB_STATE_RUNNING
 
 
 @when("the admin starts a job that double-forks a daemon ignoring SIGTERM, then exits 0")
-def _daemon_then_exit(hostile: Hostile) -> None:
-    server = hostile.srv
-    hostile.job = server.start_job(_python(server, DAEMONISE, "exit"))
+def _daemon_then_exit(scenario: Scenario) -> None:
+    server = scenario.program
+    scenario.job = server.start_job(_python(scenario, DAEMONISE, "exit"))
 
 
 @then("the job is EXITED with code 0")
 @then("the job EXITED with code 0")
-def _exited(hostile: Hostile) -> None:
-    status = hostile.srv.wait_ended(hostile.job, timeout=120)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
+def _exited(scenario: Scenario) -> None:
+    status = scenario.program.wait_ended(scenario.job, timeout=120)
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
 
 
 # ---- 5 GiB ------------------------------------------------------------------------------------
 
 
 @when("the admin starts a job writing 5 GiB to stdout as fast as it can, and a client follows it")
-def _flood(hostile: Hostile) -> None:
-    server = hostile.srv
+def _flood(scenario: Scenario) -> None:
+    server = scenario.program
     watch = MemoryWatch(server.pid)
     began = time.monotonic()
-    hostile.job = server.start_job(["head", "-c", "5G", "/dev/zero"])
+    scenario.job = server.start_job(["head", "-c", "5G", "/dev/zero"])
     received: list[job_pb2.OutputResponse] = []
-    stream = server.stub().Output(job_pb2.OutputRequest(uuid=hostile.job), timeout=300)
+    stream = server.stub().Output(job_pb2.OutputRequest(uuid=scenario.job), timeout=300)
     follower = threading.Thread(target=lambda: received.extend(stream), daemon=True)
     follower.start()
-    status = server.wait_ended(hostile.job, timeout=300)
+    status = server.wait_ended(scenario.job, timeout=300)
     follower.join(60)
     took = time.monotonic() - began
     grew = watch.stop()
+    scenario.notes.update(received=received, grew=grew, flood_status=status)
     report(
         f"5 GiB job: {took:.1f}s, server RSS grew {grew / MiB:.1f} MiB "
         f"(from {watch.baseline / MiB:.1f} MiB)"
     )
-    hostile.notes.update(received=received, grew=grew, flood_status=status)
 
 
 @then(parsers.parse("the server's memory grew by less than {mib:d} MiB while it ran"))
-def _flat(hostile: Hostile, mib: int) -> None:
-    assert hostile.notes["grew"] < mib * MiB, hostile.notes["grew"]
+def _flat(scenario: Scenario, mib: int) -> None:
+    assert scenario.notes["grew"] < mib * MiB, scenario.notes["grew"]
 
 
 @then("the follower received exactly the first 8 MiB, then a notice that the output was truncated")
-def _capped(hostile: Hostile) -> None:
-    received: list[job_pb2.OutputResponse] = hostile.notes["received"]
+def _capped(scenario: Scenario) -> None:
+    received: list[job_pb2.OutputResponse] = scenario.notes["received"]
     data = b"".join(m.output for m in received)
     assert len(data) == 8 * MiB and data == bytes(len(data)), len(data)
     assert received and received[-1].truncated and not received[-1].output, received[-1:]
 
 
 @then("the job's status says its output was truncated")
-def _status_truncated(hostile: Hostile) -> None:
-    assert hostile.srv.status(hostile.job).output_truncated
+def _status_truncated(scenario: Scenario) -> None:
+    assert scenario.program.status(scenario.job).output_truncated
 
 
 @then("the job's output takes at most 8 MiB and 64 KiB on disk")
-def _disk(hostile: Hostile) -> None:
-    files = list((hostile.srv.state_dir / "jobs").glob(f"{hostile.job}*"))
+def _disk(scenario: Scenario) -> None:
+    files = list((scenario.program.state_dir / "jobs").glob(f"{scenario.job}*"))
     assert files, "the job has no file in the state dir"
     used = sum(f.stat().st_blocks * 512 for f in files)
     report(f"5 GiB job: {used} bytes on disk")
@@ -292,12 +276,12 @@ def _disk(hostile: Hostile) -> None:
 
 
 @when("the admin starts a job that looks around, and the host mounts a tmpfs while it runs")
-def _look_around(hostile: Hostile, tmp_path: Path) -> None:
-    server = hostile.srv
+def _look_around(scenario: Scenario, tmp_path: Path) -> None:
+    server = scenario.program
     target = tmp_path / "host-mount"
     target.mkdir()
-    hostile.job = server.start_job(_python(server, LOOK_AROUND, str(server.pid), str(target)))
-    stream = server.stub().Output(job_pb2.OutputRequest(uuid=hostile.job), timeout=60)
+    scenario.job = server.start_job(_python(scenario, LOOK_AROUND, str(server.pid), str(target)))
+    stream = server.stub().Output(job_pb2.OutputRequest(uuid=scenario.job), timeout=60)
     out = b""
     mounted = False
     try:
@@ -310,17 +294,15 @@ def _look_around(hostile: Hostile, tmp_path: Path) -> None:
         if mounted:
             subprocess.run(["umount", str(target)], check=True)
     assert mounted, out
-    seen = {}
-    for line in out.decode().splitlines():
-        key, _, value = line.partition(" ")
-        seen[key] = value
-    hostile.notes["seen"] = seen
+    lines = (line.partition(" ") for line in out.decode().splitlines())
+    seen = {key: value for key, _, value in lines}
     report(f"a job looking around saw: {seen}")
+    scenario.notes["seen"] = seen
 
 
 @then("the job saw only its own few processes and could not signal the server")
-def _own_pids(hostile: Hostile) -> None:
-    seen = hostile.notes["seen"]
+def _own_pids(scenario: Scenario) -> None:
+    seen = scenario.notes["seen"]
     pids = [int(p) for p in seen["pids"].split()]
     assert pids and len(pids) <= 4 and max(pids) < 10, pids
     assert seen["signal"] == "server No such process", seen["signal"]
@@ -331,15 +313,15 @@ def _own_pids(hostile: Hostile) -> None:
         'the only network interface it saw, in /proc/net/dev and in /sys/class/net, is "{name}"'
     )
 )
-def _only_lo(hostile: Hostile, name: str) -> None:
-    seen = hostile.notes["seen"]
+def _only_lo(scenario: Scenario, name: str) -> None:
+    seen = scenario.notes["seen"]
     assert seen["proc-net"] == name, seen["proc-net"]
     assert seen["sys-net"] == name, f"/sys/class/net in the job lists: {seen['sys-net']}"
 
 
 @then("it never saw the host's new mount")
-def _no_mount(hostile: Hostile) -> None:
-    assert hostile.notes["seen"]["mounted"] == "False"
+def _no_mount(scenario: Scenario) -> None:
+    assert scenario.notes["seen"]["mounted"] == "False"
 
 
 @when(
@@ -348,28 +330,28 @@ def _no_mount(hostile: Hostile) -> None:
         "lift its memory limit"
     )
 )
-def _escape(hostile: Hostile, user: str) -> None:
-    server = hostile.srv
-    argv = _python(server, ESCAPE)
+def _escape(scenario: Scenario, user: str) -> None:
+    argv = _python(scenario, ESCAPE)
+    server = scenario.program
     limits = job_pb2.Limits(memory_bytes=ESCAPE_LIMIT)
     request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:], limits=limits, run_as=user)
-    hostile.job = server.stub().Start(request, timeout=30).uuid
+    scenario.job = server.stub().Start(request, timeout=30).uuid
     said = b""
-    for message in server.stub().Output(job_pb2.OutputRequest(uuid=hostile.job), timeout=60):
+    for message in server.stub().Output(job_pb2.OutputRequest(uuid=scenario.job), timeout=60):
         said += message.output
         if said.endswith(b"\n"):
             break
     words = said.decode().split()
-    hostile.notes["escape"] = dict(zip(words[::2], words[1::2], strict=False))
-    hostile.notes["where"] = _host_view(server, hostile.job)
-    server.stub().Stop(job_pb2.StopRequest(uuid=hostile.job, grace=_grace(0)), timeout=30)
+    scenario.notes["escape"] = dict(zip(words[::2], words[1::2], strict=False))
+    scenario.notes["where"] = _host_view(server, scenario.job)
+    server.stub().Stop(job_pb2.StopRequest(uuid=scenario.job, grace=Duration()), timeout=30)
     report(
-        f"a job as {user} trying to leave its cgroup: it said {hostile.notes['escape']}, "
-        f"the host sees {hostile.notes['where']}"
+        f"a job as {user} trying to leave its cgroup: it said {scenario.notes['escape']}, "
+        f"the host sees {scenario.notes['where']}"
     )
 
 
-def _host_view(server: HostileServer, job: str) -> dict[str, str]:
+def _host_view(server: ServerProgram, job: str) -> dict[str, str]:
     """Where the host sees the job's processes (pids hierarchy), and its memory limit."""
     seen = {}
     for pid in marked_processes(server.marker):
@@ -381,21 +363,20 @@ def _host_view(server: HostileServer, job: str) -> dict[str, str]:
         if b"cgroup.procs" in cmdline:
             pids = [g for g in groups if ":pids:" in g or g.startswith("0::")]
             seen[f"process {pid}"] = pids[0].split(":", 2)[2] if pids else "?"
-    for path in (
-        Path(f"/sys/fs/cgroup/memory/{server.cgroup_parent}/{job}/memory.limit_in_bytes"),
-        Path(f"/sys/fs/cgroup/{server.cgroup_parent}/{job}/memory.max"),
-    ):
-        if path.exists():
-            seen["memory limit"] = path.read_text().strip()
+    try:
+        limit = job_file(server.cgroup_parent, job, "memory.limit_in_bytes", "memory.max")
+    except FileNotFoundError:
+        return seen
+    seen["memory limit"] = limit.read_text().strip()
     return seen
 
 
 @then("both attempts failed, and the job stayed in its own cgroup")
-def _stayed(hostile: Hostile) -> None:
-    got, where = hostile.notes["escape"], hostile.notes["where"]
+def _stayed(scenario: Scenario) -> None:
+    got, where = scenario.notes["escape"], scenario.notes["where"]
     processes = {k: v for k, v in where.items() if k.startswith("process")}
     assert processes, f"the job's process was not found on the host: {where}"
-    assert all(hostile.job in path for path in processes.values()), (
+    assert all(scenario.job in path for path in processes.values()), (
         f"the job moved itself out of its cgroup: it said {got}, the host sees {where}"
     )
     assert where.get("memory limit") == str(ESCAPE_LIMIT), (

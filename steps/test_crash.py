@@ -15,11 +15,13 @@ from pathlib import Path
 import grpc
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.client import CLIENT_OPTIONS
+from harness.figures import report
+from harness.procs import alive, marked_processes
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2, job_pb2_grpc
 
-from ._hostile_server import CLIENT_OPTIONS, HostileServer, alive, marked_processes
-from ._hostile_steps import *  # noqa: F403  # the shared steps
-from ._hostile_steps import Hostile, report
+from .fixtures_scenario import Scenario
 
 scenarios("crash.feature")
 
@@ -30,11 +32,11 @@ BYTES = "import random, sys; sys.stdout.buffer.write(random.Random({seed}).randb
 FORK_SETTLE = 0.5  # seconds; see _audit
 
 
-def lines_job(server: HostileServer, count: int, every: float) -> list[str]:
+def lines_job(server: ServerProgram, count: int, every: float) -> list[str]:
     return server.marked(LINES.format(count=count, every=every))
 
 
-def bytes_job(server: HostileServer, seed: int, size: int) -> list[str]:
+def bytes_job(server: ServerProgram, seed: int, size: int) -> list[str]:
     return ["python3", "-c", BYTES.format(seed=seed, size=size), server.marker]
 
 
@@ -60,18 +62,18 @@ def sha(data: bytes) -> str:
         "the admin has started a job printing {count:d} numbered lines, one every {every:g} seconds"
     )
 )
-def _line_printer(hostile: Hostile, count: int, every: float) -> None:
-    hostile.job = hostile.srv.start_job(lines_job(hostile.srv, count, every))
-    hostile.notes["expected"] = expected_output(lines_job(hostile.srv, count, every))
+def _line_printer(scenario: Scenario, count: int, every: float) -> None:
+    scenario.job = scenario.program.start_job(lines_job(scenario.program, count, every))
+    scenario.notes["expected"] = expected_output(lines_job(scenario.program, count, every))
 
 
 @when("a client follows its output, and the server is killed with SIGKILL while it does")
-def _kill_while_following(hostile: Hostile) -> None:
-    server = hostile.srv
+def _kill_while_following(scenario: Scenario) -> None:
+    server = scenario.program
     # A channel of its own: kill9 closes the server's channels, which would cancel this call.
     channel = grpc.secure_channel(server.target, server.credentials(), options=CLIENT_OPTIONS)
     stream = job_pb2_grpc.JobManagerStub(channel).Output(
-        job_pb2.OutputRequest(uuid=hostile.job), timeout=60
+        job_pb2.OutputRequest(uuid=scenario.job), timeout=60
     )
     received = b""
     try:
@@ -79,30 +81,30 @@ def _kill_while_following(hostile: Hostile) -> None:
             received += message.output
             if received.count(b"\n") >= 10 and server.running:
                 server.kill9()
-        hostile.notes["follow"] = (grpc.StatusCode.OK, received)
+        scenario.notes["follow"] = (grpc.StatusCode.OK, received)
     except grpc.RpcError as exc:
-        hostile.notes["follow"] = (exc.code(), received)
+        scenario.notes["follow"] = (exc.code(), received)
     finally:
         channel.close()
 
 
 @then("the client's call failed with UNAVAILABLE")
-def _follower_failed(hostile: Hostile) -> None:
-    code, received = hostile.notes["follow"]
+def _follower_failed(scenario: Scenario) -> None:
+    code, received = scenario.notes["follow"]
     assert code == grpc.StatusCode.UNAVAILABLE, (code, len(received))
 
 
 @when("the server is started again on the same state dir")
-def _restart(hostile: Hostile) -> None:
-    hostile.srv.start()
+def _restart(scenario: Scenario) -> None:
+    scenario.program.start()
 
 
 @then(parsers.parse("the job ends with exactly its {count:d} lines"))
-def _whole(hostile: Hostile, count: int) -> None:
-    server = hostile.srv
-    status = server.wait_ended(hostile.job)
-    assert (status.status, status.exit_code) == ("EXITED", 0), status
-    assert server.output(hostile.job) == hostile.notes["expected"]
+def _whole(scenario: Scenario, count: int) -> None:
+    server = scenario.program
+    status = server.wait_ended(scenario.job)
+    assert (status.state, status.exit_code) == (job_pb2.JOB_STATE_EXITED, 0), status
+    assert server.output(scenario.job) == scenario.notes["expected"]
 
 
 # ---- the loop ---------------------------------------------------------------------------------
@@ -130,9 +132,9 @@ class Ledger:
         "is killed with SIGKILL and started again"
     )
 )
-def _crash_loop(hostile: Hostile, times: int) -> None:
-    server = hostile.srv
-    ledger = Ledger(spares=len(server.job_cgroups()))
+def _crash_loop(scenario: Scenario, times: int) -> None:
+    ledger = Ledger(spares=len(scenario.program.job_cgroups()))
+    server = scenario.program
     rng = random.Random(times)
     began = time.monotonic()
     for round_ in range(times):
@@ -144,10 +146,10 @@ def _crash_loop(hostile: Hostile, times: int) -> None:
         f"{len(ledger.confirmed)} confirmed jobs, {len(ledger.unconfirmed)} started by a start "
         f"the kill cut short, {len(ledger.finished)} finished outputs checked after each restart"
     )
-    hostile.notes["ledger"] = ledger
+    scenario.notes["ledger"] = ledger
 
 
-def _round(server: HostileServer, ledger: Ledger, rng: random.Random, round_: int) -> None:
+def _round(server: ServerProgram, ledger: Ledger, rng: random.Random, round_: int) -> None:
     """Start jobs, finish some, follow one, keep starting more, and kill the server."""
     sizes = [0, 1, 4096, 300_000]
     quick = [bytes_job(server, round_ * 100 + i, rng.choice(sizes)) for i in range(3)]
@@ -174,11 +176,12 @@ def _round(server: HostileServer, ledger: Ledger, rng: random.Random, round_: in
     _check_database(server, ledger)
 
 
-def _record(server: HostileServer, status: job_pb2.StatusResponse) -> tuple[str, int, int, str]:
-    return (status.status, status.exit_code, status.signal, sha(server.output(status.uuid)))
+def _record(server: ServerProgram, status: job_pb2.StatusResponse) -> tuple[str, int, int, str]:
+    state = job_pb2.JobState.Name(status.state)
+    return (state, status.exit_code, status.signal, sha(server.output(status.uuid)))
 
 
-def _follow(server: HostileServer, job: str, whole: bytes, ledger: Ledger) -> None:
+def _follow(server: ServerProgram, job: str, whole: bytes, ledger: Ledger) -> None:
     received = b""
     try:
         for message in server.stub().Output(job_pb2.OutputRequest(uuid=job), timeout=60):
@@ -192,7 +195,7 @@ def _follow(server: HostileServer, job: str, whole: bytes, ledger: Ledger) -> No
 
 
 def _keep_starting(
-    server: HostileServer, ledger: Ledger, stop: threading.Event, round_: int
+    server: ServerProgram, ledger: Ledger, stop: threading.Event, round_: int
 ) -> None:
     """Start job after job until the server dies under one of the starts."""
     seed = 10_000 + round_ * 1000
@@ -205,7 +208,7 @@ def _keep_starting(
         ledger.confirmed.add(job)
 
 
-def _check_database(server: HostileServer, ledger: Ledger) -> None:
+def _check_database(server: ServerProgram, ledger: Ledger) -> None:
     """PRAGMA integrity_check on a copy of jobs.db (with its WAL), and every confirmed job in it."""
     with tempfile.TemporaryDirectory(prefix="h5-db-") as scratch:
         for suffix in ("", "-wal", "-shm"):
@@ -225,7 +228,7 @@ def _check_database(server: HostileServer, ledger: Ledger) -> None:
         ledger.integrity.append(f"kill {ledger.kills}: {len(lost)} confirmed jobs not in jobs.db")
 
 
-def _audit(server: HostileServer, ledger: Ledger) -> None:
+def _audit(server: ServerProgram, ledger: Ledger) -> None:
     """After a restart: nothing confirmed is missing, nothing finished has changed, and every
     cgroup and process belongs to a running job."""
     listed = {job.uuid: job for job in server.stub().List(job_pb2.ListRequest(), timeout=30).jobs}
@@ -237,7 +240,7 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
             after = _record(server, listed[job])
             if after != before:
                 ledger.changed.append(f"after kill {ledger.kills}: {job} {before} -> {after}")
-    running = {job for job, status in listed.items() if status.status == "RUNNING"}
+    running = {job for job, status in listed.items() if status.state == job_pb2.JOB_STATE_RUNNING}
     cgroups = server.job_cgroups()
     for name in cgroups & set(listed):
         if name not in running:
@@ -254,7 +257,7 @@ def _audit(server: HostileServer, ledger: Ledger) -> None:
         where = _outside(pid, running)
         if where:
             owner = next((j for j in listed if j in where), None)
-            state = listed[owner].status if owner is not None else "not listed"
+            state = job_pb2.JobState.Name(listed[owner].state) if owner else "not listed"
             cgroup = next((line for line in where.splitlines() if ":pids:" in line), where)
             ledger.orphans.append(
                 f"after kill {ledger.kills}: process {pid} of no running job ({cgroup}: {state})"
@@ -275,46 +278,42 @@ def _outside(pid: int, running: set[str]) -> str:
 # ---- the verdicts -----------------------------------------------------------------------------
 
 
-def _ledger(hostile: Hostile) -> Ledger:
-    ledger: Ledger = hostile.notes["ledger"]
+def _ledger(scenario: Scenario) -> Ledger:
+    ledger: Ledger = scenario.notes["ledger"]
     return ledger
 
 
-@then("after every restart each job whose start was confirmed was listed")
-def _none_missing(hostile: Hostile) -> None:
-    assert not _ledger(hostile).missing, _ledger(hostile).missing[:10]
+# Each verdict: the ledger's list of what broke it, which must stay empty.
+VERDICTS = {
+    "after every restart each job whose start was confirmed was listed": "missing",
+    "after every restart each finished job's status and output were exactly as before": "changed",
+    "after every kill the database passed PRAGMA integrity_check and held every confirmed "
+    "job": "integrity",
+    "after every restart each job cgroup and each job process belonged to a running job": (
+        "orphans"
+    ),
+    "no follower ever saw a truncated stream end cleanly": "clean_truncations",
+}
+for _phrase, _broken in VERDICTS.items():
 
+    def _verdict(scenario: Scenario, _broken: str = _broken) -> None:
+        broken: list[str] = getattr(_ledger(scenario), _broken)
+        assert not broken, broken[:10]
 
-@then("after every restart each finished job's status and output were exactly as before")
-def _none_changed(hostile: Hostile) -> None:
-    assert not _ledger(hostile).changed, _ledger(hostile).changed[:10]
-
-
-@then("after every kill the database passed PRAGMA integrity_check and held every confirmed job")
-def _database_ok(hostile: Hostile) -> None:
-    assert not _ledger(hostile).integrity, _ledger(hostile).integrity
-
-
-@then("after every restart each job cgroup and each job process belonged to a running job")
-def _no_orphans(hostile: Hostile) -> None:
-    assert not _ledger(hostile).orphans, _ledger(hostile).orphans[:10]
-
-
-@then("no follower ever saw a truncated stream end cleanly")
-def _no_clean_truncation(hostile: Hostile) -> None:
-    assert not _ledger(hostile).clean_truncations, _ledger(hostile).clean_truncations
+    then(_phrase)(_verdict)
 
 
 @then("every job ended with exactly the output it printed")
-def _all_exact(hostile: Hostile) -> None:
-    server = hostile.srv
-    ledger = _ledger(hostile)
+def _all_exact(scenario: Scenario) -> None:
+    server = scenario.program
+    ledger = _ledger(scenario)
     wrong = []
     for job in sorted(ledger.confirmed | ledger.unconfirmed):
         status = server.wait_ended(job, timeout=120)
         output = server.output(job)
-        if (status.status, status.exit_code) != ("EXITED", 0):
-            wrong.append(f"{job}: {status.status} exit {status.exit_code} ({status.reason})")
+        if (status.state, status.exit_code) != (job_pb2.JOB_STATE_EXITED, 0):
+            state = job_pb2.JobState.Name(status.state)
+            wrong.append(f"{job}: {state} exit {status.exit_code} ({status.reason})")
         elif output != (printed := expected_output(list(status.argv))):
             wrong.append(f"{job}: {len(output)} bytes, not the {len(printed)} it printed")
     report(f"crash loop: {len(ledger.confirmed | ledger.unconfirmed)} jobs checked byte for byte")

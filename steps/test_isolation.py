@@ -6,50 +6,52 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
 
 from pytest_bdd import parsers, scenarios, then, when
 
+from harness.cgroups import job_procs_dirs
+from harness.worker import collected, wait_for_output, wait_until_ended
 from jobmgr.worker import Stream, Worker
 
-from .fixtures_worker import collected, start, wait_until_ended
+from ._worker_steps import start
+from .fixtures_scenario import Scenario
 
 scenarios("isolation.feature")
 
 
-def _stdout(worker: Worker, ctx: dict[str, Any]) -> str:
-    return collected(worker, ctx["job"])[Stream.STDOUT].decode()
+def _stdout(worker: Worker, scenario: Scenario) -> str:
+    return collected(worker, scenario.job)[Stream.STDOUT].decode()
 
 
 @when("the job's output is complete")
-def _complete(worker: Worker, ctx: dict[str, Any]) -> None:
-    ctx["stdout"] = _stdout(worker, ctx)
+def _complete(worker: Worker, scenario: Scenario) -> None:
+    scenario.notes["stdout"] = _stdout(worker, scenario)
 
 
 @then(parsers.parse("the PID in the output is at most {high:d}"))
-def _low_pid(worker: Worker, ctx: dict[str, Any], high: int) -> None:
-    pid = int(_stdout(worker, ctx).split()[0])
+def _low_pid(worker: Worker, scenario: Scenario, high: int) -> None:
+    pid = int(_stdout(worker, scenario).split()[0])
     assert 1 <= pid <= high, pid
 
 
 @then(
     parsers.parse("the numeric entries of the listing are at most {count:d} and all below {top:d}")
 )
-def _proc_listing(ctx: dict[str, Any], count: int, top: int) -> None:
-    pids = [int(name) for name in ctx["stdout"].split() if name.isdigit()]
-    assert pids, ctx["stdout"]
+def _proc_listing(scenario: Scenario, count: int, top: int) -> None:
+    pids = [int(name) for name in scenario.notes["stdout"].split() if name.isdigit()]
+    assert pids, scenario.notes["stdout"]
     assert len(pids) <= count and max(pids) < top, pids
 
 
 @then(parsers.parse("the output lists at most {count:d} processes"))
-def _ps(worker: Worker, ctx: dict[str, Any], count: int) -> None:
-    lines = _stdout(worker, ctx).strip().splitlines()
+def _ps(worker: Worker, scenario: Scenario, count: int) -> None:
+    lines = _stdout(worker, scenario).strip().splitlines()
     assert 1 <= len(lines) <= count, lines
 
 
 @then(parsers.parse('the only interface listed is "{name}"'))
-def _only_lo(worker: Worker, ctx: dict[str, Any], name: str) -> None:
-    lines = _stdout(worker, ctx).splitlines()
+def _only_lo(worker: Worker, scenario: Scenario, name: str) -> None:
+    lines = _stdout(worker, scenario).splitlines()
     interfaces = [
         line.split(":")[0].strip() for line in lines[2:] if ":" in line and "|" not in line
     ]
@@ -58,43 +60,40 @@ def _only_lo(worker: Worker, ctx: dict[str, Any], name: str) -> None:
 
 
 @then("the loopback interface is up")
-def _lo_up(worker: Worker, ctx: dict[str, Any]) -> None:
-    link = [line for line in _stdout(worker, ctx).splitlines() if line[:1].isdigit()]
+def _lo_up(worker: Worker, scenario: Scenario) -> None:
+    link = [line for line in _stdout(worker, scenario).splitlines() if line[:1].isdigit()]
     assert link and "UP" in link[0].split("<")[1].split(">")[0].split(","), link
 
 
 @when("I start a job that mounts a tmpfs on a host directory and writes a file into it")
-def _mount_job(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+def _mount_job(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
     target = tmp_path / "mnt"
     target.mkdir()
-    ctx["target"] = target
+    scenario.notes["target"] = target
     script = f"mount -t tmpfs none {target} && touch {target}/inside && echo mounted; sleep 1000"
-    start(worker, ctx, ["sh", "-c", script])
-    for chunk in worker.output(ctx["job"]):
-        if b"mounted" in chunk.data:
-            return
-    raise AssertionError("the job could not mount")
+    start(worker, scenario, ["sh", "-c", script])
+    wait_for_output(worker, scenario.job, b"mounted")
 
 
 @then("while it runs the host sees neither the mount nor the file")
-def _invisible(worker: Worker, ctx: dict[str, Any]) -> None:
-    target: Path = ctx["target"]
+def _invisible(worker: Worker, scenario: Scenario) -> None:
+    target: Path = scenario.notes["target"]
     assert not os.path.ismount(target)
     assert not (target / "inside").exists()
     assert str(target) not in Path("/proc/self/mountinfo").read_text()
-    worker.stop(ctx["job"], grace=1)
-    wait_until_ended(worker, ctx["job"])
+    worker.stop(scenario.job, grace=1)
+    wait_until_ended(worker, scenario.job)
     assert not os.path.ismount(target)
 
 
 @then("the host's hostname is unchanged")
-def _hostname(ctx: dict[str, Any]) -> None:
+def _hostname(scenario: Scenario) -> None:
     time.sleep(0)
     assert socket.gethostname() != "job-inside-test"
 
 
 @when("I start a job that tries every way to move itself into the root cgroup")
-def _escape(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+def _escape(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
     mnt = tmp_path / "cg"
     mnt.mkdir()
     script = (
@@ -102,16 +101,15 @@ def _escape(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
         f" mount -t cgroup -o pids none {mnt} && echo $$ > {mnt}/cgroup.procs;"
         " echo tried; exec sleep 1000"
     )
-    start(worker, ctx, ["sh", "-c", script])
-    for chunk in worker.output(ctx["job"]):
-        if b"tried" in chunk.data:
-            return
-    raise AssertionError("the job ended early")
+    start(worker, scenario, ["sh", "-c", script])
+    wait_for_output(worker, scenario.job, b"tried")
 
 
 @then("all of the job's processes are still in its own cgroup")
-def _still_inside(worker: Worker, ctx: dict[str, Any], cgroup_parent: str) -> None:
-    for hierarchy in ("pids", "cpu", "memory"):
-        procs = Path(f"/sys/fs/cgroup/{hierarchy}/{cgroup_parent}/{ctx['job']}/cgroup.procs")
-        assert len(procs.read_text().split()) == 2, (hierarchy, "init and sleep should be there")
-    worker.stop(ctx["job"], grace=1)
+def _still_inside(worker: Worker, scenario: Scenario, cgroup_parent: str) -> None:
+    dirs = job_procs_dirs(cgroup_parent, scenario.job)
+    assert dirs, "the job has no cgroup"
+    for directory in dirs:  # one per hierarchy under cgroup v1
+        procs = Path(directory, "cgroup.procs").read_text().split()
+        assert len(procs) == 2, (directory, procs, "init and sleep should be there")
+    worker.stop(scenario.job, grace=1)

@@ -5,35 +5,38 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from pytest_bdd import parsers, scenarios, then, when
 
+from harness.poll import eventually
+from harness.procs import marked_processes
+from harness.worker import collected
 from jobmgr.worker import JobNotFound, Stream, Worker
 
-from .fixtures_worker import collected, start, try_start
+from ._worker_steps import start, try_start
+from .fixtures_scenario import Scenario
 
 scenarios("lifecycle.feature")
 
 
 @when("I try to start a file without execute permission")
-def _not_executable(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+def _not_executable(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
     path = tmp_path / "data.txt"
     path.write_text("not a program\n")
     path.chmod(0o644)
-    try_start(worker, ctx, str(path))
+    try_start(worker, scenario, str(path))
 
 
 @then("its start and end times are recorded")
-def _times(worker: Worker, ctx: dict[str, Any]) -> None:
-    status = worker.status(ctx["job"])
+def _times(worker: Worker, scenario: Scenario) -> None:
+    status = worker.status(scenario.job)
     assert status.ended_at is not None
     assert 0 < status.started_at <= status.ended_at <= time.time()
 
 
 @then("the job is listed")
-def _listed(worker: Worker, ctx: dict[str, Any]) -> None:
-    assert ctx["job"] in [s.id for s in worker.list()]
+def _listed(worker: Worker, scenario: Scenario) -> None:
+    assert scenario.job in [s.id for s in worker.list()]
 
 
 @then("no job is listed")
@@ -42,55 +45,40 @@ def _none_listed(worker: Worker) -> None:
 
 
 @when(parsers.parse('I ask for the status of job "{job_id}"'))
-def _ask(worker: Worker, ctx: dict[str, Any], job_id: str) -> None:
+def _ask(worker: Worker, scenario: Scenario, job_id: str) -> None:
     try:
         worker.status(job_id)
     except JobNotFound as exc:
-        ctx["error"] = exc
+        scenario.notes["error"] = exc
 
 
 @then(parsers.parse("the stop took between {low:g} and {high:g} seconds"))
-def _stop_between(ctx: dict[str, Any], low: float, high: float) -> None:
-    assert low <= ctx["stop_took"] <= high, ctx["stop_took"]
+def _stop_between(scenario: Scenario, low: float, high: float) -> None:
+    assert low <= scenario.notes["stop_took"] <= high, scenario.notes["stop_took"]
 
 
 @then(parsers.parse("the stop took less than {high:g} seconds"))
-def _stop_under(ctx: dict[str, Any], high: float) -> None:
-    assert ctx["stop_took"] < high, ctx["stop_took"]
+def _stop_under(scenario: Scenario, high: float) -> None:
+    assert scenario.notes["stop_took"] < high, scenario.notes["stop_took"]
 
 
 @when("I start a job that leaves a setsid daemon running")
-def _daemon(worker: Worker, ctx: dict[str, Any]) -> None:
+def _daemon(worker: Worker, scenario: Scenario) -> None:
     # A sleep length no other process on the host has, to find the daemon by its argv.
-    ctx["marker"] = f"{1000 + int.from_bytes(os.urandom(3), 'big') / 1e7:.7f}"
-    script = f"setsid sh -c 'sleep {ctx['marker']}' & echo forked; sleep 1000"
-    start(worker, ctx, ["sh", "-c", script])
-    deadline = time.monotonic() + 5
-    while not _processes_with(ctx["marker"]):
-        assert time.monotonic() < deadline, "the daemon never appeared"
-        time.sleep(0.02)
-
-
-def _processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+    marker = scenario.notes["marker"] = f"{1000 + int.from_bytes(os.urandom(3), 'big') / 1e7:.7f}"
+    script = f"setsid sh -c 'sleep {marker}' & echo forked; sleep 1000"
+    start(worker, scenario, ["sh", "-c", script])
+    eventually(lambda: bool(marked_processes(marker)), 5, "the daemon to appear")
 
 
 @then("no process of the daemon is left on the host")
-def _daemon_gone(ctx: dict[str, Any]) -> None:
-    assert _processes_with(ctx["marker"]) == []
+def _daemon_gone(scenario: Scenario) -> None:
+    assert marked_processes(scenario.notes["marker"]) == []
 
 
 @then("the output shows no zombie process")
-def _no_zombie(worker: Worker, ctx: dict[str, Any]) -> None:
-    lines = collected(worker, ctx["job"])[Stream.STDOUT].decode().splitlines()
+def _no_zombie(worker: Worker, scenario: Scenario) -> None:
+    lines = collected(worker, scenario.job)[Stream.STDOUT].decode().splitlines()
     assert lines, "ps printed nothing"
     assert not [line for line in lines if line.strip().startswith("Z")], lines
 

@@ -21,20 +21,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pytest_bdd import given, parsers, scenarios, then, when
 
-from jobmgr.api import job_pb2, job_pb2_grpc
+from harness.client import Client
+from harness.poll import eventually
+from harness.programs import program, program_env, run_program
+from harness.rpc import CallResult, call
+from harness.server import ServerProgram
+from jobmgr.api import job_pb2
 from jobmgr.cli._units import parse_size
 
-from ._cli_steps import *  # noqa: F403  # the shared steps
-from ._cli_steps import cli_server, ran, run_client, with_job
-from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import KIND, ApiScenario, call, eventually, unescape
-from .fixtures_server import (
-    CLIENT_OPTIONS,
-    ServerProcess,
-    program,
-    program_env,
-    run_program,
-)
+from ._cli_steps import ran, run_client, with_job
+from ._phrases import KIND, unescape
+from .fixtures_scenario import Scenario
 
 scenarios("operator.feature")
 
@@ -81,14 +78,14 @@ def followers() -> Iterator[list[Follower]]:
 
 @given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
 def _following(
-    server_process: ServerProcess,
-    api: ApiScenario,
+    server_process: ServerProgram,
+    scenario: Scenario,
     followers: list[Follower],
     kind: str,
     command: str,
     flags: str,
 ) -> None:
-    api.notes["server_process"] = server_process
+    scenario.server = server_process
     argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
     argv += [*shlex.split(flags), "--", *shlex.split(command)]
     process = subprocess.Popen(
@@ -97,36 +94,35 @@ def _following(
     follower = Follower(process)
     follower.collect()
     followers.append(follower)
-    api.notes["follower"] = follower
+    scenario.notes["follower"] = follower
     eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
-    with server_process.channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        jobs = stub.List(job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING), timeout=10).jobs
+    request = job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING)
+    jobs = server_process.stub("admin").List(request, timeout=10).jobs
     assert len(jobs) == 1, jobs
-    api.job = jobs[0].uuid
+    scenario.job = jobs[0].uuid
 
 
 @when("the follower gets Ctrl-C")
-def _ctrl_c(api: ApiScenario) -> None:
-    api.notes["follower"].process.send_signal(signal.SIGINT)
+def _ctrl_c(scenario: Scenario) -> None:
+    scenario.notes["follower"].process.send_signal(signal.SIGINT)
 
 
 @then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
-def _follower_exits(api: ApiScenario, code: int, seconds: int) -> None:
-    follower: Follower = api.notes["follower"]
+def _follower_exits(scenario: Scenario, code: int, seconds: int) -> None:
+    follower: Follower = scenario.notes["follower"]
     assert follower.finish(seconds) == code, bytes(follower.stderr)
     assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
 
 
 @then(parsers.parse('the follower\'s stdout is "{text}"'))
-def _follower_stdout(api: ApiScenario, text: str) -> None:
-    assert bytes(api.notes["follower"].stdout) == unescape(text).encode()
+def _follower_stdout(scenario: Scenario, text: str) -> None:
+    assert bytes(scenario.notes["follower"].stdout) == unescape(text).encode()
 
 
 @then(parsers.parse('the follower\'s stderr contains "{text}"'))
-def _follower_stderr(api: ApiScenario, text: str) -> None:
-    stderr = bytes(api.notes["follower"].stderr).decode()
-    assert with_job(api, text) in stderr, stderr
+def _follower_stderr(scenario: Scenario, text: str) -> None:
+    stderr = bytes(scenario.notes["follower"].stderr).decode()
+    assert with_job(scenario, text) in stderr, stderr
 
 
 # ---- jobs -------------------------------------------------------------------------------------
@@ -138,9 +134,9 @@ def _follower_stderr(api: ApiScenario, text: str) -> None:
         "(?P<arguments>.+)"
     )
 )
-def _runs_with_env(api: ApiScenario, kind: str, variable: str, arguments: str) -> None:
+def _runs_with_env(scenario: Scenario, kind: str, variable: str, arguments: str) -> None:
     name, _, value = variable.partition("=")
-    run_client(api, kind, arguments, env={name: value})
+    run_client(scenario, kind, arguments, env={name: value})
 
 
 @when(
@@ -149,11 +145,11 @@ def _runs_with_env(api: ApiScenario, kind: str, variable: str, arguments: str) -
         "(?P<hexdump>[0-9a-f ]+), with jobmgr-client start$"
     )
 )
-def _starts_with_bytes(api: ApiScenario, kind: str, command: str, hexdump: str) -> None:
+def _starts_with_bytes(scenario: Scenario, kind: str, command: str, hexdump: str) -> None:
     # subprocess passes a str argument as os.fsencode() of it: these very bytes.
     raw = os.fsdecode(bytes.fromhex(hexdump))
-    args = [*cli_server(api).client_args(kind), "start", "--", *shlex.split(command), raw]
-    api.notes["ran"] = run_program("jobmgr-client", *args)
+    args = [*scenario.server.client_args(kind), "start", "--", *shlex.split(command), raw]
+    scenario.notes["ran"] = run_program("jobmgr-client", *args)
 
 
 @then(
@@ -162,20 +158,15 @@ def _starts_with_bytes(api: ApiScenario, kind: str, command: str, hexdump: str) 
         r"(?P<hexdump>[0-9a-f ]+)$"
     )
 )
-def _argv_bytes(api: ApiScenario, words: str, hexdump: str) -> None:
-    with cli_server(api).channel("user") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        status = stub.Status(job_pb2.StatusRequest(uuid=api.job), timeout=10)
+def _argv_bytes(scenario: Scenario, words: str, hexdump: str) -> None:
+    status = scenario.server.status(scenario.job, "user")
     want = [word.encode() for word in re.findall(r'"([^"]*)"', words)]
     assert list(status.argv_bytes) == [*want, bytes.fromhex(hexdump)], status.argv_bytes
 
 
 @when(parsers.parse('the admin starts {count:d} jobs of "{command}" over gRPC'))
-def _admin_starts_many(api: ApiScenario, count: int, command: str) -> None:
-    with cli_server(api).channel("admin") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        request = job_pb2.StartRequest(cmd=command)
-        api.notes["started"] = [stub.Start(request, timeout=10).uuid for _ in range(count)]
+def _admin_starts_many(scenario: Scenario, count: int, command: str) -> None:
+    scenario.notes["started"] = [scenario.server.start_job([command]) for _ in range(count)]
 
 
 @then(
@@ -183,57 +174,55 @@ def _admin_starts_many(api: ApiScenario, count: int, command: str) -> None:
         "the user's List, {size:d} jobs at a time, gives pages of {sizes} jobs, oldest first"
     )
 )
-def _pages(api: ApiScenario, size: int, sizes: str) -> None:
+def _pages(scenario: Scenario, size: int, sizes: str) -> None:
     pages: list[list[job_pb2.StatusResponse]] = []
-    with cli_server(api).channel("user") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        request = job_pb2.ListRequest(page_size=size)
-        while True:
-            reply = stub.List(request, timeout=10)
-            pages.append(list(reply.jobs))
-            if not reply.next_page_token:
-                break
-            request.page_token = reply.next_page_token
+    stub = scenario.server.stub("user")
+    request = job_pb2.ListRequest(page_size=size)
+    while True:
+        reply = stub.List(request, timeout=10)
+        pages.append(list(reply.jobs))
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
     wanted = [int(n) for n in re.findall(r"\d+", sizes)]
     assert [len(jobs) for jobs in pages] == wanted, pages
     listed = [job for jobs in pages for job in jobs]
-    assert [job.uuid for job in listed] == api.notes["started"]  # each once, oldest first
+    assert [job.uuid for job in listed] == scenario.notes["started"]  # each once, oldest first
     stamps = [(job.started_at.ToNanoseconds(), job.uuid) for job in listed]
     assert stamps == sorted(stamps)
 
 
 @then(parsers.parse('a List with the page token "{token}" fails with {code} naming "{field_name}"'))
-def _bad_token(api: ApiScenario, token: str, code: str, field_name: str) -> None:
-    with cli_server(api).channel("user") as channel:
-        stub = job_pb2_grpc.JobManagerStub(channel)
-        result = call(stub.List, job_pb2.ListRequest(page_token=token))
+def _bad_token(scenario: Scenario, token: str, code: str, field_name: str) -> None:
+    result = call(scenario.server.stub("user").List, job_pb2.ListRequest(page_token=token))
     assert result.code is getattr(grpc.StatusCode, code), result
     assert field_name in result.details, result.details
 
 
 @then(parsers.re(r"its stdout lists (?P<count>\d+) jobs?$"))
-def _lists_jobs(api: ApiScenario, count: str) -> None:
-    header, *rows = ran(api).stdout.decode().splitlines()
+def _lists_jobs(scenario: Scenario, count: str) -> None:
+    header, *rows = ran(scenario).stdout.decode().splitlines()
     assert header.split() == ["ID", "STATE", "EXIT", "OWNER", "STARTED", "COMMAND"], header
     assert len(rows) == int(count), rows
 
 
 @then(
     parsers.parse(
-        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner "{owner}", '
-        'command "{command}"'
+        'the JSON lists 1 job: state "{state}", exit_code {code:d}, owner the {kind} '
+        'certificate\'s Subject, command "{command}"'
     )
 )
-def _json_lists(api: ApiScenario, state: str, code: int, owner: str, command: str) -> None:
-    (job,) = json.loads(ran(api).stdout)
+def _json_lists(scenario: Scenario, state: str, code: int, kind: str, command: str) -> None:
+    (job,) = json.loads(ran(scenario).stdout)
+    owner = scenario.program.pki.client(kind).subject
     assert (job["state"], job["exit_code"], job["owner"]) == (state, code, owner), job
     assert job["argv"] == shlex.split(command), job
 
 
 @then(parsers.re(r"its stdout lists exactly the variables (?P<names>.+)$"))
-def _variables(api: ApiScenario, names: str) -> None:
+def _variables(scenario: Scenario, names: str) -> None:
     wanted = re.split(r", | and ", names)
-    lines = ran(api).stdout.decode().splitlines()
+    lines = ran(scenario).stdout.decode().splitlines()
     assert len(lines) == len(wanted), lines
     for want, line in zip(sorted(wanted), sorted(lines), strict=True):
         assert line == want if "=" in want else line.startswith(want + "="), (want, line)
@@ -243,37 +232,38 @@ def _variables(api: ApiScenario, names: str) -> None:
 
 
 @given("a configuration file:")
-def _config_file(api: ApiScenario, tmp_path: Path, docstring: str) -> None:
+def _config_file(scenario: Scenario, tmp_path: Path, docstring: str) -> None:
     path = tmp_path / "jobmgr.toml"
     path.write_text(docstring)
-    api.notes["config_file"] = path
+    scenario.notes["config_file"] = path
 
 
 @when(parsers.parse("jobmgr-server {arguments} is run"))
-def _server_run(api: ApiScenario, arguments: str) -> None:
-    args = [str(api.notes["config_file"]) if a == "FILE" else a for a in shlex.split(arguments)]
-    api.notes["ran"] = run_program("jobmgr-server", *args)
+def _server_run(scenario: Scenario, arguments: str) -> None:
+    config_file = str(scenario.notes["config_file"])
+    args = [config_file if a == "FILE" else a for a in shlex.split(arguments)]
+    scenario.notes["ran"] = run_program("jobmgr-server", *args)
 
 
 @when("jobmgr-server --print-config is run with and without --config docs/jobmgr.example.toml")
-def _print_example(api: ApiScenario) -> None:
+def _print_example(scenario: Scenario) -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "jobmgr.example.toml"
-    api.notes["printed"] = [
+    scenario.notes["printed"] = [
         run_program("jobmgr-server", *args, "--print-config")
         for args in ((), ("--config", str(example)))
     ]
 
 
 @then("both print the same configuration")
-def _same_printed(api: ApiScenario) -> None:
-    plain, example = api.notes["printed"]
+def _same_printed(scenario: Scenario) -> None:
+    plain, example = scenario.notes["printed"]
     assert plain.returncode == example.returncode == 0, (plain.stderr, example.stderr)
     assert plain.stdout == example.stdout
 
 
 @then("the printed configuration says")
-def _printed_config(api: ApiScenario, datatable: list[list[str]]) -> None:
-    printed = tomllib.loads(ran(api).stdout.decode())
+def _printed_config(scenario: Scenario, datatable: list[list[str]]) -> None:
+    printed = tomllib.loads(ran(scenario).stdout.decode())
     header, *rows = datatable
     assert header == ["setting", "value"], header
     for setting, value in rows:
@@ -294,54 +284,47 @@ _LIMIT_FLAGS: dict[str, tuple[str, Callable[[str], float]]] = {
 
 
 @when(parsers.re(f'the {KIND} asks jobmgr-server to start "(?P<command>[^"]+)"(?P<limit>.*)$'))
-def _asks_to_start(api: ApiScenario, kind: str, command: str, limit: str) -> None:
+def _asks_to_start(scenario: Scenario, kind: str, command: str, limit: str) -> None:
     argv = shlex.split(command)
     request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:])
     if limit:
         flag, value = limit.removeprefix(" with ").split()
         name, read = _LIMIT_FLAGS[flag]
         setattr(request.limits, name, read(value))
-    with cli_server(api).channel(kind) as channel:
-        api.result = call(job_pb2_grpc.JobManagerStub(channel).Start, request)
+    scenario.result = call(scenario.server.stub(kind).Start, request)
 
 
 # ---- health checking and reflection -----------------------------------------------------------
 
 
-def _health(server: ServerProcess, kind: str | None, service: str) -> Any:
-    if kind is None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=server.pki.ca_pem)
-        channel = grpc.secure_channel(f"localhost:{server.port}", credentials, CLIENT_OPTIONS)
-    else:
-        channel = server.channel(kind)
-    with channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout=10)
+def _health(server: Client, kind: str | None, service: str) -> CallResult:
+    channel = server.channel_without_certificate() if kind is None else server.channel(kind)
+    stub = health_pb2_grpc.HealthStub(channel)
+    return call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout=10)
 
 
 @then(parsers.re(f'the {KIND}\'s health check of "(?P<service>[^"]*)" answers SERVING'))
-def _serving(api: ApiScenario, kind: str, service: str) -> None:
-    result = _health(cli_server(api), kind, service)
+def _serving(scenario: Scenario, kind: str, service: str) -> None:
+    result = _health(scenario.server, kind, service)
     assert result.code == grpc.StatusCode.OK, result
     assert result.value.status == health_pb2.HealthCheckResponse.SERVING, result.value
 
 
 @then(parsers.re(f"the {KIND} client's health check fails with (?P<code>[A-Z_]+)"))
-def _health_refused(api: ApiScenario, kind: str, code: str) -> None:
-    result = _health(cli_server(api), kind, "")
+def _health_refused(scenario: Scenario, kind: str, code: str) -> None:
+    result = _health(scenario.server, kind, "")
     assert result.code == grpc.StatusCode[code], result
 
 
 @then(parsers.parse("a health check without a client certificate fails with {code}"))
-def _health_without_certificate(api: ApiScenario, code: str) -> None:
-    result = _health(cli_server(api), None, "")
+def _health_without_certificate(scenario: Scenario, code: str) -> None:
+    result = _health(scenario.server, None, "")
     assert result.code == grpc.StatusCode[code], result
 
 
-def _reflect(server: ServerProcess, kind: str, request: Any) -> Any:
-    with server.channel(kind) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
+def _reflect(server: Client, kind: str, request: Any) -> Any:
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel(kind))
+    (reply,) = stub.ServerReflectionInfo(iter([request]), timeout=10)
     return reply
 
 
@@ -350,19 +333,19 @@ def _reflect(server: ServerProcess, kind: str, request: Any) -> Any:
         f"reflection, asked by the {KIND}, lists the services (?P<names>.+)$",
     )
 )
-def _reflection_lists(api: ApiScenario, kind: str, names: str) -> None:
+def _reflection_lists(scenario: Scenario, kind: str, names: str) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
-    reply = _reflect(cli_server(api), kind, request)
+    reply = _reflect(scenario.server, kind, request)
     listed = sorted(service.name for service in reply.list_services_response.service)
     assert listed == sorted(re.findall(r'"([^"]+)"', names)), listed
 
 
 @then(parsers.re(r"reflection describes (?P<service>[\w.]+) with the methods (?P<methods>.+)$"))
-def _reflection_describes(api: ApiScenario, service: str, methods: str) -> None:
+def _reflection_describes(scenario: Scenario, service: str, methods: str) -> None:
     from google.protobuf import descriptor_pb2
 
     request = reflection_pb2.ServerReflectionRequest(file_containing_symbol=service)
-    reply = _reflect(cli_server(api), "user", request)
+    reply = _reflect(scenario.server, "user", request)
     package, _, name = service.rpartition(".")
     found = []
     for blob in reply.file_descriptor_response.file_descriptor_proto:
@@ -375,7 +358,7 @@ def _reflection_describes(api: ApiScenario, service: str, methods: str) -> None:
 # ---- logs -------------------------------------------------------------------------------------
 
 
-def _log_entries(server: ServerProcess) -> list[dict[str, Any]]:
+def _log_entries(server: ServerProgram) -> list[dict[str, Any]]:
     return [json.loads(line) for line in server.stderr.splitlines() if line.startswith("{")]
 
 
@@ -385,21 +368,21 @@ def _log_entries(server: ServerProcess) -> list[dict[str, Any]]:
         'code "{code}"'
     )
 )
-def _logged(api: ApiScenario, method: str, caller: str, role: str, code: str) -> None:
-    wanted = {"method": method, "caller": caller, "role": role, "job": api.job, "code": code}
+def _logged(scenario: Scenario, method: str, caller: str, role: str, code: str) -> None:
+    wanted = {"method": method, "caller": caller, "role": role, "job": scenario.job, "code": code}
 
     def logged() -> bool:
-        entries = _log_entries(cli_server(api))
+        entries = _log_entries(scenario.program)
         return any(wanted.items() <= entry.items() for entry in entries)
 
     eventually(logged, 10, f"a log line with {wanted}")
-    entry = next(e for e in _log_entries(cli_server(api)) if wanted.items() <= e.items())
+    entry = next(e for e in _log_entries(scenario.program) if wanted.items() <= e.items())
     assert isinstance(entry["duration_ms"], float) and entry["msg"] == "rpc", entry
 
 
 @then("no log line holds certificate or key material")
-def _no_secrets(api: ApiScenario) -> None:
-    server = cli_server(api)
+def _no_secrets(scenario: Scenario) -> None:
+    server = scenario.program
     text = server.stderr
     assert "-----BEGIN" not in text and "PRIVATE" not in text, text
     key = server.pki.client("admin").key_pem.decode().splitlines()[1]

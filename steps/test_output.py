@@ -10,9 +10,12 @@ from typing import Any
 
 from pytest_bdd import parsers, scenarios, then, when
 
+from harness.worker import collected
 from jobmgr.worker import OutputChunk, Stream, Worker
 
-from .fixtures_worker import collected, start, unescape
+from ._phrases import unescape
+from ._worker_steps import start
+from .fixtures_scenario import Scenario
 
 scenarios("output.feature")
 
@@ -35,13 +38,13 @@ def _stdout(chunks: list[OutputChunk]) -> bytes:
 
 
 @when(parsers.parse("{count:d} readers follow the output at the same time"))
-def _readers(worker: Worker, ctx: dict[str, Any], count: int) -> None:
+def _readers(worker: Worker, scenario: Scenario, count: int) -> None:
     digests: list[tuple[int, str]] = []
     lock = threading.Lock()
 
     def run() -> None:
         digest, size = hashlib.sha256(), 0
-        for chunk in worker.output(ctx["job"]):
+        for chunk in worker.output(scenario.job):
             assert chunk.stream is Stream.STDOUT
             digest.update(chunk.data)
             size += len(chunk.data)
@@ -53,40 +56,40 @@ def _readers(worker: Worker, ctx: dict[str, Any], count: int) -> None:
         t.start()
     for t in threads:
         t.join(timeout=120)
-    ctx["digests"] = digests
-    ctx["readers"] = count
+    scenario.notes["digests"] = digests
+    scenario.notes["readers"] = count
 
 
 @then(parsers.parse("every reader received {size:d} bytes of stdout"))
-def _sizes(ctx: dict[str, Any], size: int) -> None:
-    assert len(ctx["digests"]) == ctx["readers"]
-    assert all(s == size for s, _ in ctx["digests"]), ctx["digests"]
+def _sizes(scenario: Scenario, size: int) -> None:
+    assert len(scenario.notes["digests"]) == scenario.notes["readers"]
+    assert all(s == size for s, _ in scenario.notes["digests"]), scenario.notes["digests"]
 
 
 @then("every reader's sha256 is the same")
-def _same(ctx: dict[str, Any]) -> None:
-    assert len({d for _, d in ctx["digests"]}) == 1, ctx["digests"]
+def _same(scenario: Scenario) -> None:
+    assert len({d for _, d in scenario.notes["digests"]}) == 1, scenario.notes["digests"]
 
 
 @when("I start a job that prints every byte value 4 times")
-def _all_bytes(worker: Worker, ctx: dict[str, Any], tmp_path: Path) -> None:
+def _all_bytes(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
     data = bytes(range(256)) * 4
     path = tmp_path / "bytes.bin"
     path.write_bytes(data)
-    ctx["expected"] = data
-    start(worker, ctx, ["cat", str(path)])
+    scenario.notes["expected"] = data
+    start(worker, scenario, ["cat", str(path)])
 
 
 @then("reading the output gives exactly those bytes")
-def _exact(worker: Worker, ctx: dict[str, Any]) -> None:
-    assert collected(worker, ctx["job"])[Stream.STDOUT] == ctx["expected"]
+def _exact(worker: Worker, scenario: Scenario) -> None:
+    assert collected(worker, scenario.job)[Stream.STDOUT] == scenario.notes["expected"]
 
 
 @then(
     parsers.parse('the output is stdout "{first}", then stderr "{second}", then stdout "{third}"')
 )
-def _ordered(worker: Worker, ctx: dict[str, Any], first: str, second: str, third: str) -> None:
-    chunks = [(c.stream, c.data) for c in worker.output(ctx["job"])]
+def _ordered(worker: Worker, scenario: Scenario, first: str, second: str, third: str) -> None:
+    chunks = [(c.stream, c.data) for c in worker.output(scenario.job)]
     assert chunks == [
         (Stream.STDOUT, unescape(first).encode()),
         (Stream.STDERR, unescape(second).encode()),
@@ -95,27 +98,27 @@ def _ordered(worker: Worker, ctx: dict[str, Any], first: str, second: str, third
 
 
 @when("a reader follows the output")
-def _a_reader(worker: Worker, ctx: dict[str, Any]) -> None:
-    ctx["reader"] = _follow_in_thread(worker, ctx["job"])
+def _a_reader(worker: Worker, scenario: Scenario) -> None:
+    scenario.notes["reader"] = _follow_in_thread(worker, scenario.job)
     time.sleep(0.3)
 
 
 @then(parsers.parse("the reader's stream ends within {seconds:g} seconds"))
-def _ends(ctx: dict[str, Any], seconds: float) -> None:
+def _ends(scenario: Scenario, seconds: float) -> None:
     began = time.monotonic()
-    ctx["reader"]["thread"].join(timeout=seconds)
-    assert not ctx["reader"]["thread"].is_alive(), "the stream did not end"
-    assert ctx["reader"]["ended_at"] - began <= seconds
+    scenario.notes["reader"]["thread"].join(timeout=seconds)
+    assert not scenario.notes["reader"]["thread"].is_alive(), "the stream did not end"
+    assert scenario.notes["reader"]["ended_at"] - began <= seconds
 
 
 @then(parsers.parse('the reader received stdout "{text}"'))
-def _received(ctx: dict[str, Any], text: str) -> None:
-    assert _stdout(ctx["reader"]["chunks"]) == unescape(text).encode()
+def _received(scenario: Scenario, text: str) -> None:
+    assert _stdout(scenario.notes["reader"]["chunks"]) == unescape(text).encode()
 
 
 @then(parsers.parse('reading the output without following gives stdout "{text}"'))
-def _no_follow(worker: Worker, ctx: dict[str, Any], text: str) -> None:
+def _no_follow(worker: Worker, scenario: Scenario, text: str) -> None:
     began = time.monotonic()
-    out = collected(worker, ctx["job"], follow=False)
+    out = collected(worker, scenario.job, follow=False)
     assert time.monotonic() - began < 2
     assert out[Stream.STDOUT] == unescape(text).encode()

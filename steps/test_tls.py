@@ -9,15 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import pytest
 from pytest_bdd import given, parsers, scenarios, then, when
 
+from harness.pki import ScenarioPKI
+from harness.rpc import call
 from jobmgr.api import AccessGuard, job_pb2, job_pb2_grpc
 
-from ._grpc_steps import *  # noqa: F403  # the shared steps
-from ._grpc_steps import ApiScenario, call
-from .fixtures_pki import ScenarioPKI
-from .fixtures_server import RunningServer, ServerProcess
+from .fixtures_scenario import Scenario
 
 scenarios("tls.feature")
 
@@ -61,55 +59,45 @@ def handshake(port: int, pki: ScenarioPKI, version: ssl.TLSVersion, kind: str) -
     return seen
 
 
-@pytest.fixture
-def endpoint(request: pytest.FixtureRequest, api: ApiScenario) -> tuple[int, ScenarioPKI]:
-    """The server a scenario's raw TLS clients connect to: the program if one runs."""
-    if "server_process" in api.notes:
-        process: ServerProcess = api.notes["server_process"]
-        return process.port, process.pki
-    server: RunningServer = request.getfixturevalue("job_server")
-    return server.port, server.pki
-
-
 @when(parsers.parse("a TLS {version} client connects with the {kind} certificate"))
-def _tls_client(request: pytest.FixtureRequest, api: ApiScenario, version: str, kind: str) -> None:
-    port, pki = request.getfixturevalue("endpoint")
+def _tls_client(scenario: Scenario, version: str, kind: str) -> None:
     tls_version = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}[version]
-    api.notes["handshake"] = handshake(port, pki, tls_version, kind)
+    server = scenario.server
+    scenario.notes["handshake"] = handshake(server.port, server.pki, tls_version, kind)
 
 
 @then("the handshake completes as TLSv1.3 and the server speaks HTTP/2")
-def _handshake_ok(api: ApiScenario) -> None:
-    seen: Handshake = api.notes["handshake"]
+def _handshake_ok(scenario: Scenario) -> None:
+    seen: Handshake = scenario.notes["handshake"]
     assert not seen.error, seen
     assert (seen.version, seen.alpn) == ("TLSv1.3", "h2"), seen
     assert seen.first_frame_type == H2_SETTINGS_TYPE, seen
 
 
 @then("the handshake fails")
-def _handshake_fails(api: ApiScenario) -> None:
-    seen: Handshake = api.notes["handshake"]
+def _handshake_fails(scenario: Scenario) -> None:
+    seen: Handshake = scenario.notes["handshake"]
     assert seen.version is None and seen.error, seen
 
 
 @when(parsers.parse("a client with the {kind} certificate asks for the list of jobs"))
-def _bad_cert_lists(job_server: RunningServer, api: ApiScenario, kind: str) -> None:
-    stub = job_pb2_grpc.JobManagerStub(job_server.channel(kind))
-    api.result = call(stub.List, job_pb2.ListRequest())
+def _bad_cert_lists(scenario: Scenario, kind: str) -> None:
+    stub = job_pb2_grpc.JobManagerStub(scenario.server.channel(kind))
+    scenario.result = call(stub.List, job_pb2.ListRequest())
 
 
 @when("a client without a certificate asks for the list of jobs")
-def _no_cert_lists(job_server: RunningServer, api: ApiScenario) -> None:
-    stub = job_pb2_grpc.JobManagerStub(job_server.channel_without_certificate())
-    api.result = call(stub.List, job_pb2.ListRequest())
+def _no_cert_lists(scenario: Scenario) -> None:
+    stub = job_pb2_grpc.JobManagerStub(scenario.server.channel_without_certificate())
+    scenario.result = call(stub.List, job_pb2.ListRequest())
 
 
 @when("a client trusting only another CA asks for the list of jobs")
-def _distrusting_lists(job_server: RunningServer, api: ApiScenario) -> None:
+def _distrusting_lists(scenario: Scenario) -> None:
     stub = job_pb2_grpc.JobManagerStub(
-        job_server.channel("admin", ca_path=job_server.pki.other_ca_path)
+        scenario.server.channel("admin", ca_path=scenario.server.pki.other_ca_path)
     )
-    api.result = call(stub.List, job_pb2.ListRequest())
+    scenario.result = call(stub.List, job_pb2.ListRequest())
 
 
 # ---- the second wall, driven directly ---------------------------------------------------------
@@ -146,7 +134,7 @@ def _the_guard() -> AccessGuard:
 
 
 @when("an admin's List call arrives on a session reporting TLSv1.2")
-def _tls12_session(guard: AccessGuard, scenario_pki: ScenarioPKI, api: ApiScenario) -> None:
+def _tls12_session(guard: AccessGuard, scenario_pki: ScenarioPKI, scenario: Scenario) -> None:
     ran: list[bool] = []
 
     async def list_jobs(request: Any, context: Any) -> job_pb2.ListResponse:
@@ -173,16 +161,16 @@ def _tls12_session(guard: AccessGuard, scenario_pki: ScenarioPKI, api: ApiScenar
             pass
 
     asyncio.run(arrive())
-    api.notes["context"], api.notes["ran"] = context, ran
+    scenario.notes["context"], scenario.notes["ran"] = context, ran
 
 
 @then(parsers.parse('the guard refuses it with {code} saying "{text}"'))
-def _guard_refuses(api: ApiScenario, code: str, text: str) -> None:
-    aborted = api.notes["context"].aborted
+def _guard_refuses(scenario: Scenario, code: str, text: str) -> None:
+    aborted = scenario.notes["context"].aborted
     assert aborted is not None, "the call was not refused"
     assert aborted[0] == grpc.StatusCode[code] and text in aborted[1], aborted
 
 
 @then("the method never ran")
-def _never_ran(api: ApiScenario) -> None:
-    assert api.notes["ran"] == []
+def _never_ran(scenario: Scenario) -> None:
+    assert scenario.notes["ran"] == []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench._stats import Row, format_table, percentile, ratio_row
+from bench._stats import Row, format_table, ratio_row
+from harness.figures import percentile
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = {"name", "value", "unit", "baseline", "ratio", "target", "pass"}

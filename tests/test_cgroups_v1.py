@@ -4,24 +4,21 @@ killed and measured, and every directory is gone afterwards."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
+from harness.poll import eventually
 from jobmgr.worker import Limits
-from jobmgr.worker.cgroups import CgroupError, _devices, detect_driver, v1
+from jobmgr.worker.cgroups import CgroupError, _devices, v1
 from jobmgr.worker.cgroups._mounts import read_mounts, v1_controller_mounts
-from tests._spawn_in_cgroup import spawn as spawn_in
+from tests._real_driver import Spawn, driver_or_skip, own_driver
 
 MiB = 1024 * 1024
 # What the kernel reads back for "-1" in memory.*limit_in_bytes: the page-aligned maximum.
 KERNEL_UNLIMITED_BYTES = 9223372036854771712
 
-Spawn = Callable[..., "subprocess.Popen[bytes]"]
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/proc/self/mountinfo"),
@@ -29,38 +26,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _v1_or_skip(parent: str) -> v1.Driver:
-    driver = detect_driver(parent)
-    if not isinstance(driver, v1.Driver):
-        pytest.skip("this machine uses cgroup v2")
-    return driver
-
-
 @pytest.fixture
 def driver() -> Iterator[v1.Driver]:
     """A v1 driver under a parent unique to this test; nothing it made outlives the test."""
-    d = _v1_or_skip(f"jobmgr-test-cg-{uuid.uuid4().hex}")
-    yield d
-    for name in d.existing():
-        d.open(name).destroy()
-    d.remove_parent()
-    assert _parent_dirs(d) == [], "cgroups outlived the test"
-
-
-@pytest.fixture
-def spawn() -> Iterator[Spawn]:
-    """Start a process already placed in a cgroup, as the launcher does; killed at teardown."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(cgroup: v1.Cgroup, *argv: str) -> subprocess.Popen[bytes]:
-        proc = spawn_in(cgroup, *argv)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-        proc.wait()
+    yield from own_driver(v1.Driver, _parent_dirs)
 
 
 def _parent_dirs(d: v1.Driver) -> list[str]:
@@ -74,7 +43,7 @@ def _read(cgroup: v1.Cgroup, controller: str, filename: str) -> str:
 
 
 def test_this_machine_is_driven_with_v1_and_every_job_hierarchy() -> None:
-    d = _v1_or_skip("jobmgr-test-cg-unused")
+    d = driver_or_skip(v1.Driver, "jobmgr-test-cg-unused")
     assert d.version == 1
     assert set(v1.CONTROLLERS) <= set(d.mounts)
     assert d.mounts == v1_controller_mounts(read_mounts("/proc/self/mountinfo"))
@@ -131,7 +100,7 @@ def test_a_process_added_in_the_child_is_in_every_hierarchy(
 def test_kill_all_kills_forked_children_too(driver: v1.Driver, spawn: Spawn) -> None:
     cg = driver.create("job", Limits())
     proc = spawn(cg, "sh", "-c", "sleep 100 & sleep 100 & wait")
-    _wait_for(lambda: len(cg.pids()) == 3)
+    eventually(lambda: len(cg.pids()) == 3, 5.0, "the shell and its two sleeps")
 
     cg.kill_all()
 
@@ -189,6 +158,25 @@ def test_existing_lists_every_job_and_remove_parent_waits_for_them(driver: v1.Dr
     driver.remove_parent()
 
 
+def test_parent_dirs_finds_the_parent_in_any_hierarchy_until_it_is_removed(
+    driver: v1.Driver,
+) -> None:
+    assert driver.parent_dirs() == []
+    driver.create("a", Limits())
+    assert sorted(driver.parent_dirs()) == _parent_dirs(driver)
+    assert len(driver.parent_dirs()) == len(set(driver.mounts.values()))
+
+    driver.open("a").destroy()
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+    # Left behind in one hierarchy only (as a half-done clean-up would): still found.
+    stray = os.path.join(driver.mounts["pids"], driver.parent)
+    os.mkdir(stray)
+    assert driver.parent_dirs() == [stray]
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+
+
 def test_creating_an_existing_job_cgroup_fails_and_keeps_it(driver: v1.Driver) -> None:
     driver.create("job", Limits(pids=7))
     with pytest.raises(CgroupError, match="File exists"):
@@ -221,10 +209,3 @@ def test_invalid_names_are_refused(driver: v1.Driver) -> None:
     for name in ("", ".", "..", "a/b"):
         with pytest.raises(ValueError):
             driver.open(name)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)

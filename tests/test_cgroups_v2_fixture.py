@@ -39,6 +39,7 @@ CONTROLLER_FILES = {
         "memory.current": "0",
         "memory.peak": "0",
         "memory.events": "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\noom_group_kill 0\n",
+        "memory.oom.group": "0",
     },
     "io": {"io.max": ""},
     "pids": {"pids.max": "max", "pids.current": "0"},
@@ -77,7 +78,7 @@ class FakeCgroup2:
 
         def leave_on_exit() -> None:
             proc.wait()
-            procs = Path(cgroup.path, "cgroup.procs")
+            procs = Path(cgroup.leaf, "cgroup.procs")
             pids = procs.read_text().split()
             procs.write_text("".join(f"{p}\n" for p in pids if p != str(proc.pid)))
 
@@ -129,7 +130,8 @@ class FakeCgroup2:
             rules = [r for r in p.read_text().splitlines() if not r.startswith(device + " ")]
             p.write_text("".join(f"{r}\n" for r in [*rules, text]))
         elif p.name == "cgroup.kill" and text == "1":
-            for pid in (p.parent / "cgroup.procs").read_text().split():
+            members = [d / "cgroup.procs" for d in [p.parent, *p.parent.rglob("*")] if d.is_dir()]
+            for pid in " ".join(m.read_text() for m in members).split():
                 # As in the kernel, a member that is already dead (listed until the thread
                 # that reaps it catches up) is no error.
                 with contextlib.suppress(ProcessLookupError):
@@ -288,14 +290,78 @@ def test_a_kernel_without_swap_accounting_still_gets_a_memory_limit(
     assert _read(cg, "memory.max") == str(64 * MiB)
 
 
-def test_a_missing_controller_fails_creation_clearly(
+def test_a_missing_controller_fails_creation_naming_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeCgroup2(tmp_path / "cgroup2", monkeypatch, "cpu memory pids")
     driver = v2.Driver(root=str(fake.root), parent="jobmgr")
-    with pytest.raises(CgroupError, match="cannot delegate cpu, memory, io, pids"):
+    with pytest.raises(CgroupError) as error:
         driver.create("job", Limits())
+    assert f"cannot enable io in {fake.root}/cgroup.subtree_control" in str(error.value)
+    assert "offers only 'cpu memory pids'" in str(error.value)
+    assert "Delegate=yes" in str(error.value)
     assert driver.existing() == []
+
+
+def test_the_jobs_processes_live_one_level_below_its_limits(driver: v2.Driver) -> None:
+    cg = driver.create("job", Limits(memory_bytes=64 * MiB))
+    # The leaf is where the init goes and what the job's cgroup namespace shows as the top:
+    # no controller is enabled for it, so it has no limit file a job could raise.
+    assert cg.procs_files == [f"{cg.path}/job/cgroup.procs"]
+    assert Path(cg.leaf, "cgroup.controllers").read_text() == ""
+    assert not Path(cg.leaf, "memory.max").exists()
+    assert _read(cg, "memory.max") == str(64 * MiB)
+    assert _read(cg, "cgroup.subtree_control") == ""
+
+
+def test_an_oom_kill_takes_the_whole_job(driver: v2.Driver) -> None:
+    cg = driver.create("job", Limits())
+    assert _read(cg, "memory.oom.group") == "1"
+
+
+def test_pids_and_kill_cover_cgroups_the_job_made_below_its_own(
+    driver: v2.Driver, fake: FakeCgroup2
+) -> None:
+    cg = driver.create("job", Limits())
+    os.mkdir(os.path.join(cg.leaf, "job"))
+    inner = v2.Cgroup("inner", cg.leaf)  # its processes go to <job>/job/job
+    proc = fake.spawn(inner, "sleep", "100")
+    assert cg.pids() == [proc.pid]
+
+    cg.destroy()
+
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    assert not os.path.exists(cg.path)
+
+
+def test_a_delegated_base_is_vacated_into_a_supervisor_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCgroup2(tmp_path / "cgroup2", monkeypatch, ROOT_CONTROLLERS)
+    # What systemd makes for a unit with Delegate=yes: the controllers reach its cgroup.
+    slice_ = fake.root / "system.slice"
+    unit = slice_ / "jobmgr.service"
+    for level in (fake.root, slice_):
+        fake._write(str(level / "cgroup.subtree_control"), v2.ENABLE_CONTROLLERS)
+        os.mkdir(level / unit.relative_to(level).parts[0])
+    (unit / "cgroup.procs").write_text("4242\n")
+    moved: list[tuple[str, str]] = []
+
+    def write(path: str, text: str) -> None:
+        # As the kernel does: no controller is delegated from a cgroup that holds processes.
+        if path == f"{unit}/cgroup.subtree_control" and (unit / "cgroup.procs").read_text():
+            raise CgroupError("busy") from OSError(errno.EBUSY, os.strerror(errno.EBUSY))
+        if path.endswith("/supervisor/cgroup.procs"):
+            moved.append((os.path.relpath(path, unit), text))
+            (unit / "cgroup.procs").write_text("")
+        fake._write(path, text)
+
+    monkeypatch.setattr(v2, "write_text", write)
+    driver = v2.Driver(root=str(fake.root), parent="jobmgr", base="system.slice/jobmgr.service")
+    cg = driver.create("job", Limits())
+
+    assert moved == [("supervisor/cgroup.procs", "4242")]
+    assert cg.path == f"{unit}/jobmgr/job"
 
 
 def test_stats_are_parsed_from_kernel_formatted_files(driver: v2.Driver) -> None:
@@ -373,3 +439,72 @@ def test_existing_and_remove_parent(driver: v2.Driver, fake: FakeCgroup2) -> Non
     assert not (fake.root / "jobmgr").exists()
     assert driver.existing() == []
     driver.remove_parent()
+
+
+def test_parent_dirs_finds_the_parent_until_it_is_removed(
+    driver: v2.Driver, fake: FakeCgroup2
+) -> None:
+    assert driver.parent_dirs() == []
+    driver.create("a", Limits())
+    assert driver.parent_dirs() == [str(fake.root / "jobmgr")]
+
+    driver.open("a").destroy()
+    driver.remove_parent()
+    assert driver.parent_dirs() == []
+
+
+# ---- placement -----------------------------------------------------------------------------
+
+
+def _own_cgroup(tmp_path: Path, path: str) -> str:
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(f"0::{path}\n")
+    return str(proc)
+
+
+def test_job_cgroups_go_under_the_cgroup_systemd_delegated(
+    tmp_path: Path, fake: FakeCgroup2
+) -> None:
+    unit = fake.root / "system.slice" / "jobmgr.service"
+    os.makedirs(unit / "supervisor")
+    try:
+        os.setxattr(unit, "trusted.delegate", b"1")
+    except OSError as e:
+        pytest.skip(f"{tmp_path} takes no trusted.* xattrs: {e.strerror}")
+    info = _mountinfo(tmp_path, f"31 23 0:28 / {fake.root} rw - cgroup2 cgroup2 rw")
+    # DelegateSubgroup=supervisor: systemd started the server in the unit's supervisor child.
+    proc = _own_cgroup(tmp_path, "/system.slice/jobmgr.service/supervisor")
+    driver = detect_driver("jobmgr", mountinfo=info, proc_cgroup=proc)
+    assert isinstance(driver, v2.Driver)
+    assert driver.base == "system.slice/jobmgr.service"
+    assert driver.open("job").path == f"{unit}/jobmgr/job"
+
+
+def test_a_server_in_its_units_own_cgroup_places_jobs_under_the_mount_root(
+    tmp_path: Path, fake: FakeCgroup2
+) -> None:
+    # systemd before 254 (no DelegateSubgroup=) starts the server in the delegated cgroup
+    # itself; enabling controllers there would keep systemd from ever starting it again.
+    unit = fake.root / "system.slice" / "jobmgr.service"
+    os.makedirs(unit)
+    try:
+        os.setxattr(unit, "trusted.delegate", b"1")
+    except OSError as e:
+        pytest.skip(f"{tmp_path} takes no trusted.* xattrs: {e.strerror}")
+    info = _mountinfo(tmp_path, f"31 23 0:28 / {fake.root} rw - cgroup2 cgroup2 rw")
+    proc = _own_cgroup(tmp_path, "/system.slice/jobmgr.service")
+    driver = detect_driver("jobmgr", mountinfo=info, proc_cgroup=proc)
+    assert isinstance(driver, v2.Driver)
+    assert driver.base == ""
+
+
+def test_without_delegation_job_cgroups_go_under_the_mount_root(
+    tmp_path: Path, fake: FakeCgroup2
+) -> None:
+    os.makedirs(fake.root / "user.slice" / "session-3.scope")
+    info = _mountinfo(tmp_path, f"31 23 0:28 / {fake.root} rw - cgroup2 cgroup2 rw")
+    proc = _own_cgroup(tmp_path, "/user.slice/session-3.scope")
+    driver = detect_driver("jobmgr", mountinfo=info, proc_cgroup=proc)
+    assert isinstance(driver, v2.Driver)
+    assert driver.base == ""
+    assert driver.open("job").path == f"{fake.root}/jobmgr/job"

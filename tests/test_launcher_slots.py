@@ -7,9 +7,10 @@ import os
 import resource
 from pathlib import Path
 
+from harness.cgroups import job_dirs, job_names, parent_dirs
+from harness.poll import eventually
+from harness.worker import wait_until_ended
 from jobmgr.worker import CapacityError, JobSpec, JobState, Worker
-from steps._grpc_steps import eventually
-from steps.fixtures_worker import cgroup_dirs, wait_until_ended
 
 
 def open_fds(pid: int) -> int:
@@ -47,5 +48,7 @@ def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
         lambda: len(os.listdir(spares)) == 4 and open_fds(process.pid) == fds_before,
         what="the launcher to settle with four spares and its fds as before",
     )
-    slot_cgroups = [path for path in cgroup_dirs(cgroup_parent, "*") if os.path.isdir(path)]
-    assert len(slot_cgroups) == 4 * 5  # each spare's cgroup, in five hierarchies
+    slot_cgroups = [d for job in job_names(cgroup_parent) for d in job_dirs(cgroup_parent, job)]
+    # Each spare's cgroup, in every hierarchy the driver places jobs in (one per v1 hierarchy).
+    hierarchies = len(parent_dirs(cgroup_parent))
+    assert hierarchies and len(slot_cgroups) == 4 * hierarchies, (hierarchies, slot_cgroups)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import signal
 import subprocess
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.cgroups import job_dirs, parent_dirs, remove_all
 from jobmgr.worker import JobState, OutputIncomplete, Stream, Worker
-from jobmgr.worker.cgroups import detect_driver
 
 HOLDER = textwrap.dedent(
     """
@@ -34,15 +33,12 @@ HOLDER = textwrap.dedent(
 def parent(tmp_path: Path) -> Iterator[str]:
     name = f"jobmgr-test-readopt-{uuid.uuid4().hex[:8]}"
     yield name
-    leaked = glob.glob(f"/sys/fs/cgroup/*/{name}")
+    leaked = parent_dirs(name)
     pid_file = tmp_path / "state" / "launcher.pid"
     if pid_file.exists():  # a failed test may leave its launcher: clear it all the same
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
-    driver = detect_driver(name)
-    for job in driver.existing():
-        driver.open(job).destroy()
-    driver.remove_parent()
+    remove_all(name)
     assert leaked == [], "cgroups outlived the test"
 
 
@@ -98,4 +94,4 @@ def test_jobs_of_a_dead_launcher_are_lost_and_cleared(tmp_path: Path, parent: st
             for chunk in worker.output(job_id):
                 received += chunk.data
         assert received == b"hello\n"
-        assert glob.glob(f"/sys/fs/cgroup/*/{parent}/{job_id}") == []
+        assert job_dirs(parent, job_id) == []

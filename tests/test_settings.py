@@ -34,6 +34,7 @@ OTHER = ServerConfig(
     ca="/etc/jobmgr/ca.pem",
     cert="/etc/jobmgr/server.pem",
     key="/etc/jobmgr/server.key",
+    crl="/etc/jobmgr/crl.pem",
     log_format="json",
     state_dir='/srv/jöbs "quoted"\\dir',
     cgroup_parent="jobmgr/nested",

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from ._proto import job_pb2, job_pb2_grpc
     from ._server import BindError, JobServer, ServerTLS
     from ._service import JobVisibility
+    from ._trust import ClientTrust, CRLError
 
 _LAZY = {
     "AccessGuard": "._guard",
@@ -41,6 +42,8 @@ _LAZY = {
     "ROLE_POLICY": "._auth",
     "role_policy": "._auth",
     "JobVisibility": "._service",
+    "ClientTrust": "._trust",
+    "CRLError": "._trust",
     "Caller": "._auth",
     "BindError": "._server",
     "JobServer": "._server",
@@ -55,7 +58,9 @@ __all__ = [
     "ROLE_POLICY",
     "AccessGuard",
     "BindError",
+    "CRLError",
     "Caller",
+    "ClientTrust",
     "JobServer",
     "JobVisibility",
     "ServerTLS",

@@ -1,18 +1,24 @@
 """Who is calling and what they may do: the role policy, read from client certificates.
 
 A caller's role is the Subject O (organization) of the client certificate the TLS handshake
-verified, parsed with ``cryptography`` from ``auth_context()['x509_pem_cert']``; its CN names
-the caller (and becomes the owner of the jobs it starts). Exactly one O is required: none, an
-unknown one, or several are refused, never guessed at.
+verified, parsed with ``cryptography`` from ``auth_context()['x509_pem_cert']``. Exactly one O
+is required: none, an unknown one, or several are refused, never guessed at.
+
+A caller's identity is the certificate's whole Subject, written as RFC 4514 text
+(``CN=alice,O=user``), so the role is part of it: two certificates that share a CN but not an
+O (or an OU, or anything else in the Subject) are two callers. The identity owns the jobs its
+certificate starts. Its CN alone is only a name for people and logs.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 SERVICE = "job.JobManager"
@@ -77,8 +83,13 @@ class NotAuthenticated(Exception):
 class Caller:
     """The authenticated client of one RPC."""
 
-    name: str  # the certificate's Subject CN ("" if it has none)
+    name: str  # the certificate's Subject CN ("" if it has none): for people and logs
     roles: tuple[str, ...]  # every Subject O value, in certificate order
+    # The whole Subject as RFC 4514 text, control characters escaped (see subject_text): the
+    # key of everything held per caller, the owner of its jobs first.
+    identity: str
+    fingerprint: bytes  # SHA-256 of the certificate's DER
+    certificate: x509.Certificate = field(compare=False, repr=False)
 
     @property
     def role(self) -> str | None:
@@ -101,11 +112,59 @@ def _caller_from_pem(pem: bytes) -> Caller:
     try:
         cert = x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
-        raise NotAuthenticated(f"the client certificate cannot be parsed: {exc}") from exc
+        raise NotAuthenticated(f"the client certificate cannot be parsed: {exc}") from None
     subject = cert.subject
     names = [_text(a.value) for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     roles = [_text(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
-    return Caller(name=names[0] if names else "", roles=tuple(roles))
+    return Caller(
+        name=names[0] if names else "",
+        roles=tuple(roles),
+        identity=subject_text(subject),
+        fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest(),
+        certificate=cert,
+    )
+
+
+def subject_text(subject: x509.Name) -> str:
+    """``subject`` as RFC 4514 text, with every character that does not print (newlines,
+    escape sequences, bidi controls) written as RFC 4514 hex escapes of its UTF-8 bytes: still
+    one text per Subject, read back by any RFC 4514 parser, and safe on a terminal."""
+    return "".join(
+        char if char.isprintable() else "".join(f"\\{byte:02X}" for byte in char.encode())
+        for char in subject.rfc4514_string()
+    )
+
+
+def owner_matches(owner: str, wanted: str) -> bool:
+    """Whether a job's ``owner`` is the one a List filter names: its whole Subject (RFC 4514,
+    spacing and escapes as the client likes) or its CN alone. Owners recorded as a bare CN
+    match that CN."""
+    if not wanted:
+        return True
+    if owner == wanted:
+        return True
+    normal = _normal_subject(wanted)
+    if normal is not None and normal == owner:
+        return True
+    return _common_name(owner) == wanted
+
+
+@functools.lru_cache(maxsize=4096)
+def _normal_subject(text: str) -> str | None:
+    try:
+        return subject_text(x509.Name.from_rfc4514_string(text)) if "=" in text else None
+    except ValueError:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _common_name(owner: str) -> str | None:
+    try:
+        name = x509.Name.from_rfc4514_string(owner)
+    except ValueError:
+        return None
+    names = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return _text(names[0].value) if len(names) == 1 else None
 
 
 def authorize(

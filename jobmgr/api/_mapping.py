@@ -62,6 +62,20 @@ STATES: dict[JobState, pb.JobState.ValueType] = {
 }
 _STATES_FROM_PROTO = {wire: state for state, wire in STATES.items()}
 
+# StatusResponse fields 1 and 2 as the reference's clients read them: its status knew a job
+# as RUNNING or, once ended in any way, EXITED (its STOPPED is a paused process, which a job
+# here never is), and terminated said whether a Stop ended it. STOPPED covers each stop
+# someone asked for: a Stop call, the job's own timeout (asked for when it was started) and
+# the server's shutdown; FAILED and LOST jobs were ended by no one's request.
+REFERENCE_VIEW: dict[JobState, tuple[str, bool]] = {
+    JobState.RUNNING: ("RUNNING", False),
+    JobState.EXITED: ("EXITED", False),
+    JobState.STOPPED: ("EXITED", True),
+    JobState.FAILED: ("EXITED", False),
+    JobState.LOST: ("EXITED", False),
+}
+assert set(REFERENCE_VIEW) == set(JobState), "a job state has no reference status"
+
 LimitField = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids"]
 _LIMIT_FIELDS: tuple[LimitField, ...] = get_args(LimitField)
 assert set(_LIMIT_FIELDS) == {f.name for f in fields(Limits)}, "Limits and its proto differ"
@@ -172,17 +186,20 @@ def state_from_proto(state: pb.JobState.ValueType) -> JobState | None:
 
 
 def status_to_proto(status: JobStatus, *, argv_limit: int | None = None) -> pb.StatusResponse:
-    """A job's status on the wire, reference fields included. With ``argv_limit``, a command
-    longer than that many bytes is cut short and marked abbreviated (List replies carry many
-    jobs in one message of at most MAX_MESSAGE_BYTES)."""
+    """A job's status on the wire: fields 1-3 as the reference meant them (REFERENCE_VIEW;
+    exit_code is -1 unless the job exited by itself, as Go's ProcessState.ExitCode() says),
+    jobmgr's own view in the rest. With ``argv_limit``, a command longer than that many bytes
+    is cut short and marked abbreviated (List replies carry many jobs in one message of at
+    most MAX_MESSAGE_BYTES)."""
     argv = [arg_bytes(arg) for arg in status.argv]
     abbreviated = argv_limit is not None and sum(len(arg) for arg in argv) > argv_limit
     if abbreviated:
         argv = _cut(argv, argv_limit or 0)
     texts = [arg.decode(errors="replace") for arg in argv]
+    reference_status, terminated = REFERENCE_VIEW[status.state]
     message = pb.StatusResponse(
-        status=status.state.value,
-        terminated=status.terminated,
+        status=reference_status,
+        terminated=terminated,
         exit_code=status.exit_code if status.exit_code is not None else -1,
         uuid=status.id,
         state=STATES[status.state],

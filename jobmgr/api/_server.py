@@ -1,14 +1,15 @@
 """Assembly: a ``grpc.aio`` server with mTLS, the call log, the access guard, the JobManager
-service, standard health checking and server reflection."""
+service, standard health checking and server reflection; and its reload."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
@@ -21,7 +22,8 @@ from ._guard import AccessGuard
 from ._mapping import encoded
 from ._proto import job_pb2 as pb
 from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
-from ._tls import check_server_material, server_credentials
+from ._tls import ServerCertificates, check_server_material
+from ._trust import ClientTrust, load_crls
 from ._wire import DEFAULT_PORT, MAX_MESSAGE_BYTES
 
 SERVER_OPTIONS = (
@@ -34,23 +36,30 @@ SERVER_OPTIONS = (
 
 @dataclass(frozen=True)
 class ServerTLS:
-    """PEM bytes of the CA that signs client certificates, and the server's own pair.
+    """PEM bytes of the CA that signs client certificates, the server's own pair, and the
+    CA's certificate revocation list (None: nothing is revoked).
 
-    Checked when made: ValueError names what is wrong with them.
+    Checked when made: ValueError names what is wrong with them (CRLError for the CRL).
     """
 
     ca_pem: bytes
     cert_pem: bytes
     key_pem: bytes
+    crl_pem: bytes | None = None
 
     def __post_init__(self) -> None:
         check_server_material(ca_pem=self.ca_pem, cert_pem=self.cert_pem, key_pem=self.key_pem)
+        if self.crl_pem is not None:
+            load_crls(self.crl_pem, x509.load_pem_x509_certificates(self.ca_pem))
 
     @classmethod
-    def from_files(cls, ca: str | Path, cert: str | Path, key: str | Path) -> ServerTLS:
-        """Read the three PEM files: OSError if one cannot be read, ValueError if they are
-        not a CA certificate, a certificate and its key."""
-        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+    def from_files(
+        cls, ca: str | Path, cert: str | Path, key: str | Path, crl: str | Path | None = None
+    ) -> ServerTLS:
+        """Read the PEM files: OSError if one cannot be read, ValueError if they are not a
+        CA certificate, a certificate, its key and a CRL of that CA."""
+        crl_pem = None if crl is None else Path(crl).read_bytes()
+        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes(), crl_pem)
 
 
 def _add_job_manager(service: JobManagerService, server: grpc.aio.Server) -> None:
@@ -91,7 +100,8 @@ class JobServer:
     Create and use it inside a running event loop. ``port`` 0 picks a free port; ``start``
     returns the one bound. ``policy`` maps each role to the methods it may call (health
     checking and reflection included: every call is guarded); ``visibility`` says which roles
-    see only their own jobs. Closing the worker is the caller's business.
+    see only their own jobs. ``reload`` replaces all of these while it serves. Closing the
+    worker is the caller's business.
     """
 
     def __init__(
@@ -105,9 +115,11 @@ class JobServer:
         visibility: JobVisibility = ALL_JOBS_VISIBLE,
     ) -> None:
         self._worker = worker
-        self._tls = tls
-        self._policy = policy
-        self._visibility = visibility
+        self._certificates = ServerCertificates(
+            ca_pem=tls.ca_pem, cert_pem=tls.cert_pem, key_pem=tls.key_pem
+        )
+        self._guard = AccessGuard(policy, ClientTrust(tls.ca_pem, tls.crl_pem))
+        self._service = JobManagerService(worker, visibility)
         self._health: HealthServicer | None = None
         self.host = host
         self.port = port
@@ -121,14 +133,11 @@ class JobServer:
 
     async def start(self) -> int:
         """Bind and start serving; returns the port. Raises BindError if binding fails."""
-        credentials = server_credentials(
-            ca_pem=self._tls.ca_pem, cert_pem=self._tls.cert_pem, key_pem=self._tls.key_pem
-        )
+        credentials = self._certificates.credentials()
         # The call log first, so it wraps the guard and also records the calls refused.
-        interceptors = [CallLog(), AccessGuard(self._policy)]
+        interceptors = [CallLog(), self._guard]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
-        service = JobManagerService(self._worker, self._visibility)
-        _add_job_manager(service, server)
+        _add_job_manager(self._service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
         reflection.enable_server_reflection(
@@ -162,6 +171,26 @@ class JobServer:
                 pass  # the server's loop is closed: nobody is asking any more
 
         self._worker.watch_availability(follow)
+
+    def reload(
+        self,
+        tls: ServerTLS,
+        *,
+        policy: Mapping[str, frozenset[str]],
+        visibility: JobVisibility,
+        run_as: str | None,
+        allowed_run_as: Collection[str] | None,
+    ) -> int:
+        """Serve with these from now on, without stopping a job or dropping a connection: the
+        next TLS handshake uses the new certificate, key and CA; every call from now on is
+        judged by the new CA, CRL and policy, and open streams these would refuse now end
+        (see _guard); jobs started from now on follow the new run-as policy. Returns how many
+        streams it ends. Call it on the server's event loop, with material already checked
+        (ServerTLS checks itself when made)."""
+        self._certificates.replace(ca_pem=tls.ca_pem, cert_pem=tls.cert_pem, key_pem=tls.key_pem)
+        self._service.visibility = visibility
+        self._worker.set_run_as(run_as, allowed_run_as)
+        return self._guard.update(policy, ClientTrust(tls.ca_pem, tls.crl_pem))
 
     async def not_serving(self) -> None:
         """Tell health checkers this server is going away (NOT_SERVING), before it stops."""

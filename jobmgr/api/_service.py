@@ -1,7 +1,9 @@
 """The JobManager servicer: each RPC is one worker call between two translations.
 
 Access to the method has been checked before any method here runs (see _guard); which jobs a
-caller may see is decided here, by ``JobVisibility``. Worker errors become status codes in one
+caller may see is decided here, by ``JobVisibility``, from the caller's identity (its
+certificate's whole Subject, see _auth), which is also the owner recorded with the jobs it
+starts. Worker errors become status codes in one
 place, ``_WorkerErrorsAsStatus``.
 """
 
@@ -18,7 +20,8 @@ from jobmgr.worker import JobNotFound, JobStatus, Worker, WorkerError
 
 from . import _mapping as mapping
 from . import _paging as paging
-from ._auth import Caller, identify
+from ._auth import Caller, identify, owner_matches
+from ._paging import PageTokens
 from ._proto import job_pb2 as pb
 from ._proto import job_pb2_grpc as pb_grpc
 
@@ -26,8 +29,10 @@ from ._proto import job_pb2_grpc as pb_grpc
 @dataclass(frozen=True)
 class JobVisibility:
     """Which jobs a caller may see: all of them, unless its role is in ``own_jobs_only``, in
-    which case only those it started (owner == its CN). Another's job is NOT_FOUND to it,
-    exactly like a job that does not exist, so its id reveals nothing."""
+    which case only those it started (owner == its identity, the whole Subject: a certificate
+    sharing only the CN is someone else). Another's job is NOT_FOUND to it, exactly like a
+    job that does not exist, so its id reveals nothing. A job recorded with a bare CN as its
+    owner equals no identity, so it is visible only to roles that see all jobs."""
 
     own_jobs_only: frozenset[str] = frozenset()
 
@@ -36,7 +41,7 @@ class JobVisibility:
         return cls(frozenset(roles))
 
     def sees(self, caller: Caller, status: JobStatus) -> bool:
-        return caller.role not in self.own_jobs_only or status.owner == caller.name
+        return caller.role not in self.own_jobs_only or status.owner == caller.identity
 
 
 ALL_JOBS_VISIBLE = JobVisibility()
@@ -59,18 +64,24 @@ class _WorkerErrorsAsStatus:
 
 
 class JobManagerService(pb_grpc.JobManagerServicer):
-    """Serves the job.JobManager API from a worker."""
+    """Serves the job.JobManager API from a worker. ``visibility`` may be replaced while it
+    serves (a reload): each call reads it once."""
 
-    def __init__(self, worker: Worker, visibility: JobVisibility = ALL_JOBS_VISIBLE) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        visibility: JobVisibility = ALL_JOBS_VISIBLE,
+        tokens: PageTokens | None = None,
+    ) -> None:
         self._worker = worker
-        self._visibility = visibility
+        self.visibility = visibility
+        self._tokens = tokens or PageTokens.kept_in(worker.state_dir)
 
     async def Start(
         self, request: pb.StartRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartResponse:
         async with _WorkerErrorsAsStatus(context):
-            owner = _caller(context).name
-            spec = mapping.job_spec(request, owner=owner)
+            spec = mapping.job_spec(request, owner=_caller(context).identity)
             remaining = context.time_remaining()  # the caller's deadline: past it, no launch
             deadline = None if remaining is None else time.monotonic() + remaining
             return pb.StartResponse(uuid=await self._worker.astart(spec, deadline=deadline))
@@ -109,7 +120,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         self, request: pb.ListRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListResponse:
         async with _WorkerErrorsAsStatus(context):
-            caller = _caller(context)
+            caller, visibility = _caller(context), self.visibility
             wanted = mapping.state_from_proto(request.state)
             # list() is a blocking call (it takes the worker's lock): keep it off the loop.
             statuses = await asyncio.to_thread(self._worker.list)
@@ -118,12 +129,13 @@ class JobManagerService(pb_grpc.JobManagerServicer):
                     s
                     for s in statuses
                     if (wanted is None or s.state is wanted)
-                    and (not request.owner or s.owner == request.owner)
-                    and self._visibility.sees(caller, s)
+                    and owner_matches(s.owner, request.owner)
+                    and visibility.sees(caller, s)
                 ),
                 lambda s: mapping.status_to_proto(s, argv_limit=mapping.LIST_ARGV_BYTES),
                 page_size=request.page_size,
                 token=request.page_token,
+                tokens=self._tokens,
             )
 
     async def _visible_job(self, text: str, context: grpc.aio.ServicerContext) -> JobStatus:
@@ -131,7 +143,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         JobNotFound."""
         job_id = mapping.job_id(text)
         status = await self._worker.astatus(job_id)
-        if not self._visibility.sees(_caller(context), status):
+        if not self.visibility.sees(_caller(context), status):
             raise JobNotFound(job_id)  # word for word what an unknown id gets
         return status
 

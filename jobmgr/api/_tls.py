@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -70,14 +71,48 @@ def negotiated_version(auth_context: Mapping[str, Sequence[bytes]]) -> str:
     return b", ".join(versions).decode(errors="replace")
 
 
-def server_credentials(*, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> grpc.ServerCredentials:
-    """mTLS for the server: its own certificate, and client certificates required and
-    verified against ``ca_pem``."""
+class ServerCertificates:
+    """The server's certificate and key, and the CA client certificates must chain to, for
+    each new TLS handshake. ``replace`` makes every handshake from then on use new ones;
+    connections already made keep their session (their streams go on).
+
+    Built on ``grpc.dynamic_ssl_server_credentials``: gRPC asks ``_fetch`` before every
+    handshake, from one of its own threads, and keeps what it got last when told nothing
+    changed (so a new configuration is handed over once, not rebuilt per connection).
+    """
+
+    def __init__(self, *, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        self._initial = (ca_pem, cert_pem, key_pem)
+        self._pending: tuple[bytes, bytes, bytes] | None = None
+        self._lock = threading.Lock()
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """mTLS credentials: client certificates required and verified against the CA."""
+        import grpc
+
+        _refuse_unless_floor_active()
+        return grpc.dynamic_ssl_server_credentials(
+            _configuration(*self._initial), self._fetch, require_client_authentication=True
+        )
+
+    def replace(self, *, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        """Use these from the next handshake on (already checked: see check_server_material)."""
+        with self._lock:
+            self._pending = (ca_pem, cert_pem, key_pem)
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return None if pending is None else _configuration(*pending)
+
+
+def _configuration(
+    ca_pem: bytes, cert_pem: bytes, key_pem: bytes
+) -> grpc.ServerCertificateConfiguration:
     import grpc
 
-    _refuse_unless_floor_active()
-    return grpc.ssl_server_credentials(
-        [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True
+    return grpc.ssl_server_certificate_configuration(
+        [(key_pem, cert_pem)], root_certificates=ca_pem
     )
 
 

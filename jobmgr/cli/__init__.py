@@ -26,3 +26,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS):
             return action.help
         return super()._get_help_string(action)
+
+
+class _Version(argparse.Action):
+    """``--version``: prints the installed jobmgr's version and exits 0. Read from the
+    package's metadata only when asked, so that no other run pays for importlib.metadata."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings,
+            dest,
+            nargs=0,
+            default=argparse.SUPPRESS,
+            help="print the version and exit",
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("jobmgr")
+        except PackageNotFoundError:
+            found = "(not installed: run from a source tree)"
+        print(f"{parser.prog} {found}")
+        parser.exit()
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """Give a program's parser ``--version``."""
+    parser.add_argument("--version", action=_Version)

@@ -40,6 +40,7 @@ class ServerConfig:
     ca: str = "./certs/ca.pem"
     cert: str = "./certs/server.pem"
     key: str = "./certs/server.key"
+    crl: str | None = None
     log_format: str = "text"
     state_dir: str = "/var/lib/jobmgr"
     cgroup_parent: str = "jobmgr"

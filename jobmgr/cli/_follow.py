@@ -17,7 +17,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from jobmgr.api import job_pb2, job_pb2_grpc
 
-from ._render import outcome
+from ._render import ended, exited, outcome
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C'd command
 EXIT_NO_STATUS = 1  # the job was lost: there is no exit code or signal to report
@@ -49,7 +49,7 @@ def write_output(messages: Iterable[job_pb2.OutputResponse]) -> bool:
 
 def exit_status(job: job_pb2.StatusResponse) -> int:
     """The exit status a shell would give for the job: its code, or 128 + its signal."""
-    if job.status == "EXITED":
+    if exited(job):
         return job.exit_code
     if job.signal:
         return 128 + job.signal
@@ -78,14 +78,14 @@ def follow(
         note(f"job {job_id} {outcome(stopped)}")
         return exit_status(stopped)
     job = stub.Status(job_pb2.StatusRequest(uuid=job_id))
-    if not job.terminated:
+    if not ended(job):
         # The server stopped sending (it is shutting down, or lost the job's supervisor).
         note(
             f"the output stream ended, but job {job_id} still runs; reattach with: "
             f"jobmgr-client output {job_id}"
         )
         return EXIT_NO_STATUS
-    if job.status != "EXITED":
+    if job.state != job_pb2.JOB_STATE_EXITED:  # stopped, failed or lost: say how
         why = f" ({job.reason})" if job.reason else ""
         note(f"job {job_id} {outcome(job)}{why}")
     return exit_status(job)

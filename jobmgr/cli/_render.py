@@ -17,6 +17,29 @@ LimitName = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids"
 LIMIT_NAMES: tuple[LimitName, ...] = ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids")
 
 
+def state_name(job: job_pb2.StatusResponse) -> str:
+    """The job's state in jobmgr's words: RUNNING, EXITED, STOPPED, FAILED or LOST.
+
+    It comes from ``state``: the reference's ``status`` (field 1) says only RUNNING or EXITED.
+    """
+    try:
+        return job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
+    except ValueError:  # a state this client does not know yet
+        return f"UNKNOWN ({job.state})"
+
+
+def ended(job: job_pb2.StatusResponse) -> bool:
+    """Whether the job has ended, however it ended."""
+    return job.state != job_pb2.JOB_STATE_RUNNING
+
+
+def exited(job: job_pb2.StatusResponse) -> bool:
+    """Whether the job's process ended by exiting, so that its exit code says how it went:
+    every EXITED job, and a STOPPED one that exited on the SIGTERM (exit_code is -1 for a
+    job that did not exit by itself)."""
+    return ended(job) and job.exit_code >= 0
+
+
 def summary(job: job_pb2.StatusResponse) -> str:
     """A job's status for people, one ``name: value`` line per field."""
     lines = [
@@ -40,8 +63,8 @@ def summary(job: job_pb2.StatusResponse) -> str:
 
 def outcome(job: job_pb2.StatusResponse) -> str:
     """How the job stands or ended: ``EXITED with code 3``, ``STOPPED by signal 15``."""
-    words = [job.status]
-    if job.status == "EXITED":
+    words = [state_name(job)]
+    if exited(job):
         words.append(f"with code {job.exit_code}")
     elif job.signal:
         words.append(f"by signal {job.signal}")
@@ -51,12 +74,13 @@ def outcome(job: job_pb2.StatusResponse) -> str:
 
 
 def as_json(job: job_pb2.StatusResponse) -> dict[str, Any]:
-    """A job's fields for scripts: exit_code only when it exited by itself, epoch seconds."""
+    """A job's fields for scripts: terminated once it has ended, however it ended (not the
+    API's narrower field 2); exit_code only when it exited by itself; epoch seconds."""
     return {
         "id": job.uuid,
-        "state": job.status,
-        "terminated": job.terminated,
-        "exit_code": job.exit_code if job.status == "EXITED" else None,
+        "state": state_name(job),
+        "terminated": ended(job),
+        "exit_code": job.exit_code if exited(job) else None,
         "signal": job.signal or None,
         "oom_killed": job.oom_killed,
         "argv": argv(job),
@@ -81,7 +105,7 @@ def table(jobs: Iterable[job_pb2.StatusResponse]) -> str:
     rows += [
         (
             job.uuid,
-            job.status,
+            state_name(job),
             _exit_column(job),
             job.owner or "-",
             _time(job.started_at) if job.HasField("started_at") else "-",
@@ -110,7 +134,7 @@ def command(job: job_pb2.StatusResponse) -> str:
 
 
 def _exit_column(job: job_pb2.StatusResponse) -> str:
-    if job.status == "EXITED":
+    if exited(job):
         return str(job.exit_code)
     return f"sig {job.signal}" if job.signal else "-"
 

@@ -81,6 +81,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server", "cert", "cert", string, str, "--cert", "server certificate"),
     Setting("server", "key", "key", string, str, "--key", "server private key"),
     Setting(
+        "server", "crl", "crl", string, str, "--crl",
+        "certificate revocation list (PEM, signed by the CA; `jobmgr-certs revoke` writes "
+        "it): a client certificate it lists can make no call; SIGHUP reloads it",
+        metavar="PATH", unset="nothing is revoked",
+    ),
+    Setting(
         "server", "log_format", "log_format", string, str, "--log-format",
         "stderr log lines, one per RPC (method, caller, role, job, code, duration)",
         choices=("text", "json"),

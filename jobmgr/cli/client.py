@@ -20,7 +20,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 import grpc
 
 from jobmgr.api import DEFAULT_PORT, MAX_MESSAGE_BYTES, channel_credentials, job_pb2, job_pb2_grpc
-from jobmgr.cli import HelpFormatter
+from jobmgr.cli import HelpFormatter, add_version_flag
 
 from . import _render
 from ._follow import follow, write_output
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     parser.add_argument("--host", default="localhost", help="server address")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="server port")
     parser.add_argument(
@@ -145,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--owner client_admin --json",
     )
     listing.add_argument("--state", choices=STATES, help="only jobs in this state")
-    listing.add_argument("--owner", metavar="CN", help="only jobs this client (CN) started")
+    listing.add_argument(
+        "--owner",
+        metavar="WHO",
+        help="only jobs this client started: the CN of its certificate (client_admin) or its "
+        "whole Subject as the OWNER column shows it (CN=client_admin,O=admin)",
+    )
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     listing.add_argument(
         "--page-size",
@@ -231,7 +237,7 @@ def _stop(stub: job_pb2_grpc.JobManagerStub, args: argparse.Namespace) -> int:
     job = stub.Stop(job_pb2.StopRequest(uuid=args.id, grace=grace)).job
     if not job.uuid:
         print(f"stopped {args.id}")
-    elif job.status == "STOPPED":
+    elif job.state == job_pb2.JOB_STATE_STOPPED:
         print(f"stopped job {args.id}: {_render.outcome(job)}")
     else:  # it ended by itself before the stop reached it
         print(f"job {args.id} had already ended: {_render.outcome(job)}")

@@ -7,7 +7,7 @@ import os
 import pwd
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Importing jobmgr.api makes gRPC refuse TLS 1.2 in this process, which works only if nothing
@@ -15,17 +15,17 @@ from typing import Any
 from jobmgr.api import (
     BindError,
     JobServer,
-    JobVisibility,
     TLSFloorError,
     role_policy,
     set_tls13_floor,
 )
-from jobmgr.cli import HelpFormatter
+from jobmgr.cli import HelpFormatter, add_version_flag
 from jobmgr.worker import Worker, WorkerError
 
 from . import _config, _logs
 from ._config import ConfigError, ServerConfig
 from ._malloc import hand_back_freed_memory, keep_freed_memory
+from ._reload import Reloader, log_trust, visibility_of
 from ._setting import PartError, Setting
 from ._settings import SETTINGS
 from ._tlsfiles import UnsafeTLSFiles, read_server_tls
@@ -57,11 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
             "authenticated by mutual TLS 1.3. A client certificate's Subject O is its role: "
             "by default admin may start, stop and read jobs; user may only read them. Jobs "
             f"run as {DEFAULTS.run_as} unless configured otherwise. Must run as root. SIGTERM "
-            "or SIGINT stops the running jobs and exits. Also serves gRPC health checking and "
+            "or SIGINT stops the running jobs and exits. SIGHUP reloads the certificates, the "
+            "CA, the CRL, the role and the run-as policy, keeping jobs and connections (a bad "
+            "reload changes nothing and logs why). Also serves gRPC health checking and "
             "reflection, behind the same mutual TLS."
         ),
         epilog=EPILOG,
     )
+    add_version_flag(parser)
     parser.add_argument(
         "--config", metavar="PATH", help="TOML configuration file (docs/jobmgr.example.toml)"
     )
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_config:
             sys.stdout.write(_config.render(config))
             return 0
-        return _run(config)
+        return _run(config, lambda: effective_config(args))
     except (_Refusal, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -144,7 +147,7 @@ class _Refusal(Exception):
     """The server cannot run as asked; the message says why and what to do."""
 
 
-def _run(config: ServerConfig) -> int:
+def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
     if os.geteuid() != 0:
         raise _Refusal(
             "jobmgr-server must run as root: it creates a cgroup and namespaces for every job "
@@ -162,9 +165,10 @@ def _run(config: ServerConfig) -> int:
             f"jobs are to run as {config.run_as!r} (run_as), but there is no such user here"
         ) from None
     try:
-        tls = read_server_tls(config.ca, config.cert, config.key)
+        tls = read_server_tls(config.ca, config.cert, config.key, config.crl)
     except UnsafeTLSFiles as exc:
         raise _Refusal(str(exc)) from None
+    log_trust(tls, config)
     try:
         worker = Worker(
             config.state_dir,
@@ -186,16 +190,16 @@ def _run(config: ServerConfig) -> int:
         host=config.host,
         port=config.port,
         policy=role_policy(config.roles),
-        visibility=JobVisibility.restricting({"user"} if config.user_sees == "own" else ()),
+        visibility=visibility_of(config),
     )
     try:
-        asyncio.run(_serve(worker, server))
+        asyncio.run(_serve(worker, server, Reloader(server, config, reread)))
     finally:
         worker.close()
     return 0
 
 
-async def _serve(worker: Worker, server: JobServer) -> None:
+async def _serve(worker: Worker, server: JobServer, reload: Callable[[], None]) -> None:
     try:
         await server.start()
     except BindError as exc:
@@ -206,6 +210,7 @@ async def _serve(worker: Worker, server: JobServer) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     print(f"server listening at {server.address}", flush=True)
     trimmer = asyncio.create_task(hand_back_freed_memory())
     await stopping.wait()

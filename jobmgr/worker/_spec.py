@@ -90,7 +90,8 @@ class JobSpec:
 
     argv:    the command and its arguments; argv[0] is looked up in PATH. No shell is involved.
     limits:  overrides of the worker's default limits (``None`` fields take the default).
-    owner:   who asked, recorded with the job (the service puts the caller's CN here).
+    owner:   who asked, recorded with the job as it is (the service puts the identity of the
+             caller here: its certificate's whole Subject, RFC 4514).
     env:     the job's environment; ``None`` means a minimal clean one (PATH, HOME, LANG).
     cwd:     working directory inside the job; ``None`` means ``/``.
     timeout: seconds the job may run before it is stopped (with the grace period); None: no end.

@@ -97,7 +97,7 @@ class Worker:
         self._output_cap = output_cap
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
-        self._lock = threading.Lock()  # guards _closed, _starting and _starts
+        self._lock = threading.Lock()  # guards _closed, _starting, _starts and the run-as policy
         self._closed = False
         self._starting = 0
         self._starts: dict[StartKey, Future[StartReply | RequestFailed]] = {}  # under way
@@ -121,6 +121,21 @@ class Worker:
             raise
 
     # ---- the public face ----------------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """Where job records and output are kept: private to the server's user (0700), so
+        the server's own secrets may live there too."""
+        return self._state
+
+    def set_run_as(
+        self, default_run_as: str | None, allowed_run_as: Collection[str] | None
+    ) -> None:
+        """Replace the run-as policy (see the class docstring) for the jobs started from now on;
+        running jobs keep their user."""
+        allowed = None if allowed_run_as is None else set(allowed_run_as)
+        with self._lock:
+            self._default_run_as, self._allowed_run_as = default_run_as, allowed
 
     def start(self, spec: JobSpec, *, deadline: float | None = None) -> str:
         """Start a job; returns its id once its command is running.

@@ -338,15 +338,15 @@ class StatusResponse(_message.Message):
     ARGV_BYTES_FIELD_NUMBER: _builtins.int
     ARGV_ABBREVIATED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """(reference) the state's name: RUNNING, EXITED, STOPPED, FAILED, LOST"""
+    """(reference) RUNNING, then EXITED however it ended (state says how)"""
     terminated: _builtins.bool
-    """(reference) true once the job has ended"""
+    """(reference) true if a Stop ended it (a Stop call, timeout, shutdown)"""
     exit_code: _builtins.int
     """(reference) exit status if it exited by itself; -1 otherwise"""
     uuid: _builtins.str
     state: Global___JobState.ValueType
     owner: _builtins.str
-    """CN of the client certificate that started it"""
+    """Who started it: the whole Subject of its client certificate, RFC 4514 ("CN=alice,O=admin")."""
     signal: _builtins.int
     """the signal that ended it; 0 if none"""
     oom_killed: _builtins.bool
@@ -484,13 +484,17 @@ class ListRequest(_message.Message):
     state: Global___JobState.ValueType
     """only jobs in this state; unspecified: all jobs"""
     owner: _builtins.str
-    """only jobs started by this client (certificate CN); empty: anyone's"""
+    """Only jobs started by this client: its certificate's whole Subject (RFC 4514) or its CN
+    alone; empty: anyone's.
+    """
     page_size: _builtins.int
     """At most this many jobs per reply; 0: as many as fit. A reply never holds more than fits
     in one 4 MiB message; next_page_token then says that more follow.
     """
     page_token: _builtins.str
-    """Empty for the first page; else the next_page_token of the reply before."""
+    """Empty for the first page; else the next_page_token of the reply before, as it came: tokens
+    are opaque and signed by the server; any other is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,

@@ -2,7 +2,8 @@
 init: every message as a frozen dataclass, encoded and decoded only here.
 
   messages  the vocabulary: requests, replies, events, the job's record and result, the
-            start stages and the one table from stage to error, the socket's constants
+            socket's constants
+  stages    where a start can fail, and the one table from stage to the worker's error
   codec     length-prefixed JSON on the socket, and the record frame's body on disk
   pid1      the order the init (_pid1.c) reads and the report lines it writes
 
@@ -29,7 +30,6 @@ from .messages import (
     PROTOCOL_VERSION,
     READY,
     SOCKET_NAME,
-    STAGE_ERRORS,
     AdoptReply,
     AdoptRequest,
     ConnectionLost,
@@ -48,14 +48,11 @@ from .messages import (
     PingRequest,
     Reply,
     Request,
-    RequestFailed,
     RunningJob,
     ShutdownReply,
     ShutdownRequest,
-    StartRefused,
     StartReply,
     StartRequest,
-    StartStage,
     StopReply,
     StopRequest,
 )
@@ -71,6 +68,7 @@ from .pid1 import (
     encode_order,
     parse_report,
 )
+from .stages import STAGE_ERRORS, RequestFailed, StartRefused, StartStage
 
 __all__ = [
     "KILL_SIGNAL",

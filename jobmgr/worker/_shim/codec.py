@@ -34,8 +34,8 @@ from .messages import (
     JobResult,
     Reply,
     Request,
-    RequestFailed,
 )
+from .stages import RequestFailed
 
 HEADER = struct.Struct("!I")
 MAX_MESSAGE = 64 * 1024 * 1024

@@ -1,29 +1,20 @@
 """Every message the worker (in the server) and its launcher exchange, and what they mean.
 
 Requests go from the worker to the launcher; each is answered once, by the reply its
-``reply_type`` names or by RequestFailed. Events go from the launcher unasked. A job's record
-and result travel in messages and also sit on disk, in the record frame at the head of its
-log (see _records). Every field is part of the contract: a field added later gets a default,
-so a reader that has it still reads a writer that does not (see codec).
+``reply_type`` names or by RequestFailed (see stages). Events go from the launcher unasked.
+A job's record and result travel in messages and also sit on disk, in the record frame at
+the head of its log (see _records). Every field is part of the contract: a field added later
+gets a default, so a reader that has it still reads a writer that does not (see codec).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._errors import (
-    CapacityError,
-    DeadlineExceeded,
-    InvalidSpec,
-    LaunchError,
-    WorkerError,
-    WorkerUnavailable,
-)
 from .._spec import Limits
 from .._status import JobState, JobStatus
 
@@ -173,65 +164,6 @@ class AdoptReply:
 @dataclass(frozen=True)
 class ShutdownReply:
     """Answers ShutdownRequest once every job has ended; the launcher then exits."""
-
-
-class StartStage(enum.Enum):
-    """Where a start failed. The init writes the first four (``error <stage> <message>``,
-    see _pid1.c), the launcher the others."""
-
-    USER = "user"  # switching to the job's user
-    CWD = "cwd"  # entering the job's working directory
-    EXEC = "exec"  # executing the command
-    SETUP = "setup"  # the slot: its cgroup, namespaces, init or order
-    LIMITS = "limits"  # the kernel refused the job's limits
-    SPACE = "space"  # the state directory is full
-    DESCRIPTORS = "descriptors"  # the launcher has no file descriptors left
-    DEADLINE = "deadline"  # the caller's deadline passed before the job could be launched
-    SHUTDOWN = "shutdown"  # the launcher is shutting down
-
-
-# The one place a failed start becomes the worker's error: what the caller did wrong
-# (LaunchError, InvalidSpec), what the server lacks (CapacityError), what came too late
-# (DeadlineExceeded, WorkerUnavailable), or neither.
-STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
-    {
-        StartStage.USER: LaunchError,
-        StartStage.CWD: LaunchError,
-        StartStage.EXEC: LaunchError,
-        StartStage.SETUP: WorkerError,
-        StartStage.LIMITS: InvalidSpec,
-        StartStage.SPACE: CapacityError,
-        StartStage.DESCRIPTORS: CapacityError,
-        StartStage.DEADLINE: DeadlineExceeded,
-        StartStage.SHUTDOWN: WorkerUnavailable,
-    }
-)
-
-
-@dataclass(frozen=True)
-class RequestFailed:
-    """Answers any request the launcher could not carry out; ``stage`` is set for a start."""
-
-    error: str
-    stage: StartStage | None = None
-
-    def start_error(self) -> WorkerError:
-        """The worker's error for a start that failed so (see STAGE_ERRORS)."""
-        error_class = STAGE_ERRORS[self.stage or StartStage.SETUP]
-        if error_class is WorkerError:
-            return WorkerError(f"starting the job failed: {self.error}")
-        return error_class(self.error)
-
-
-class StartRefused(Exception):
-    """The launcher turns a start down before its init is given an order."""
-
-    def __init__(self, stage: StartStage, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-
-    def failure(self) -> RequestFailed:
-        return RequestFailed(str(self), self.stage)
 
 
 Reply = StartReply | StopReply | HelloReply | ShutdownReply | PingReply | AdoptReply

@@ -17,7 +17,8 @@ import signal
 from dataclasses import dataclass
 
 from .codec import ProtocolError
-from .messages import StartRequest, StartStage
+from .messages import StartRequest
+from .stages import StartStage
 
 STOP_SIGNAL = signal.SIGTERM  # sent from outside its namespace: SIGTERM every process of the job
 KILL_SIGNAL = signal.SIGUSR1  # sent from outside its namespace: SIGKILL every process of the job

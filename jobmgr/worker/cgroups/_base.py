@@ -62,5 +62,9 @@ class CgroupDriver(Protocol):
     def existing(self) -> list[str]:
         """Names of the job cgroups present under the parent."""
 
+    def parent_dirs(self) -> list[str]:
+        """The parent's directories that exist now, in whichever hierarchies: empty once
+        ``remove_parent`` has removed it everywhere (what a clean-up check asks)."""
+
     def remove_parent(self) -> None:
         """Remove the parent if it has no job cgroups left (no error if it is busy or gone)."""

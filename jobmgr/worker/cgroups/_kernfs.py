@@ -243,6 +243,12 @@ def apply_limits(table: KnobTable, limits: Limits, dirs: Mapping[str, str]) -> N
             _apply_knob(knob, value, dirs)
 
 
+def apply_knobs(knobs: Iterable[Knob], value: LimitValue, dirs: Mapping[str, str]) -> None:
+    """Write each knob for one value (settings that are not limits, such as memory.oom.group)."""
+    for knob in knobs:
+        _apply_knob(knob, value, dirs)
+
+
 def _apply_knob(knob: Knob, value: LimitValue, dirs: Mapping[str, str]) -> None:
     directory = dirs[knob.controller]
     if not _kernel_has(os.path.dirname(directory), knob.filename):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import v1, v2
 from ._base import CgroupDriver
 from ._kernfs import CgroupError, read_text
+from ._placement import managed_base, own_cgroup
 
 
 class CgroupsUnavailable(CgroupError):
@@ -55,18 +56,27 @@ def read_mounts(mountinfo: str, root_override: str | None = None) -> list[Mount]
 
 
 def detect_driver(
-    parent: str, *, mountinfo: str = "/proc/self/mountinfo", root_override: str | None = None
+    parent: str,
+    *,
+    mountinfo: str = "/proc/self/mountinfo",
+    root_override: str | None = None,
+    proc_cgroup: str = "/proc/self/cgroup",
 ) -> CgroupDriver:
     """The driver for this machine's cgroups, making job cgroups under ``parent``.
 
+    On cgroup v2, ``parent`` is taken relative to the subtree this process may manage (see
+    _placement): its systemd unit's cgroup under ``Delegate=yes``, else the mount's root.
+
     mountinfo:      the mount table to read (tests pass a fake one).
     root_override:  a directory the mount points are resolved under, as if chrooted there.
+    proc_cgroup:    this process's cgroup membership (tests pass a fake one).
     Raises CgroupsUnavailable, naming what is missing, if neither version is usable.
     """
     mounts = read_mounts(mountinfo, root_override)
     v2_root, v2_problem = _usable_v2_root(mounts)
     if v2_root is not None:
-        return v2.Driver(root=v2_root, parent=parent)
+        base = managed_base(v2_root, own_cgroup(proc_cgroup))
+        return v2.Driver(root=v2_root, parent=parent, base=base)
     v1_mounts = v1_controller_mounts(mounts)
     missing = [c for c in v1.CONTROLLERS if c not in v1_mounts]
     if not missing:

@@ -174,6 +174,10 @@ class Driver:
             names |= child_dirs(path)
         return sorted(names)
 
+    def parent_dirs(self) -> list[str]:
+        """The parent's directories that exist now, one per hierarchy that still has it."""
+        return [path for path in self._parent_dirs if os.path.isdir(path)]
+
     def remove_parent(self) -> None:
         """Remove the parent from every hierarchy where it is empty; errors are ignored."""
         for path in self._parent_dirs:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from harness.procs import usage
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2, job_pb2_grpc
-
-from ._hostile_server import HostileServer, usage
 
 TICK = 0.1
 
@@ -36,7 +36,7 @@ class Calm:
 class Neighbour:
     """A well-behaved job and two clients of it, running in the background."""
 
-    def __init__(self, server: HostileServer) -> None:
+    def __init__(self, server: ServerProgram) -> None:
         self._server = server
         script = f"i=0; while :; do echo line-$i; i=$((i+1)); sleep {TICK}; done"
         self.job = server.start_job(server.marked(script))

@@ -1,6 +1,5 @@
-"""Property-based garbage for the hostile features: hypothesis strategies for every request,
-a runner that collects every violation instead of stopping at the first, and a gauge for
-leaks (fds, threads, cgroups) taken before and after.
+"""Generated requests for the bad-input and security features: hypothesis strategies for
+every request, and a runner that collects every violation instead of stopping at the first.
 
 Generated commands never name a real program: one that resolves on the host (the jobs see
 the host's filesystem) is replaced by ``true``, so no generated input runs anything else.
@@ -11,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +21,6 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from jobmgr.api import job_pb2
-
-from ._hostile_server import HostileServer, Usage, usage
 
 JOB_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INT64 = (-(2**63), 2**63 - 1)
@@ -169,52 +165,3 @@ def run_property(
 
     one()
     return run
-
-
-# ---- leaks ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Holdings:
-    """What the server side holds: the server's and the launcher's fds and threads, and the
-    cgroups under the server's parent."""
-
-    server: Usage
-    launcher: Usage | None
-    cgroups: int
-
-    def growth_over(self, before: Holdings) -> list[str]:
-        """What grew beyond a little slack (gRPC and asyncio keep small pools)."""
-        grown = []
-        if self.server.fds > before.server.fds + 6:
-            grown.append(f"server fds {before.server.fds} -> {self.server.fds}")
-        if self.server.threads > before.server.threads + 3:
-            grown.append(f"server threads {before.server.threads} -> {self.server.threads}")
-        if self.launcher and before.launcher and self.launcher.fds > before.launcher.fds + 6:
-            grown.append(f"launcher fds {before.launcher.fds} -> {self.launcher.fds}")
-        if self.cgroups > before.cgroups:
-            grown.append(f"cgroups {before.cgroups} -> {self.cgroups}")
-        return grown
-
-
-def holdings(server: HostileServer, settle: float = 3.0) -> Holdings:
-    """The server side's holdings once it is quiet: the smallest seen within ``settle`` s
-    (closed connections and finished jobs take a moment to be let go)."""
-    best: Holdings | None = None
-    deadline = time.monotonic() + settle
-    while True:
-        launcher = server.launcher_pid()
-        now = Holdings(
-            usage(server.pid),
-            usage(launcher) if launcher else None,
-            len(server.job_cgroups()),
-        )
-        if best is None or (now.server.fds, now.server.threads, now.cgroups) < (
-            best.server.fds,
-            best.server.threads,
-            best.cgroups,
-        ):
-            best = now
-        if time.monotonic() > deadline:
-            return best
-        time.sleep(0.25)

@@ -7,19 +7,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 from pytest_bdd import given, parsers, then, when
 
-from ._hostile_server import alive
-from ._hostile_steps import Hostile
-from .fixtures_pki import ScenarioPKI
-from .fixtures_server import cgroup_dirs, program, program_env
+from harness.cgroups import parent_dirs
+from harness.pki import ScenarioPKI, ServerFiles
+from harness.procs import alive
+from harness.server import ServerDidNotStart, ServerProcess
+
+from .fixtures_scenario import Scenario
 
 # ---- certificate files ------------------------------------------------------------------------
 
@@ -32,7 +29,7 @@ FILES = {"the key": "server.key", "the certificate": "server.pem", "the CA": "ca
         "(?P<problem>.+)"
     )
 )
-def _unsafe_files(hostile: Hostile, scenario_pki: ScenarioPKI, tmp_path: Path, file: str,
+def _unsafe_files(scenario: Scenario, scenario_pki: ScenarioPKI, tmp_path: Path, file: str,
                   problem: str) -> None:  # fmt: skip
     out = tmp_path / "server-files"
     out.mkdir()
@@ -57,46 +54,30 @@ def _unsafe_files(hostile: Hostile, scenario_pki: ScenarioPKI, tmp_path: Path, f
         target.symlink_to(out / "gone" / target.name)
     else:
         raise AssertionError(f"unknown problem {problem!r}")
-    hostile.notes.update(files=out, target=target)
+    scenario.notes.update(files=out, target=target)
 
 
 @when("the jobmgr-server program is started with them")
-def _start_unsafe(hostile: Hostile, tmp_path: Path, server_cgroup_parent: str) -> None:
-    files: Path = hostile.notes["files"]
-    state = tmp_path / "refused-state"
-    parent = f"{server_cgroup_parent}-refused"
-    argv = [
-        *program("jobmgr-server"), "--host", "localhost", "--port", "0",
-        "--ca", str(files / "ca.pem"), "--cert", str(files / "server.pem"),
-        "--key", str(files / "server.key"), "--state-dir", str(state),
-        "--cgroup-parent", parent,
-    ]  # fmt: skip
-    began = time.monotonic()
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env(), cwd=tmp_path
-    )
-    assert process.stdout is not None
-    first = _first_line(process.stdout, 10.0)  # b"" once it exits; a line if it serves
-    kept_running = bool(first)  # anything on stdout means it got as far as serving
-    if not kept_running:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            kept_running = True
-    if kept_running:
-        process.send_signal(signal.SIGTERM)  # stop it the way an operator would
-    rest, stderr = process.communicate(timeout=60)
-    stdout = first + rest
-    hostile.notes.update(
-        code=process.returncode, took=time.monotonic() - began, kept_running=kept_running,
-        stdout=stdout.decode(errors="replace"), stderr=stderr.decode(errors="replace"),
-        state=state, parent=parent,
+def _start_unsafe(scenario: Scenario, tmp_path: Path, server_cgroup_parent: str) -> None:
+    workdir = tmp_path / "refused"
+    workdir.mkdir()
+    files: Path = scenario.notes["files"]
+    server = ServerProcess(ServerFiles.in_dir(files), workdir, f"{server_cgroup_parent}-refused")
+    try:
+        server.start(timeout=10.0)  # the refusal must come within 10 seconds
+        kept_running = True  # it got as far as serving
+    except ServerDidNotStart:
+        kept_running = False
+    code = server.terminate() if kept_running else server.wait(10)  # as an operator would
+    scenario.notes.update(
+        code=code, kept_running=kept_running,
+        stdout=server.stdout, stderr=server.stderr, server=server,
     )  # fmt: skip
 
 
 @then(parsers.parse('it exits with status 1 within 10 seconds, saying in one line "{says}"'))
-def _refused(hostile: Hostile, says: str) -> None:
-    notes = hostile.notes
+def _refused(scenario: Scenario, says: str) -> None:
+    notes = scenario.notes
     assert not notes["kept_running"], (
         f"jobmgr-server started serving with {notes['target'].name} unsafe: {notes['stdout']!r}"
     )
@@ -107,19 +88,12 @@ def _refused(hostile: Hostile, says: str) -> None:
 
 
 @then("it left no launcher, no cgroup and no open port behind")
-def _left_nothing(hostile: Hostile) -> None:
-    notes = hostile.notes
+def _left_nothing(scenario: Scenario) -> None:
+    notes = scenario.notes
+    server: ServerProcess = notes["server"]
     assert "listening" not in notes["stdout"] or notes["kept_running"]
-    assert cgroup_dirs(notes["parent"]) == [], "a refused start left a cgroup"
-    pid_file = notes["state"] / "launcher.pid"
+    assert parent_dirs(server.cgroup_parent) == [], "a refused start left a cgroup"
+    pid_file = server.state_dir / "launcher.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text())
         assert not alive(pid), "a refused start left its launcher running"
-
-
-def _first_line(stream: Any, timeout: float) -> bytes:
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.append(stream.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    return lines[0] if lines else b""

@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from harness.client import CLIENT_OPTIONS
+from harness.server import ServerProgram
 from jobmgr.api import job_pb2, job_pb2_grpc
-
-from ._hostile_server import CLIENT_OPTIONS, HostileServer
 
 NAPS = (0.0, 0.0, 0.2, 0.5, 2.0)
 
@@ -47,7 +47,7 @@ def expected_output(client: int, lines: int) -> bytes:
     return b"".join(b"c%d-line-%d\n" % (client, i) for i in range(lines))
 
 
-async def run_load(server: HostileServer, clients: int, seconds: float) -> Load:
+async def run_load(server: ServerProgram, clients: int, seconds: float) -> Load:
     """``clients`` clients hammering ``server`` for ``seconds``; returns what happened."""
     load = Load()
     deadline = time.monotonic() + seconds
@@ -57,7 +57,7 @@ async def run_load(server: HostileServer, clients: int, seconds: float) -> Load:
 
 
 async def _client(
-    server: HostileServer,
+    server: ServerProgram,
     credentials: grpc.ChannelCredentials,
     index: int,
     deadline: float,
@@ -128,7 +128,7 @@ async def _read_all(
         load.mismatches.append(f"{job}: followed output {data[:80]!r} != {expected.output[:80]!r}")
 
 
-def check_accounts(server: HostileServer, load: Load) -> list[str]:
+def check_accounts(server: ServerProgram, load: Load) -> list[str]:
     """Every job started is listed once, ended, and ended as it should with its output."""
     problems = list(load.mismatches)
     stub = server.stub()
@@ -144,15 +144,16 @@ def check_accounts(server: HostileServer, load: Load) -> list[str]:
         if expected is None:
             continue
         output = server.output(status.uuid, follow=False)
-        if status.status == "EXITED" and status.exit_code == 0:
+        if status.state == job_pb2.JOB_STATE_EXITED and status.exit_code == 0:
             if output != expected.output:
                 problems.append(f"{status.uuid}: output {output[:60]!r} is not what it printed")
-        elif status.status == "STOPPED" and expected.stopped:
+        elif status.state == job_pb2.JOB_STATE_STOPPED and expected.stopped:
             if not expected.output.startswith(output) or output[-1:] not in (b"", b"\n"):
                 problems.append(f"{status.uuid}: stopped, output {output[:60]!r} no prefix")
         else:
+            state = job_pb2.JobState.Name(status.state)
             problems.append(
-                f"{status.uuid}: {status.status} exit {status.exit_code} signal "
+                f"{status.uuid}: {state} exit {status.exit_code} signal "
                 f"{status.signal} ({'stop asked' if expected.stopped else 'no stop asked'})"
             )
     return problems

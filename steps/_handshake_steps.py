@@ -16,13 +16,16 @@ import pytest
 import trustme
 from pytest_bdd import parsers, then, when
 
+from harness.client import CLIENT_OPTIONS
+from harness.figures import report
+from harness.pki import CertPair, ScenarioPKI
+from harness.poll import eventually
+from harness.rpc import call
 from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 
-from ._grpc_steps import eventually
-from ._hostile_h2 import ClientTLS, RawCall
-from ._hostile_server import CLIENT_OPTIONS
-from ._hostile_steps import Hostile, mark_log, new_log, outcome, report
-from .fixtures_pki import CertPair, ScenarioPKI
+from ._h2 import ClientTLS, RawCall
+from ._server_steps import mark_log, new_log
+from .fixtures_scenario import Scenario
 
 TLS_VERSIONS = {
     "1.0": ssl.TLSVersion.TLSv1,
@@ -71,10 +74,10 @@ def _pair(pki: ScenarioPKI, future: CertPair, certificate: str) -> CertPair | No
 
 
 @then(parsers.parse('the server logged the failed handshake saying "{reason}"'))
-def _logged_handshake(hostile: Hostile, reason: str) -> None:
+def _logged_handshake(scenario: Scenario, reason: str) -> None:
     def logged() -> bool:
         return any(
-            HANDSHAKE_FAILED in line and reason in line for line in new_log(hostile).splitlines()
+            HANDSHAKE_FAILED in line and reason in line for line in new_log(scenario).splitlines()
         )
 
     try:
@@ -82,7 +85,7 @@ def _logged_handshake(hostile: Hostile, reason: str) -> None:
     except AssertionError:
         raise AssertionError(
             f"no '{HANDSHAKE_FAILED}' line with {reason!r} in the server's log:\n"
-            f"{new_log(hostile)[-2000:]}"
+            f"{new_log(scenario)[-2000:]}"
         ) from None
 
 
@@ -90,18 +93,18 @@ def _logged_handshake(hostile: Hostile, reason: str) -> None:
 
 
 @when(parsers.parse("a client offering only TLS {version} connects with the admin certificate"))
-def _old_tls(hostile: Hostile, version: str) -> None:
-    server = hostile.srv
+def _old_tls(scenario: Scenario, version: str) -> None:
+    server = scenario.program
     pair = server.pki.client("admin")
     tls = ClientTLS(
         server.pki.ca_path, pair.cert_path, pair.key_path,
         TLS_VERSIONS[version], TLS_VERSIONS[version],
     )  # fmt: skip
-    mark_log(hostile)
-    hostile.notes["handshake"] = _raw_call(server.port, tls, server.marked("sleep 30"))
+    mark_log(scenario)
+    scenario.notes["handshake"] = start_by_hand(server.port, tls, server.marked("sleep 30"))
 
 
-def _raw_call(port: int, tls: ClientTLS, argv: list[str]) -> dict[str, Any]:
+def start_by_hand(port: int, tls: ClientTLS, argv: list[str]) -> dict[str, Any]:
     """Handshake, send a Start for ``argv`` by hand, and see what the server sends back."""
     seen: dict[str, Any] = {"version": None, "error": "", "frame": None}
     try:
@@ -122,18 +125,18 @@ def _raw_call(port: int, tls: ClientTLS, argv: list[str]) -> dict[str, Any]:
 
 
 @then("the handshake fails, and it was the server that refused it")
-def _refused_by_server(hostile: Hostile) -> None:
-    seen = hostile.notes["handshake"]
+def _refused_by_server(scenario: Scenario) -> None:
+    seen = scenario.notes["handshake"]
     assert seen["version"] is None and seen["error"], f"the handshake succeeded: {seen}"
     assert not any(word in seen["error"] for word in CLIENT_SIDE_REFUSALS), (
         f"this client refused on its own, the server was never asked: {seen['error']}"
     )
-    eventually(lambda: HANDSHAKE_FAILED in new_log(hostile), 5.0, "the server to see it")
+    eventually(lambda: HANDSHAKE_FAILED in new_log(scenario), 5.0, "the server to see it")
 
 
 @when("openssl s_client connects with each of -tls1, -tls1_1, -tls1_2 and -tls1_3")
-def _s_client(hostile: Hostile) -> None:
-    server = hostile.srv
+def _s_client(scenario: Scenario) -> None:
+    server = scenario.program
     pair = server.pki.client("admin")
     sessions = {}
     for flag in ("-tls1", "-tls1_1", "-tls1_2", "-tls1_3"):
@@ -149,38 +152,38 @@ def _s_client(hostile: Hostile) -> None:
         match = re.search(r"^New, (\S+), Cipher is (\S+)", text, re.MULTILINE)
         got = match.group(1) if match and match.group(2) != "(NONE)" else None
         sessions[flag] = got
-    hostile.notes["sessions"] = sessions
+    scenario.notes["sessions"] = sessions
     report(f"openssl s_client sessions by version flag: {sessions}")
 
 
 @then("only the -tls1_3 connection gets a session")
-def _only_tls13(hostile: Hostile) -> None:
-    sessions = hostile.notes["sessions"]
+def _only_tls13(scenario: Scenario) -> None:
+    sessions = scenario.notes["sessions"]
     assert sessions == {"-tls1": None, "-tls1_1": None, "-tls1_2": None, "-tls1_3": "TLSv1.3"}, (
         sessions
     )
 
 
 @when(parsers.parse("a TLS 1.3 client with {certificate} sends a Start call by hand"))
-def _bad_cert_raw(hostile: Hostile, certificate: str, future_pair: CertPair) -> None:
-    server = hostile.srv
+def _bad_cert_raw(scenario: Scenario, certificate: str, future_pair: CertPair) -> None:
+    server = scenario.program
     pair = _pair(server.pki, future_pair, certificate)
     tls = ClientTLS(
         server.pki.ca_path, pair.cert_path if pair else None, pair.key_path if pair else None
     )
-    mark_log(hostile)
-    hostile.notes["handshake"] = _raw_call(server.port, tls, server.marked("sleep 30"))
+    mark_log(scenario)
+    scenario.notes["handshake"] = start_by_hand(server.port, tls, server.marked("sleep 30"))
 
 
 @then("the server ends the connection without sending a single HTTP/2 frame")
-def _no_frame(hostile: Hostile) -> None:
-    seen = hostile.notes["handshake"]
+def _no_frame(scenario: Scenario) -> None:
+    seen = scenario.notes["handshake"]
     assert seen["frame"] is None, f"the server answered with an HTTP/2 frame: {seen}"
 
 
 @then(parsers.parse("a gRPC client with {certificate} gets UNAVAILABLE from Start"))
-def _grpc_unavailable(hostile: Hostile, certificate: str, future_pair: CertPair) -> None:
-    server = hostile.srv
+def _grpc_unavailable(scenario: Scenario, certificate: str, future_pair: CertPair) -> None:
+    server = scenario.program
     pair = _pair(server.pki, future_pair, certificate)
     if pair is None:
         credentials = grpc.ssl_channel_credentials(root_certificates=server.pki.ca_pem)
@@ -191,5 +194,5 @@ def _grpc_unavailable(hostile: Hostile, certificate: str, future_pair: CertPair)
     with grpc.secure_channel(server.target, credentials, options=CLIENT_OPTIONS) as channel:
         argv = server.marked("sleep 30")
         request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:])
-        got = outcome(job_pb2_grpc.JobManagerStub(channel).Start, request, timeout=10)
+        got = call(job_pb2_grpc.JobManagerStub(channel).Start, request, timeout=10)
     assert got.code == grpc.StatusCode.UNAVAILABLE, got

@@ -1,0 +1,141 @@
+"""Runs inside the test VM (``vng --exec``): check the cgroup setup, run the suite, summarise.
+
+    python -m vm._guest RESULTS_DIR
+
+RESULTS_DIR is shared with the host (9p, read-write): ``request.json`` says what to run;
+``booted``, ``junit.xml`` and ``summary.json`` are written back. The scratch disk (the one
+virtio disk) is formatted and mounted on /var/tmp, which also holds the tests' temporary
+directories: the I/O scenarios then meet a real block device, and the state directories sit
+on a disk as they do in production rather than in the VM's RAM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from jobmgr.worker.cgroups import detect_driver
+from jobmgr.worker.cgroups._mounts import read_mounts
+
+from ._summary import BOOTED, REQUEST, SUMMARY, Request, Summary
+
+SCRATCH_MOUNT = "/var/tmp"
+SWAP_SIZE = "512M"
+
+
+def main(argv: list[str]) -> int:
+    results = Path(argv[0])
+    uptime = Path("/proc/uptime").read_text().split()[0]
+    (results / BOOTED).write_text(f"{float(uptime):.1f}\n")
+    request = Request.from_json(json.loads((results / REQUEST).read_text()))
+    driver = detect_driver("jobmgr-vm-probe")
+    options = ",".join(
+        sorted(o for m in read_mounts("/proc/self/mountinfo") if m.fstype == "cgroup2"
+               for o in m.super_options)
+    )  # fmt: skip
+    print(
+        f"vm guest: cgroup v{driver.version} driver; cgroup2 mounted {options or 'nowhere'}",
+        flush=True,
+    )
+    if driver.version != 2:
+        _write(results, _empty(driver.version, options))
+        return 3
+    _mount_scratch()
+    started = time.monotonic()
+    code = _pytest(request, request.targets, results / "junit.xml")
+    junits = [results / "junit.xml"]
+    if request.nsdelegate_targets and not request.pytest_args:
+        # The same kernel with namespaces as delegation boundaries, as systemd mounts it.
+        subprocess.run(["mount", "-o", "remount,nsdelegate", "/sys/fs/cgroup"], check=True)
+        junits.append(results / "junit-nsdelegate.xml")
+        again = _pytest(request, request.nsdelegate_targets, junits[-1])
+        code = code or again
+    seconds = time.monotonic() - started
+    _write(results, _summarise(junits, driver.version, options, seconds, code))
+    return code
+
+
+def _pytest(request: Request, targets: list[str], junit: Path) -> int:
+    return subprocess.call(
+        [
+            sys.executable, "-m", "pytest",
+            "-p", "no:cacheprovider",
+            "-n", str(request.workers),
+            "-v", "-rfEsxX",
+            f"--junitxml={junit}",
+            *targets,
+            *request.pytest_args,
+        ],
+        env={**os.environ, "TMPDIR": SCRATCH_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+
+
+def _mount_scratch() -> None:
+    disks = sorted(name for name in os.listdir("/sys/block") if name.startswith("vd"))
+    if len(disks) != 1:
+        raise SystemExit(f"vm guest: expected one virtio disk (the scratch disk), found {disks}")
+    device = f"/dev/{disks[0]}"
+    subprocess.run(["mkfs.ext4", "-q", "-F", device], check=True)
+    subprocess.run(["mount", "-t", "ext4", device, SCRATCH_MOUNT], check=True)
+    os.chmod(SCRATCH_MOUNT, 0o1777)
+    # Some swap, so that memory.swap.max has something to hold a job back from.
+    swap = os.path.join(SCRATCH_MOUNT, "vm-swap")
+    subprocess.run(["fallocate", "-l", SWAP_SIZE, swap], check=True)
+    os.chmod(swap, 0o600)
+    subprocess.run(["mkswap", "-q", swap], check=True)
+    subprocess.run(["swapon", swap], check=True)
+
+
+def _summarise(
+    junits: list[Path], version: int, options: str, seconds: float, code: int
+) -> Summary:
+    failed: list[str] = []
+    skipped: list[str] = []
+    xfailed: list[str] = []
+    names: list[str] = []
+    figures: list[str] = []
+    for junit in junits:
+        if not junit.exists():
+            continue
+        suffix = " [nsdelegate]" if "nsdelegate" in junit.name else ""
+        for case in ET.parse(junit).getroot().iter("testcase"):
+            name = f"{case.get('classname')}::{case.get('name')}{suffix}"
+            names.append(name)
+            if case.find("failure") is not None or case.find("error") is not None:
+                failed.append(name)
+            elif (skip := case.find("skipped")) is not None:
+                (xfailed if skip.get("type") == "pytest.xfail" else skipped).append(name)
+            for prop in case.iter("property"):
+                figures.append(f"{prop.get('name')}: {prop.get('value')}{suffix}")
+    return Summary(
+        kernel=platform.release(),
+        driver_version=version,
+        cgroup2_options=options,
+        scenarios=sum(1 for n in names if n.startswith("steps.")),
+        tests=len(names),
+        passed=len(names) - len(failed) - len(skipped) - len(xfailed),
+        failed=failed,
+        skipped=skipped,
+        xfailed=xfailed,
+        seconds=seconds,
+        pytest_exit=code,
+        figures=figures,
+    )
+
+
+def _empty(version: int, options: str) -> Summary:
+    return Summary(platform.release(), version, options, 0, 0, 0, [], [], [], 0.0, 3)
+
+
+def _write(results: Path, summary: Summary) -> None:
+    (results / SUMMARY).write_text(json.dumps(summary.to_json()))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
