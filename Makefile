@@ -7,12 +7,22 @@ VM_STAMP := $(VENV)/.installed-vm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
+.PHONY: install system-deps test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py jobmgr/worker/_pid1.c jobmgr/worker/_pid1_supervise.c \
-		jobmgr/worker/_pid1.h
+# The jobs' init is C and links libseccomp: a C compiler and libseccomp's headers are installed
+# here when a program using it does not build (apt; elsewhere setup.py stops with the package
+# to install).
+system-deps:
+	@probe=$$(mktemp -d) \
+		&& printf '#include <seccomp.h>\nint main(void) { return !seccomp_api_get(); }\n' \
+			> $$probe/probe.c \
+		&& cc $$probe/probe.c -lseccomp -o $$probe/probe >/dev/null 2>&1; built=$$?; \
+		rm -rf $$probe; [ $$built = 0 ] || ! command -v apt-get >/dev/null \
+		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq gcc libc6-dev libseccomp-dev'
+
+$(STAMP): pyproject.toml setup.py $(wildcard jobmgr/worker/*.c jobmgr/worker/*.h) | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
@@ -41,10 +51,14 @@ run: install certs
 
 # dist/: the sdist, and the wheel built from it, which auditwheel tags
 # py3-none-manylinux_X_Y_ARCH by the glibc its program needs (setup.py says why py3-none).
+# libseccomp (LGPL-2.1) stays the host's: the program links libseccomp.so.2 dynamically, and
+# the wheel does not carry a copy (the server says how to install it when it is missing).
+WHEEL_EXCLUDES := --exclude libseccomp.so.2
 dist: install
 	rm -rf dist
 	$(BIN)/python -m build --no-isolation --outdir dist/build .
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair --wheel-dir dist dist/build/*.whl
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/auditwheel repair $(WHEEL_EXCLUDES) \
+		--wheel-dir dist dist/build/*.whl
 	mv dist/build/*.tar.gz dist/
 	rm -rf dist/build
 

@@ -19,9 +19,6 @@ Feature: Resource limits
     Then within 30 seconds the job ends, FAILED by signal 9
     And the OOM killer is reported
 
-  # Known gap on cgroup v1, see SECURITY.md: there the limits sit on the cgroup the job's
-  # namespace starts at, so a root job that mounts cgroupfs can write them.
-  @known_gap_cgroup_v1
   Scenario: A root job that mounts the cgroup filesystem cannot lift its own memory limit
     When I start, as root, a job that mounts the cgroup filesystem, writes "max" to every memory limit it finds there, then allocates 128 MiB, with a memory limit of 32 MiB
     Then within 30 seconds the job ends, FAILED by signal 9

@@ -1,7 +1,7 @@
 Feature: A misbehaving job is contained, and nobody else notices
   Each job runs in a cgroup of its own and in PID, mount, network, UTS and IPC namespaces of
-  its own, as the server's run-as user (nobody unless configured; this server also lets a job
-  ask for root, as an operator may allow). Whatever it does stays inside: it is killed when
+  its own, as a uid of its own (this server also lets a job ask for nobody, or for root, which
+  is root of a user namespace of its own). Whatever it does stays inside: it is killed when
   it outgrows its memory, held at its pids and CPU limits, cleared entirely by Stop, kept to
   the output cap, and it sees none of the host's processes, network interfaces or mounts.
   Meanwhile a neighbour job's output keeps flowing to its reader and the server answers its
@@ -65,11 +65,4 @@ Feature: A misbehaving job is contained, and nobody else notices
     Examples:
       | user   |
       | nobody |
-
-    # Known gap, see SECURITY.md: a job the operator allows to run as root keeps CAP_SYS_ADMIN
-    # (jobs need it to mount and set a hostname in their namespaces), so it can mount a cgroup
-    # filesystem of its own and raise its own memory limit. It cannot leave its cgroup.
-    @known_gap
-    Examples:
-      | user   |
       | root   |

@@ -27,11 +27,11 @@ Feature: Isolation
     And the loopback interface is up
 
   Scenario: A mount made inside the job is invisible outside
-    When I start a job that mounts a tmpfs on a host directory and writes a file into it
+    When I start a job as root that mounts a tmpfs on a host directory and writes a file into it
     Then while it runs the host sees neither the mount nor the file
 
   Scenario: A hostname change inside the job is invisible outside
-    When I start "sh -c 'hostname job-inside-test && hostname'"
+    When I start as root "sh -c 'hostname job-inside-test && hostname'"
     And the job ends
     Then reading the output gives stdout "job-inside-test\n"
     And the host's hostname is unchanged

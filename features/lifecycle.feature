@@ -28,7 +28,7 @@ Feature: Job lifecycle
 
   Scenario: A file that is not executable fails at start
     When I try to start a file without execute permission
-    Then the start fails naming "permission denied" and "data.txt"
+    Then the start fails naming "permission denied" and "/etc/passwd"
 
   Scenario: An empty command is refused
     When I try to start an empty command

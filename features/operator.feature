@@ -106,7 +106,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run --env GREETING=hello --env LANG=C -- env
     Then it exits 0
-    And its stdout lists exactly the variables GREETING=hello, HOME=/, LANG=C and PATH
+    And its stdout lists exactly the variables GREETING=hello, HOME=/scratch, LANG=C and PATH
 
   Scenario: --inherit-env passes the client's environment on to the job
     Given the jobmgr-server program is running
@@ -126,27 +126,30 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Then it exits 143 within 10 seconds
     And its stderr contains "STOPPED by signal 15 (timed out after"
 
-  Scenario: Jobs run as nobody by default, and may not run as root
+  Scenario: Jobs run as a uid of their own by default, as nobody when they ask, and may not run as root
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run -- id -u
+    Then it exits 0
+    And its stdout is one uid of the range 1879048192-1879113727
+    When the admin runs jobmgr-client run --run-as nobody -- id -u
     Then it exits 0
     And its stdout is "65534\n"
     When the admin runs jobmgr-client run --run-as root -- id -u
     Then it exits 1
     And its stderr is one line: "error: jobs may not run as 'root' here (allowed: nobody)"
 
-  Scenario: A server configured to allow root runs a job as root when asked
+  Scenario: A server configured to allow root runs a job as root of its own user namespace when asked
     Given the jobmgr-server program is running with this configuration:
       """
       [jobs]
       allowed_run_as = ["nobody", "root"]
       """
-    When the admin runs jobmgr-client run --run-as root -- id -u
+    When the admin runs jobmgr-client run --run-as root -- sh -c 'id -u; cat /proc/self/uid_map'
     Then it exits 0
-    And its stdout is "0\n"
+    And its stdout is "0", then root's mapping to one uid of the range 1879048192-1879113727
     When the admin runs jobmgr-client run -- id -u
     Then it exits 0
-    And its stdout is "65534\n"
+    And its stdout is one uid of the range 1879048192-1879113727
 
   Scenario Outline: A job may not ask for more than the server's maxima
     Given the jobmgr-server program is running with this configuration:
@@ -211,7 +214,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
       | server.host        | "localhost" |
       | jobs.grace         | "3s"        |
       | jobs.output_cap    | "10M"       |
-      | jobs.run_as        | "nobody"    |
+      | sandbox.uid_range  | "1879048192-1879113727" |
       | limits.max.memory  | "1G"        |
       | limits.max.cpu     | 2.0         |
       | limits.default.cpu | 1.0         |

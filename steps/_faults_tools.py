@@ -193,11 +193,11 @@ def cut_to_half(path: Path) -> None:
 def start_raw(
     server: ServerProgram, argv: list[str], request_id: str = "", timeout: float = 30.0
 ) -> str:
-    """Start a job with a StartRequest whose field 9 (request_id) is added as raw bytes, so
+    """Start a job with a StartRequest whose field 11 (request_id) is added as raw bytes, so
     that a server built before the field existed gets the very same bytes."""
     request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:]).SerializeToString()
     if request_id:
         encoded = request_id.encode()
-        request += b"\x4a" + bytes([len(encoded)]) + encoded  # field 9, length-delimited
+        request += b"\x5a" + bytes([len(encoded)]) + encoded  # field 11, length-delimited
     reply = server.raw_method("Start")(request, timeout=timeout)
     return job_pb2.StartResponse.FromString(reply).uuid

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.cgroups import parent_dirs
-from jobmgr.worker import Worker
+from jobmgr.worker import Sandbox, Worker
 
 
 @pytest.fixture
@@ -18,10 +18,18 @@ def cgroup_parent(worker_id: str) -> str:
 
 
 @pytest.fixture
-def worker(tmp_path: Path, cgroup_parent: str) -> Iterator[Worker]:
+def worker_sandbox() -> Sandbox:
+    """The sandbox of the scenario's worker: the default (a module may override it)."""
+    return Sandbox()
+
+
+@pytest.fixture
+def worker(tmp_path: Path, cgroup_parent: str, worker_sandbox: Sandbox) -> Iterator[Worker]:
     """A Worker with its own state dir and cgroup parent; after the scenario its launcher
     must have exited and no cgroup of the parent be left."""
-    w = Worker(tmp_path / "state", cgroup_parent=cgroup_parent, default_grace=2.0)
+    w = Worker(
+        tmp_path / "state", cgroup_parent=cgroup_parent, default_grace=2.0, sandbox=worker_sandbox
+    )
     launcher = w._launcher.process
     try:
         yield w

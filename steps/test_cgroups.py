@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from harness.cgroups import (
     placement,
 )
 from harness.worker import wait_until_ended
-from jobmgr.worker import JobSpec, JobState, Limits, Worker
+from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
 
 from ._phrases import MiB
 from ._worker_steps import start
@@ -37,7 +38,8 @@ LIFT_LIMITS = f"""
 import os, subprocess
 v2 = open("/proc/self/cgroup").read().startswith("0::")
 kind = ["-t", "cgroup2"] if v2 else ["-t", "cgroup", "-o", "memory"]
-subprocess.run(["mount", *kind, "cgroup", "/mnt"], check=True)
+mounted = subprocess.run(["mount", *kind, "cgroup", "/mnt"]).returncode == 0
+print("mounted", mounted, flush=True)
 names = {{"memory.max": "max", "memory.swap.max": "max",
          "memory.memsw.limit_in_bytes": "-1", "memory.limit_in_bytes": "-1"}}
 lifted = 0
@@ -73,8 +75,9 @@ def _oom_in_one_process(worker: Worker, scenario: Scenario, background: str, mib
     )
 )
 def _lift_limits(worker: Worker, scenario: Scenario, mib: int) -> None:
-    assert os.geteuid() == 0, "the worker runs jobs as its own user: root"
-    start(worker, scenario, ["python3", "-c", LIFT_LIMITS], Limits(memory_bytes=mib * MiB))
+    limits = Limits(memory_bytes=mib * MiB)
+    spec = JobSpec(["python3", "-c", LIFT_LIMITS], limits=limits, run_as="root")
+    scenario.job = worker.start(spec)
 
 
 @then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
@@ -133,38 +136,53 @@ def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) ->
     assert time.monotonic() - began <= most
 
 
+@pytest.fixture
+def io_dir() -> Iterator[Path]:
+    """A directory on the root filesystem, which jobs may mount writable: blkio throttles real
+    disks, and a job's own files are on a tmpfs."""
+    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
+    path.mkdir()
+    os.chmod(path, 0o777)  # for the job, running as nobody
+    assert os.stat(path).st_dev == os.stat("/").st_dev
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def worker_sandbox(io_dir: Path) -> Sandbox:
+    return Sandbox(mount_sources=(f"{io_dir}:rw",))
+
+
+def start_on_disk(
+    worker: Worker, scenario: Scenario, io_dir: Path, argv: list[str], limits: Limits
+) -> None:
+    """Start ``argv`` as nobody with the test's directory on the root filesystem at /io."""
+    mount = Mount(str(io_dir), "/io", writable=True)
+    spec = JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount])
+    scenario.job = worker.start(spec)
+
+
 @when(
     parsers.parse(
         "I start a dd writing {size:d} MiB with oflag=direct to the root filesystem "
         "with an IO write limit of {rate:d} MiB/s"
     )
 )
-def _dd_write(
-    worker: Worker, scenario: Scenario, root_fs_scratch: Path, size: int, rate: int
-) -> None:
-    target = root_fs_scratch
-    argv = ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={size}", "oflag=direct"]
-    start(worker, scenario, argv, Limits(io_write_bps=rate * MiB))
-
-
-@pytest.fixture
-def root_fs_scratch() -> Iterator[Path]:
-    """A file path on the root filesystem (blkio throttles real disks, not tmpfs)."""
-    path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
-    assert os.stat(path.parent).st_dev == os.stat("/").st_dev
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+def _dd_write(worker: Worker, scenario: Scenario, io_dir: Path, size: int, rate: int) -> None:
+    argv = ["dd", "if=/dev/zero", "of=/io/written", "bs=1M", f"count={size}", "oflag=direct"]
+    start_on_disk(worker, scenario, io_dir, argv, Limits(io_write_bps=rate * MiB))
 
 
 @given(parsers.parse("a {size:d} MiB file on the root filesystem"), target_fixture="io_file")
-def _io_file(root_fs_scratch: Path, size: int) -> Path:
-    with open(root_fs_scratch, "wb") as f:
+def _io_file(io_dir: Path, size: int) -> Path:
+    path = io_dir / "read"
+    with open(path, "wb") as f:
         f.write(os.urandom(MiB) * size)
         f.flush()
         os.fsync(f.fileno())
-    return root_fs_scratch
+    return path
 
 
 @when(
@@ -173,8 +191,8 @@ def _io_file(root_fs_scratch: Path, size: int) -> Path:
     )
 )
 def _dd_read(worker: Worker, scenario: Scenario, io_file: Path, rate: int) -> None:
-    argv = ["dd", f"if={io_file}", "of=/dev/null", "bs=1M", "iflag=direct"]
-    start(worker, scenario, argv, Limits(io_read_bps=rate * MiB))
+    argv = ["dd", f"if=/io/{io_file.name}", "of=/dev/null", "bs=1M", "iflag=direct"]
+    start_on_disk(worker, scenario, io_file.parent, argv, Limits(io_read_bps=rate * MiB))
 
 
 @then(parsers.parse("the job ran for at least {seconds:g} seconds"))

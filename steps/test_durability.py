@@ -6,6 +6,7 @@ import hashlib
 import json
 import sqlite3
 import time
+import uuid
 from pathlib import Path
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -13,7 +14,7 @@ from pytest_bdd import given, parsers, scenarios, then, when
 
 from harness.cgroups import job_dirs, job_pids
 from harness.poll import eventually
-from harness.procs import alive
+from harness.procs import alive, marked_processes
 from jobmgr.api import job_pb2
 
 from ._cli_steps import ran, run_client
@@ -80,39 +81,46 @@ def _crash_both(scenario: Scenario) -> None:
     'the admin has started, as root, a job that prints "before", then "during" and "after" '
     "each when told to"
 )
-def _told_job(scenario: Scenario, tmp_path: Path) -> None:
-    # Files outside the state dir tell the job to go on (the job runs as root to reach them:
-    # the test's directories are root's alone) and tell the test it has.
-    signals = tmp_path / "signals"
-    signals.mkdir()
-    scenario.notes["signals"] = signals
-    wait = "until [ -e {0} ]; do sleep 0.05; done"
+def _told_job(scenario: Scenario) -> None:
+    # Files in the job's own /tmp tell it to go on and tell the test it has: the test reaches
+    # them through /proc/PID/root, the job's view as its processes see it.
+    tag = f"jobmgr-told-{uuid.uuid4().hex}"
+    wait = "until [ -e /tmp/{0} ]; do sleep 0.05; done"
     script = "; ".join(
         [
             "echo before",
-            wait.format(signals / "go-during"),
+            wait.format("go-during"),
             "echo during",
-            f"touch {signals / 'said-during'}",
-            wait.format(signals / "go-after"),
+            "touch /tmp/said-during",
+            wait.format("go-after"),
             "echo after",
             "exit 7",
         ]
     )
-    done = run_client(scenario, "admin", "start --run-as root -- sh -c " + json.dumps(script))
+    command = f"start --run-as root -- sh -c {json.dumps(script)} {tag}"
+    done = run_client(scenario, "admin", command)
     assert done.returncode == 0, done.stderr
     scenario.job = done.stdout.decode().strip()
+    scenario.notes["tag"] = tag
+
+
+def _job_tmp(scenario: Scenario) -> Path:
+    """The job's own /tmp, as the host reaches it."""
+    pids = marked_processes(scenario.notes["tag"])
+    assert pids, "the job's shell is not running"
+    return Path(f"/proc/{pids[0]}/root/tmp")
 
 
 @when('the job is told to print "during", and does')
 def _go_during(scenario: Scenario) -> None:
-    signals: Path = scenario.notes["signals"]
-    (signals / "go-during").touch()
-    eventually((signals / "said-during").exists, 20, "the job to print during")
+    tmp = _job_tmp(scenario)
+    (tmp / "go-during").touch()
+    eventually((tmp / "said-during").exists, 20, "the job to print during")
 
 
 @when('the job is told to print "after" and exit 7')
 def _go_after(scenario: Scenario) -> None:
-    (scenario.notes["signals"] / "go-after").touch()
+    (_job_tmp(scenario) / "go-after").touch()
 
 
 @then(parsers.parse("jobmgr-client status says the job EXITED with code {code:d}"))

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import socket
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from pytest_bdd import parsers, scenarios, then, when
 
 from harness.cgroups import job_procs_dirs
 from harness.worker import collected, wait_for_output, wait_until_ended
-from jobmgr.worker import Stream, Worker
+from jobmgr.worker import JobSpec, Stream, Worker
 
-from ._worker_steps import start
 from .fixtures_scenario import Scenario
 
 scenarios("isolation.feature")
@@ -65,14 +69,30 @@ def _lo_up(worker: Worker, scenario: Scenario) -> None:
     assert link and "UP" in link[0].split("<")[1].split(">")[0].split(","), link
 
 
-@when("I start a job that mounts a tmpfs on a host directory and writes a file into it")
-def _mount_job(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
-    target = tmp_path / "mnt"
+@pytest.fixture
+def host_dir() -> Iterator[Path]:
+    """A directory on the host that jobs see (read-only): not under /tmp, which is theirs."""
+    path = Path("/var/lib") / f"jobmgr-test-{uuid.uuid4().hex}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@when("I start a job as root that mounts a tmpfs on a host directory and writes a file into it")
+def _mount_job(worker: Worker, scenario: Scenario, host_dir: Path) -> None:
+    target = host_dir / "mnt"
     target.mkdir()
     scenario.notes["target"] = target
     script = f"mount -t tmpfs none {target} && touch {target}/inside && echo mounted; sleep 1000"
-    start(worker, scenario, ["sh", "-c", script])
+    scenario.job = worker.start(JobSpec(["sh", "-c", script], run_as="root"))
     wait_for_output(worker, scenario.job, b"mounted")
+
+
+@when(parsers.parse('I start as root "{command}"'))
+def _start_as_root(worker: Worker, scenario: Scenario, command: str) -> None:
+    scenario.job = worker.start(JobSpec(shlex.split(command), run_as="root"))
 
 
 @then("while it runs the host sees neither the mount nor the file")
@@ -93,15 +113,14 @@ def _hostname(scenario: Scenario) -> None:
 
 
 @when("I start a job that tries every way to move itself into the root cgroup")
-def _escape(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
-    mnt = tmp_path / "cg"
-    mnt.mkdir()
+def _escape(worker: Worker, scenario: Scenario) -> None:
     script = (
         "for c in /sys/fs/cgroup/*; do echo $$ > $c/cgroup.procs; done 2>/dev/null;"
-        f" mount -t cgroup -o pids none {mnt} && echo $$ > {mnt}/cgroup.procs;"
+        " mkdir -p /scratch/cg && mount -t cgroup -o pids none /scratch/cg"
+        " && echo $$ > /scratch/cg/cgroup.procs;"
         " echo tried; exec sleep 1000"
     )
-    start(worker, scenario, ["sh", "-c", script])
+    scenario.job = worker.start(JobSpec(["sh", "-c", script], run_as="root"))
     wait_for_output(worker, scenario.job, b"tried")
 
 

@@ -387,3 +387,20 @@ def _no_secrets(scenario: Scenario) -> None:
     assert "-----BEGIN" not in text and "PRIVATE" not in text, text
     key = server.pki.client("admin").key_pem.decode().splitlines()[1]
     assert key not in text
+
+
+@then(parsers.parse("its stdout is one uid of the range {first:d}-{last:d}"))
+def _own_uid(scenario: Scenario, first: int, last: int) -> None:
+    uid = int(ran(scenario).stdout)
+    assert first <= uid <= last, uid
+
+
+@then(
+    parsers.parse(
+        "its stdout is \"0\", then root's mapping to one uid of the range {first:d}-{last:d}"
+    )
+)
+def _root_mapped(scenario: Scenario, first: int, last: int) -> None:
+    uid, inside, outside, count = ran(scenario).stdout.split()
+    assert (uid, inside, count) == (b"0", b"0", b"1"), ran(scenario).stdout
+    assert first <= int(outside) <= last, outside

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from pytest_bdd import parsers, scenarios, then, when
@@ -72,12 +71,10 @@ def _same(scenario: Scenario) -> None:
 
 
 @when("I start a job that prints every byte value 4 times")
-def _all_bytes(worker: Worker, scenario: Scenario, tmp_path: Path) -> None:
-    data = bytes(range(256)) * 4
-    path = tmp_path / "bytes.bin"
-    path.write_bytes(data)
-    scenario.notes["expected"] = data
-    start(worker, scenario, ["cat", str(path)])
+def _all_bytes(worker: Worker, scenario: Scenario) -> None:
+    scenario.notes["expected"] = bytes(range(256)) * 4
+    script = "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4)"
+    start(worker, scenario, ["python3", "-c", script])
 
 
 @then("reading the output gives exactly those bytes")

@@ -205,6 +205,7 @@ def test_v1_is_chosen_with_combined_hierarchies_when_cgroup2_lacks_controllers(
         f"34 31 0:31 / {cg}/blkio rw - cgroup cgroup rw,blkio",
         f"35 31 0:32 / {cg}/my\\040pids rw - cgroup cgroup rw,pids",
         f"36 31 0:33 / {cg}/systemd rw - cgroup cgroup rw,xattr,name=systemd",
+        f"38 31 0:35 / {cg}/devices rw - cgroup cgroup rw,devices",
         f"37 31 0:34 / {unified} rw - cgroup2 cgroup2 rw",
     )
     driver = detect_driver("jobmgr", mountinfo=info)
@@ -216,9 +217,10 @@ def test_v1_is_chosen_with_combined_hierarchies_when_cgroup2_lacks_controllers(
         "memory": f"{cg}/memory",
         "blkio": f"{cg}/blkio",
         "pids": f"{cg}/my pids",
+        "devices": f"{cg}/devices",
     }
     # cpu and cpuacct share a hierarchy, so a job has one directory there, not two.
-    assert len(driver.open("job").hierarchy_dirs) == 4
+    assert len(driver.open("job").hierarchy_dirs) == 5
 
 
 def test_detection_names_what_is_missing_when_neither_version_works(tmp_path: Path) -> None:
@@ -233,7 +235,7 @@ def test_detection_names_what_is_missing_when_neither_version_works(tmp_path: Pa
     with pytest.raises(CgroupsUnavailable) as error:
         detect_driver("jobmgr", mountinfo=info)
     assert f"cgroup2 at {unified} lacks io, pids" in str(error.value)
-    assert "cgroup v1 has no hierarchy for cpu, cpuacct, blkio, pids" in str(error.value)
+    assert "cgroup v1 has no hierarchy for cpu, cpuacct, blkio, pids, devices" in str(error.value)
 
 
 def test_detection_fails_clearly_without_any_cgroup_mount(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from jobmgr.worker import (
     JobState,
     LaunchError,
     Limits,
+    Mount,
     Worker,
     WorkerError,
 )
@@ -59,6 +60,7 @@ from jobmgr.worker._shim import (
     RunningJob,
     ShutdownReply,
     ShutdownRequest,
+    SlotSettings,
     StartReply,
     StartRequest,
     StartStage,
@@ -70,12 +72,14 @@ from jobmgr.worker._shim import (
     encode_order,
     encode_reply,
     encode_request,
+    encode_setup,
     parse_report,
 )
 from jobmgr.worker._shim.codec import frame
 from jobmgr.worker.cgroups import detect_driver
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff\xfe")  # what a file name in Latin-1 decodes to
+SLOTS = SlotSettings(1879048192, 1879113727, ("/root", "/srv/state"), 256 << 20)
 
 START = StartRequest(
     argv=("sh", "-c", "echo hi", NOT_UTF8),
@@ -103,13 +107,17 @@ RESULT = JobResult(
     output_truncated=True,
     reason="",
 )
+ADOPTED = START.record("a", 1.5, cgroup_parent="p")
 REQUESTS: list[Request[Any]] = [
     START,
     StopRequest("5f0e0c55", 0.0),
     HelloRequest(PROTOCOL_VERSION),
+    HelloRequest(PROTOCOL_VERSION, SLOTS),
+    HelloRequest(PROTOCOL_VERSION, SLOTS, handles=False),
+    dataclasses.replace(START, root=True, mounts=(Mount("/srv/a", "/a", True),), rootfs="/r"),
     ShutdownRequest(5.0),
     PingRequest(),
-    AdoptRequest(JobHandles("a", ("stdout", "init"), START.record("a", 1.5, "p"), 4150, 2.5, 5, 0)),
+    AdoptRequest(JobHandles("a", ("stdout", "init"), ADOPTED, 4150, 2.5, 5, 0)),
 ]
 REPLIES: list[tuple[Any, type[Any]]] = [
     (StartReply("5f0e0c55", 1764640000.25), StartReply),
@@ -117,7 +125,7 @@ REPLIES: list[tuple[Any, type[Any]]] = [
     (StopReply(already_ended=True), StopReply),
     (HelloReply(PROTOCOL_VERSION, (RunningJob("a", 2079), RunningJob("b", 0))), HelloReply),
     (
-        HelloReply(PROTOCOL_VERSION, (RunningJob("a", 9, START.record("a", 1.5, "p")),), "p"),
+        HelloReply(PROTOCOL_VERSION, (RunningJob("a", 9, ADOPTED),), "p"),
         HelloReply,
     ),
     (ShutdownReply(), ShutdownReply),
@@ -170,17 +178,43 @@ def test_strings_from_bytes_that_are_not_utf8_cross_unchanged_and_reach_the_init
     _, start = decode_request(one_frame(encode_request(1, START)))
     assert isinstance(start, StartRequest)
     assert start.argv[3] == NOT_UTF8 and start.env["NAME"] == NOT_UTF8
-    order = encode_order(start)
+    order = encode_order(start, 1879048200, (), SLOTS)
     assert b"\0caf\xe9 \xff\xfe\0" in order and b"\0NAME=caf\xe9 \xff\xfe\0" in order
 
 
 def test_the_order_is_what_the_init_parses() -> None:
-    assert encode_order(START) == (
-        b"65534\x0065534\x00/tmp\x004\x00sh\x00-c\x00echo hi\x00caf\xe9 \xff\xfe\x00"
+    assert encode_order(START, 1879048200, ["/var/lib/db.sock"], SLOTS) == (
+        b"user\x0065534\x0065534\x000\x000\x00/tmp\x00"
+        b"4\x00sh\x00-c\x00echo hi\x00caf\xe9 \xff\xfe\x00"
         b"2\x00PATH=/usr/bin:/bin\x00NAME=caf\xe9 \xff\xfe\x00"
+        b"0\x001\x00/var/lib/db.sock\x00\x00"
     )
-    as_launcher = StartRequest(**{**START.__dict__, "uid": None, "gid": None, "cwd": None})
-    assert encode_order(as_launcher).startswith(b"\x00\x00/\x004\x00")
+    own = dataclasses.replace(
+        START,
+        uid=None,
+        gid=None,
+        cwd=None,
+        limits=Limits(disk_bytes=64 << 20),
+        mounts=(Mount("/srv/data", "/data"), Mount("/srv/out", "/out", writable=True)),
+        rootfs="/srv/roots/debian",
+    )
+    assert encode_order(own, 1879048200, [], SLOTS) == (
+        b"user\x001879048200\x001879048200\x0067108864\x000\x00\x00"
+        b"4\x00sh\x00-c\x00echo hi\x00caf\xe9 \xff\xfe\x00"
+        b"2\x00PATH=/usr/bin:/bin\x00NAME=caf\xe9 \xff\xfe\x00"
+        b"2\x00/srv/data\x00/data\x00ro\x00/srv/out\x00/out\x00rw\x00"
+        b"0\x00/srv/roots/debian\x00"
+    )
+    root = dataclasses.replace(own, root=True, mounts=(), rootfs=None)
+    allowing = dataclasses.replace(SLOTS, user_namespaces=True)
+    assert encode_order(root, 1879048200, [], allowing).startswith(
+        b"root\x001879048200\x001879048200\x0067108864\x001\x00"
+    )
+
+
+def test_the_setup_is_what_the_init_parses() -> None:
+    body = b"7\x007\x00268435456\x000\x002\x00/root\x00/srv/state\x00"
+    assert encode_setup(7, 7, SLOTS) == f"{len(body)}\n".encode() + body
 
 
 @pytest.mark.parametrize(
@@ -333,17 +367,20 @@ def test_a_record_frame_in_the_format_on_disk_is_read(tmp_path: Path) -> None:
 
 
 def test_the_record_frame_written_today_has_the_format_on_disk(tmp_path: Path) -> None:
+    # Today's record adds the job's host uid, its disk limit, its cgroup parent and its
+    # request id to the format above.
+    today = json.loads(RECORD_ON_DISK)
+    today["job"] |= {"uid": 1879048200, "cgroup_parent": "", "request_id": ""}
+    today["job"]["limits"]["disk_bytes"] = None
     log = tmp_path / "job.log"
-    log.write_bytes(record_frame(RECORD))
+    record = dataclasses.replace(RECORD, uid=1879048200)
+    log.write_bytes(record_frame(record))
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
-    # Fields added since are the only difference, with their defaults.
-    on_disk = json.loads(RECORD_ON_DISK)
-    on_disk["job"] |= {"cgroup_parent": "", "request_id": ""}
-    assert body == on_disk
-    size = len(record_frame(RECORD))
-    write_result(log, RECORD, dataclasses.replace(RESULT, output_truncated=False), size)
+    assert body == today
+    size = len(record_frame(record))
+    write_result(log, record, dataclasses.replace(RESULT, output_truncated=False), size)
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
-    assert body == {**on_disk, "result": json.loads(RESULT_ON_DISK)}
+    assert body == {**today, "result": json.loads(RESULT_ON_DISK)}
 
 
 # ---- the version check --------------------------------------------------------------------

@@ -45,9 +45,20 @@ OTHER = ServerConfig(
     allowed_run_as=("nobody", "build"),
     retention=Retention(count=1000, max_age=30 * 86400.0),
     default_limits=Limits(
-        cpu=0.5, memory_bytes=256 * MiB, io_read_bps=1536 * 1024, io_write_bps=0, pids=100
+        cpu=0.5,
+        memory_bytes=256 * MiB,
+        io_read_bps=1536 * 1024,
+        io_write_bps=0,
+        pids=100,
+        disk_bytes=128 * MiB,
     ),
-    max_limits=Limits(cpu=2.0, memory_bytes=4096 * MiB, pids=4096),
+    max_limits=Limits(cpu=2.0, memory_bytes=4096 * MiB, pids=4096, disk_bytes=1024 * MiB),
+    uid_range=(1000000000, 1000065535),
+    hidden_paths=("/root", '/srv/sécret "dir"'),
+    visible_paths=("/home",),
+    mount_sources=("/srv/data", "/srv/cache:rw"),
+    rootfs_dirs=("/srv/roots",),
+    user_namespaces="allow",
     user_sees="own",
     roles={"admin": ("Start", "Stop"), "user": ("List",), "night shift": ("Status", "List")},
 )

@@ -12,7 +12,7 @@ import pytest
 from jobmgr.worker import Limits, Stream
 from jobmgr.worker._pidfd import ProcessHandle
 from jobmgr.worker._slot import TRANSITIONS, IllegalTransition, Slot, SlotState, transition
-from jobmgr.worker.cgroups import CgroupStats
+from jobmgr.worker.cgroups import CgroupStats, Device
 
 S = SlotState
 ALL_MOVES = list(itertools.product(SlotState, SlotState))
@@ -32,6 +32,9 @@ class NoCgroup:
     def set_limits(self, limits: Limits) -> None:
         pass
 
+    def allow_devices(self, devices: tuple[Device, ...]) -> None:
+        pass
+
     def pids(self) -> list[int]:
         return []
 
@@ -46,7 +49,7 @@ class NoCgroup:
 
 
 def new_slot() -> Slot:
-    return Slot("s1", NoCgroup(), Path("/nonexistent"), None, {}, None, None)
+    return Slot("s1", 1879048192, NoCgroup(), Path("/nonexistent"), None, {}, None, None)
 
 
 def test_the_life_of_a_job_and_of_a_spare_are_legal_moves() -> None:

@@ -26,6 +26,7 @@ from jobmgr.worker import (
     JobStatus,
     LaunchError,
     Limits,
+    Mount,
     OutputChunk,
     OutputIncomplete,
     Stream,
@@ -76,7 +77,7 @@ REFERENCE_VIEW: dict[JobState, tuple[str, bool]] = {
 }
 assert set(REFERENCE_VIEW) == set(JobState), "a job state has no reference status"
 
-LimitField = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids"]
+LimitField = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids", "disk_bytes"]
 _LIMIT_FIELDS: tuple[LimitField, ...] = get_args(LimitField)
 assert set(_LIMIT_FIELDS) == {f.name for f in fields(Limits)}, "Limits and its proto differ"
 
@@ -125,6 +126,8 @@ def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
         cwd=request.cwd or None,
         timeout=timeout,
         run_as=request.run_as or None,
+        mounts=[Mount(m.source, m.target, m.writable) for m in request.mounts],
+        rootfs=request.rootfs or None,
         request_id=request.request_id,
     )
 

@@ -22,6 +22,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
                 )
         return "\n".join(lines)
 
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # A default such as cpu=1,memory=512M,... is one word, kept whole so it can be copied.
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_long_words=False, break_on_hyphens=False
+        )
+
     def _get_help_string(self, action: argparse.Action) -> str | None:
         if action.default in (None, False, [], argparse.SUPPRESS):
             return action.help

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jobmgr.api import DEFAULT_PORT, DEFAULT_ROLES, role_policy
-from jobmgr.worker import DEFAULT_LIMITS, InvalidSpec, Limits, Retention
+from jobmgr.worker import DEFAULT_LIMITS, InvalidSpec, Limits, Retention, Sandbox
 
 from ._setting import PartError, Setting
 from ._settings import SETTINGS
@@ -47,17 +48,36 @@ class ServerConfig:
     grace: float = 5.0
     max_running: int | None = None
     output_cap: int = GiB
-    run_as: str = "nobody"
+    run_as: str | None = None
     allowed_run_as: tuple[str, ...] = ("nobody",)
     retention: Retention = field(default_factory=Retention)
     default_limits: Limits = DEFAULT_LIMITS
     max_limits: Limits = field(default_factory=Limits)  # every limit unset: no maximum
+    uid_range: tuple[int, int] = Sandbox().uid_range
+    hidden_paths: tuple[str, ...] = Sandbox().hidden_paths
+    visible_paths: tuple[str, ...] | None = None
+    mount_sources: tuple[str, ...] | None = None
+    rootfs_dirs: tuple[str, ...] | None = None
+    user_namespaces: str = "deny"
     user_sees: str = "all"
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
 
     @property
     def any_user_allowed(self) -> bool:
         return ANY_USER in self.allowed_run_as
+
+    def sandbox(self) -> Sandbox:
+        """The jobs' sandbox: hidden_paths and the directories of the server's certificates
+        and key, less visible_paths; ValueError if a setting is not usable."""
+        hide = (*self.hidden_paths, *tls_hidden(self))
+        shown = {p.rstrip("/") or "/" for p in self.visible_paths or ()}
+        return Sandbox(
+            uid_range=self.uid_range,
+            hidden_paths=tuple(p for p in dict.fromkeys(hide) if p.rstrip("/") not in shown),
+            mount_sources=self.mount_sources or (),
+            rootfs_dirs=self.rootfs_dirs or (),
+            user_namespaces=self.user_namespaces == "allow",
+        )
 
     def with_changes(self, changes: Mapping[str, Any]) -> ServerConfig:
         """This configuration with ``changes`` (field -> value) applied, each by its setting's
@@ -82,7 +102,11 @@ class ServerConfig:
             problems.append(f"max_running must be >= 1, got {self.max_running}")
         if self.output_cap < 1:
             problems.append(f"output_cap must be at least 1 byte, got {self.output_cap}")
-        if not self.any_user_allowed and self.run_as not in self.allowed_run_as:
+        if (
+            self.run_as is not None
+            and not self.any_user_allowed
+            and self.run_as not in self.allowed_run_as
+        ):
             problems.append(
                 f"run_as {self.run_as!r} is not in allowed_run_as "
                 f"{list(self.allowed_run_as)}: jobs could not run at all"
@@ -92,11 +116,34 @@ class ServerConfig:
         except InvalidSpec as exc:
             problems.append(f"default limits above the maxima: {exc}")
         try:
+            self.default_limits.check_disk_fits()
+        except InvalidSpec as exc:
+            problems.append(f"default limits: {exc}")
+        try:
+            self.sandbox()
+        except ValueError as exc:
+            problems.append(str(exc))
+        try:
             role_policy(self.roles)
         except ValueError as exc:
             problems.append(str(exc))
         if problems:
             raise ConfigError("; ".join(problems))
+
+
+def tls_hidden(config: ServerConfig) -> tuple[str, ...]:
+    """What hides the server's TLS files from jobs: the directory of each (its key's, its CA's:
+    where jobmgr-certs also keeps the CA's key), or the file itself when that directory is a
+    top-level one such as /etc, which jobs need."""
+    hidden = []
+    for name in ("ca", "cert", "key", "crl"):
+        path = getattr(config, name)
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        parent = os.path.dirname(real)
+        hidden.append(parent if parent.count("/") >= 2 else real)
+    return tuple(dict.fromkeys(hidden))
 
 
 _BY_FIELD = {row.field: row for row in SETTINGS}

@@ -52,6 +52,13 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="processes and threads alive at once, e.g. 100",
     )
+    limits.add_argument(
+        "--disk",
+        type=_typed(parse_size),
+        metavar="SIZE",
+        help="what the job may write to its scratch directory, /tmp, /var/tmp and /dev/shm "
+        "together, e.g. 1G; kept in its memory, so at most --memory; past it: ENOSPC",
+    )
     job = parser.add_argument_group("the job's settings")
     job.add_argument(
         "--env",
@@ -67,7 +74,11 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pass this client's whole environment to the job (--env still wins)",
     )
-    job.add_argument("--cwd", metavar="DIR", help="absolute working directory (default: /)")
+    job.add_argument(
+        "--cwd",
+        metavar="DIR",
+        help="absolute working directory (default: /scratch, the job's own writable directory)",
+    )
     job.add_argument(
         "--timeout",
         type=_typed(parse_duration),
@@ -78,7 +89,23 @@ def add_job_flags(parser: argparse.ArgumentParser) -> None:
     job.add_argument(
         "--run-as",
         metavar="USER",
-        help="user to run as, if the server allows it (default: the server's, normally nobody)",
+        help="user to run as, if the server allows it (default: the server's, normally a uid "
+        "of the job's own); root runs it as root of a user namespace of its own",
+    )
+    job.add_argument(
+        "--mount",
+        action="append",
+        type=_mount,
+        default=[],
+        metavar="SRC:DST[:rw]",
+        help="bind the server's path SRC at DST in the job's view, read-only unless :rw "
+        "(repeatable; only sources the server's configuration allows)",
+    )
+    job.add_argument(
+        "--rootfs",
+        metavar="DIR",
+        help="use the server's directory tree DIR as the job's root, read-only, instead of "
+        "the server's own root (only where the server's configuration allows it)",
     )
 
 
@@ -104,6 +131,7 @@ def start_request(args: argparse.Namespace) -> job_pb2.StartRequest:
                     ("io_read_bps", args.io_read),
                     ("io_write_bps", args.io_write),
                     ("pids", args.pids),
+                    ("disk_bytes", args.disk),
                 )
                 if value is not None
             }
@@ -111,6 +139,8 @@ def start_request(args: argparse.Namespace) -> job_pb2.StartRequest:
         env=_environment(args.inherit_env, args.env),
         cwd=args.cwd or "",
         run_as=args.run_as or "",
+        mounts=args.mount,
+        rootfs=args.rootfs or "",
         # One id per invocation: a Start that is sent again finds this one's job.
         request_id=str(uuid.uuid4()),
     )
@@ -143,6 +173,16 @@ def _is_text(items: Sequence[str]) -> bool:
     except UnicodeEncodeError:  # surrogate-escaped bytes from a non-UTF-8 argument
         return False
     return True
+
+
+def _mount(text: str) -> job_pb2.Mount:
+    source, sep, rest = text.partition(":")
+    target, _, mode = rest.partition(":")
+    if not sep or not source or not target or mode not in ("", "rw", "ro"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write SRC:DST or SRC:DST:rw, e.g. --mount /srv/data:/data"
+        )
+    return job_pb2.Mount(source=source, target=target, writable=mode == "rw")
 
 
 def _env_pair(text: str) -> tuple[str, str]:

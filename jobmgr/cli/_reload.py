@@ -56,7 +56,8 @@ class Reloader:
         try:
             config = self._read()
             try:
-                pwd.getpwnam(config.run_as)
+                if config.run_as is not None:
+                    pwd.getpwnam(config.run_as)
             except KeyError:
                 raise ConfigError(f"run_as {config.run_as!r}: there is no such user here") from None
             tls = read_server_tls(config.ca, config.cert, config.key, config.crl)

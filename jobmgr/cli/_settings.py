@@ -35,6 +35,7 @@ LIMIT_PARTS = Record(
         Part("io_read", "io_read_bps", parse_size, format_size),
         Part("io_write", "io_write_bps", parse_size, format_size),
         Part("pids", "pids", whole("a whole number of processes")),
+        Part("disk", "disk_bytes", parse_size, format_size),
     ),
     noun="limit",
 )
@@ -56,6 +57,20 @@ def _roles(value: Any) -> dict[str, tuple[str, ...]]:
         return {role: strings(calls) for role, calls in value.items()}
     except ValueError as exc:
         raise PartError(str(exc)) from None
+
+
+def _uid_range(value: Any) -> tuple[int, int]:
+    first, sep, last = str(value).partition("-")
+    try:
+        if sep and first.strip().isdigit() and last.strip().isdigit():
+            return int(first), int(last)
+    except ValueError:
+        pass
+    raise ValueError(f"must be FIRST-LAST, two uids, e.g. 1879048192-1879113727; got {value!r}")
+
+
+def _shown_range(uids: tuple[int, int]) -> str:
+    return f"{uids[0]}-{uids[1]}"
 
 
 def _role_lists(roles: Mapping[str, tuple[str, ...]]) -> dict[str, list[str]]:
@@ -117,8 +132,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "jobs", "run_as", "run_as", string, str, "--run-as",
-        "user jobs run as when they do not ask for one",
-        metavar="USER",
+        "user jobs run as when they do not ask for one (root: root of a user namespace of "
+        "the job's own)",
+        metavar="USER", unset="a uid of the job's own, from uid_range",
     ),
     Setting(
         "jobs", "allowed_run_as", "allowed_run_as", strings, list, "--allow-run-as",
@@ -135,7 +151,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "limits", "default", "default_limits", LIMIT_PARTS.parse, LIMIT_PARTS.render,
         "--default-limit",
-        "limits of jobs that do not set them (cpu, memory, io_read, io_write, pids; "
+        "limits of jobs that do not set them (cpu, memory, io_read, io_write, pids, disk; "
         "0 = unlimited); repeatable",
         metavar="NAME=VALUE,...", merge=laid_over,
     ),
@@ -143,6 +159,41 @@ SETTINGS: tuple[Setting, ...] = (
         "limits", "max", "max_limits", LIMIT_PARTS.parse, LIMIT_PARTS.render, "--max-limit",
         "the most a job may ask for; more is refused with INVALID_ARGUMENT",
         metavar="NAME=VALUE,...", unset="no maximum", merge=laid_over,
+    ),
+    Setting(
+        "sandbox", "uid_range", "uid_range", _uid_range, _shown_range, "--uid-range",
+        "uids (and gids) jobs get one each of; must hold no user, group or subordinate id "
+        "of the host",
+        metavar="FIRST-LAST",
+    ),
+    Setting(
+        "sandbox", "hidden_paths", "hidden_paths", strings, list, "--hide",
+        "host path jobs see as empty; repeat for more; replaces the file's list (the state "
+        "directory and the certificates' directories are hidden too)",
+        metavar="PATH", collect=True,
+    ),
+    Setting(
+        "sandbox", "visible_paths", "visible_paths", strings, list, "--show",
+        "path left visible to jobs though hidden by default (/home, the certificates' "
+        "directory...); repeat for more",
+        metavar="PATH", unset="none", collect=True,
+    ),
+    Setting(
+        "sandbox", "mount_sources", "mount_sources", strings, list, "--allow-mount",
+        "host path (and what is below it) jobs may mount with --mount, read-only; PATH:rw "
+        "allows writable mounts too; repeat for more",
+        metavar="PATH[:rw]", unset="none", collect=True,
+    ),
+    Setting(
+        "sandbox", "rootfs_dirs", "rootfs_dirs", strings, list, "--allow-rootfs",
+        "directory (and those below it) jobs may use as their root with --rootfs; repeat for "
+        "more",
+        metavar="DIR", unset="none", collect=True,
+    ),
+    Setting(
+        "sandbox", "user_namespaces", "user_namespaces", string, str, "--user-namespaces",
+        "whether jobs may make user namespaces of their own",
+        choices=("deny", "allow"),
     ),
     Setting(
         "access", "user_sees", "user_sees", string, str, "--user-sees",

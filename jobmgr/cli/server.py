@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run Linux processes in their own cgroups and namespaces on behalf of clients "
             "authenticated by mutual TLS 1.3. A client certificate's Subject O is its role: "
-            "by default admin may start, stop and read jobs; user may only read them. Jobs "
-            f"run as {DEFAULTS.run_as} unless configured otherwise. Must run as root. SIGTERM "
+            "by default admin may start, stop and read jobs; user may only read them. Each "
+            "job runs as a uid of its own, in a read-only view of the host with a private "
+            "scratch directory, /tmp and /dev/shm, no capability and a seccomp filter. Must "
+            "run as root. SIGTERM "
             "or SIGINT stops the running jobs and exits. SIGHUP reloads the certificates, the "
             "CA, the CRL, the role and the run-as policy, keeping jobs and connections (a bad "
             "reload changes nothing and logs why). Also serves gRPC health checking and "
@@ -159,7 +161,8 @@ def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
         raise _Refusal(str(exc)) from None
     _logs.configure(config.log_format)
     try:
-        pwd.getpwnam(config.run_as)
+        if config.run_as is not None:
+            pwd.getpwnam(config.run_as)
     except KeyError:
         raise _Refusal(
             f"jobs are to run as {config.run_as!r} (run_as), but there is no such user here"
@@ -181,6 +184,7 @@ def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
             retention=config.retention,
             default_run_as=config.run_as,
             allowed_run_as=None if config.any_user_allowed else config.allowed_run_as,
+            sandbox=config.sandbox(),
         )
     except (WorkerError, OSError) as exc:
         raise _Refusal(f"cannot start the worker: {exc}") from None

@@ -9,6 +9,7 @@
 Every method is thread-safe; ``astart``/``astop``/``astatus``/``aoutput`` are the asyncio forms.
 """
 
+from ._confinement import Sandbox
 from ._errors import (
     CapacityError,
     DeadlineExceeded,
@@ -20,7 +21,7 @@ from ._errors import (
     WorkerUnavailable,
 )
 from ._jobtable import Retention
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, UNLIMITED, JobSpec, Limits, Mount
 from ._status import JobState, JobStatus, OutputChunk, Stream
 from ._worker import Worker
 
@@ -37,9 +38,11 @@ __all__ = [
     "JobStatus",
     "LaunchError",
     "Limits",
+    "Mount",
     "OutputChunk",
     "OutputIncomplete",
     "Retention",
+    "Sandbox",
     "Stream",
     "Worker",
     "WorkerError",

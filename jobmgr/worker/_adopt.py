@@ -82,6 +82,7 @@ def adopted_slot(
         raise
     slot = Slot(
         id=handles.id,
+        uid=-1 if handles.record.uid is None else handles.record.uid,  # its init holds the lease
         cgroup=cgroup,
         path=path,
         log_fd=None,

@@ -39,6 +39,7 @@ from ._shim import (
     Request,
     RequestFailed,
     ShutdownRequest,
+    SlotSettings,
 )
 
 log = logging.getLogger("jobmgr.worker")
@@ -63,6 +64,7 @@ class LauncherKeeper:
         state_dir: Path,
         cgroup_parent: str,
         warm_slots: int,
+        slots: SlotSettings,
         on_event: Callable[[Event], None],
         on_hello: Callable[[HelloReply], None],
         on_availability: Callable[[bool], None],
@@ -70,6 +72,7 @@ class LauncherKeeper:
         self._state_dir = state_dir
         self._cgroup_parent = cgroup_parent
         self._warm_slots = warm_slots
+        self._slots = slots
         self._on_event = on_event
         self._on_hello = on_hello
         self._on_availability = on_availability
@@ -261,7 +264,7 @@ class LauncherKeeper:
     def _greet(self, client: LauncherClient) -> HelloReply:
         """Greet a launcher; one started for another cgroup parent is replaced if it runs no
         job, and refused (WorkerError, saying what to do) if it does."""
-        reply = client.hello(HELLO_TIMEOUT, handles=self._want_handles)
+        reply = client.hello(HELLO_TIMEOUT, self._slots, handles=self._want_handles)
         theirs, ours = reply.cgroup_parent, self._cgroup_parent
         if not theirs or theirs == ours:
             return reply

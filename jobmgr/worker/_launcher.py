@@ -173,8 +173,10 @@ class Launcher:
                 self._supervisor.start(req, request)
             case StopRequest(id=job_id, grace=grace):
                 self._supervisor.stop(req, job_id, grace)
-            case HelloRequest(handles=handles):
-                lost, damaged = self._reclaim()
+            case HelloRequest(slots=slots, handles=handles):
+                lost, damaged = self._reclaim()  # before any spare is made
+                if slots is not None:
+                    self._supervisor.pool.configure(slots)
                 for slot in self._supervisor.jobs.values():
                     if handles and slot.state in JOB_STATES:
                         self._supervisor.send_handles(slot)
@@ -196,7 +198,6 @@ class Launcher:
             keep = {job.id for job in self._supervisor.running()}
             lost, damaged = reclaim(self._state_dir, self._driver, keep, self._last_seen)
             self._reclaim_report = (tuple(lost), tuple(damaged))
-            self._supervisor.pool.refill()  # the spares are made before the server goes on
         return self._reclaim_report
 
     def _begin_shutdown(self, grace: float) -> None:

@@ -39,6 +39,7 @@ from ._shim import (
     ReplyFrame,
     Request,
     RequestFailed,
+    SlotSettings,
     decode_from_launcher,
     encode_request,
     fd_count,
@@ -119,12 +120,12 @@ class LauncherClient:
                 raise WorkerUnavailable(f"the job launcher is gone: {exc}") from exc
         return fut
 
-    def hello(self, timeout: float, handles: bool = True) -> HelloReply:
-        """Greet the launcher: the jobs it runs (and, with ``handles``, copies of their
-        handles). A launcher of another protocol version is refused (WorkerError), since
-        every later message could be misread."""
+    def hello(self, timeout: float, slots: SlotSettings, handles: bool = True) -> HelloReply:
+        """Greet the launcher, telling it how to make slots: the jobs it runs (and, with
+        ``handles``, copies of their handles). A launcher of another protocol version is
+        refused (WorkerError), since every later message could be misread."""
         try:
-            reply = self.request(HelloRequest(PROTOCOL_VERSION, handles)).result(timeout)
+            reply = self.request(HelloRequest(PROTOCOL_VERSION, slots, handles)).result(timeout)
         except ProtocolError as exc:
             raise self._other_version(f"unknown ({exc})") from None
         if isinstance(reply, RequestFailed):

@@ -6,18 +6,22 @@
  * the launcher execs this program once, as the zygote, which maps about 100 KiB and never
  * writes it again; every init is forked from it and costs about 110 KiB.
  *
- * zygote (`_pid1 SOCKET_FD`, run by the launcher): each SOCK_SEQPACKET message on SOCKET_FD
- *   asks for a slot: the cgroup.procs paths, NUL-separated, and five fds (stdin, stdout,
- *   stderr, order, report). It forks a "mid" per message (SIGCHLD ignored: the kernel reaps
- *   them) and exits when the socket closes.
+ * zygote (`_pid1 SOCKET_FD`, run by the launcher): builds the jobs' seccomp filters once
+ *   (_privilege.c), then each SOCK_SEQPACKET message on SOCKET_FD asks for a slot: the
+ *   cgroup.procs paths, NUL-separated, and six fds (stdin, stdout, stderr, order, report, and
+ *   the lease that holds the slot's uid: the launcher's lock on it lasts as long as the init
+ *   keeps this fd). It forks a "mid" per message (SIGCHLD ignored: the kernel reaps them) and
+ *   exits when the socket closes.
  * mid: resets signals, closes every other fd, joins the job's cgroup, unshares the namespaces
  *   of STEPS, forks the init, reports "pid <init's host pid>" and exits (the init is
  *   reparented to the launcher, a child subreaper).
- * init: PID 1 of the new PID namespace. Runs each step's inside(), reports "ready", then reads
- *   its order: NUL-terminated fields  uid gid cwd argc argv... envc env...  (empty uid: stay
- *   root; an empty order: exit quietly). It switches to the job's user and directory and
- *   posix_spawns the command in a new session, every signal at its default, so an exec error
- *   comes back here; it reports "started" or "error <stage> <message>".
+ * init: PID 1 of the new PID namespace. Reads the slot's set-up from the order pipe, runs each
+ *   step's inside() (the namespaces', then the job's filesystem view of _sandbox.c), reports
+ *   "ready", then reads its order (both messages: _order.c; an empty order: exit quietly). It
+ *   finishes the view for the order and starts the job's first process (_privilege.c: vfork,
+ *   or fork for a root job), which takes the job's identity, drops its privileges and execs
+ *   the command in a new session, every signal at its default; an error on the way comes back
+ *   here. It reports "started" or "error <stage> <message>".
  *
  * Signal and reaping rules, as in tini: every child that dies in the namespace is reaped; when
  * the job's main process ends, init reports "exit <wait status>" and exits with its code, and
@@ -29,12 +33,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <limits.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,8 +49,9 @@
 #include <unistd.h>
 
 #include "_pid1.h"
+#include "_sandbox.h"
 
-enum { FD_STDIN, FD_STDOUT, FD_STDERR, FD_ORDER, FD_REPORT, NFDS };
+enum { FD_STDIN, FD_STDOUT, FD_STDERR, FD_ORDER, FD_REPORT, FD_LEASE, NFDS };
 #define MAX_PROCS_FILES 16
 
 void report(int fd, const char *fmt, ...) {
@@ -81,17 +84,10 @@ static _Noreturn void fail(int fd, const char *stage, const char *fmt, ...) {
     _exit(127);
 }
 
-/* ---- isolation steps: one entry per namespace --------------------------------------- */
-static int mounts_inside(void) {
+/* ---- isolation steps: one entry per namespace, then the job's view ----------------- */
+static int private_mounts(void) {
     /* Without MS_PRIVATE, mounts propagate back to the host through shared peer groups. */
-    if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        return -1;
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        return -1;
-    /* A sysfs of the job's own network namespace: /sys/class/net shows only lo, and the
-     * host's cgroup mounts under /sys/fs/cgroup are hidden, so even a root job cannot write
-     * itself out of its cgroup through them (and a cgroupfs it mounts starts at its own). */
-    return mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL);
+    return mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL);
 }
 
 static int network_inside(void) {
@@ -116,133 +112,40 @@ static const struct step {
     int (*inside)(void); /* run as PID 1 before the job starts; NULL: nothing to do */
 } STEPS[] = {
     {"pid namespace", CLONE_NEWPID, NULL},
-    {"mount namespace (private mounts, fresh /proc and /sys)", CLONE_NEWNS, mounts_inside},
+    {"mount namespace (private mounts)", CLONE_NEWNS, private_mounts},
     {"network namespace (loopback up)", CLONE_NEWNET, network_inside},
     {"uts namespace", CLONE_NEWUTS, NULL},
     {"ipc namespace", CLONE_NEWIPC, NULL},
     /* After the mid joined the job's cgroup: that cgroup becomes the root the job sees. */
     {"cgroup namespace", CLONE_NEWCGROUP, NULL},
+    /* The job's filesystem view (_sandbox.c), in the mount namespace above: what does not
+     * depend on the request is made here, while the slot warms. */
+    {"view: the host's root, read-only", 0, view_skeleton},
+    {"view: entering it", 0, view_enter},
+    {"view: /dev/pts of its own", 0, view_dev},
+    {"view: /proc, masked", 0, view_proc},
+    {"view: /sys, read-only", 0, view_sys},
+    {"view: scratch, /tmp, /var/tmp and /dev/shm", 0, view_private},
+    {"view: hidden paths", 0, view_hidden},
 };
 #define NSTEPS (sizeof STEPS / sizeof STEPS[0])
 
-/* ---- the order ------------------------------------------------------------------------ */
-struct order {
-    const char *uid, *gid, *cwd;
-    char **argv, **envp;
-};
-
-static char *read_all(int fd, size_t *len) {
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap + 1);
-    for (;;) {
-        if (buf == NULL)
-            return NULL;
-        ssize_t got = read(fd, buf + n, cap - n);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got < 0) {
-            free(buf);
-            return NULL;
-        }
-        if (got == 0)
-            break;
-        n += (size_t)got;
-        if (n == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap + 1);
-        }
-    }
-    buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-/* The next NUL-terminated field at *pos, or NULL past the end. */
-static char *field(char *buf, size_t len, size_t *pos) {
-    if (*pos >= len)
-        return NULL;
-    char *start = buf + *pos;
-    char *end = memchr(start, '\0', len - *pos);
-    if (end == NULL)
-        return NULL;
-    *pos = (size_t)(end - buf) + 1;
-    return start;
-}
-
-static char **list(char *buf, size_t len, size_t *pos) {
-    char *count = field(buf, len, pos);
-    if (count == NULL)
-        return NULL;
-    long n = strtol(count, NULL, 10);
-    if (n < 0 || n > 10000000)
-        return NULL;
-    char **items = calloc((size_t)n + 1, sizeof *items);
-    for (long i = 0; items != NULL && i < n; i++)
-        if ((items[i] = field(buf, len, pos)) == NULL)
-            return NULL;
-    return items;
-}
-
-static int parse_order(char *buf, size_t len, struct order *o) {
-    size_t pos = 0;
-    o->uid = field(buf, len, &pos);
-    o->gid = field(buf, len, &pos);
-    o->cwd = field(buf, len, &pos);
-    if (o->cwd == NULL || (o->argv = list(buf, len, &pos)) == NULL || o->argv[0] == NULL)
-        return -1;
-    return (o->envp = list(buf, len, &pos)) == NULL ? -1 : 0;
-}
-
 /* ---- the init ------------------------------------------------------------------------- */
-static void become_user(const struct order *o, int rep) {
-    if (o->uid[0] == '\0')
-        return;
-    errno = 0;
-    if (setgroups(0, NULL) < 0 || setgid((gid_t)atol(o->gid)) < 0 ||
-        setuid((uid_t)atol(o->uid)) < 0)
-        fail(rep, "user", "cannot switch to the job's user");
-}
-
-static pid_t spawn_job(const struct order *o, const int *fds) {
-    int rep = fds[FD_REPORT];
-    become_user(o, rep);
-    if (chdir(o->cwd) < 0)
-        fail(rep, "cwd", "cannot change to working directory '%.500s'", o->cwd);
-    /* posix_spawnp looks the program up in the caller's PATH: make ours the job's. */
-    const char *path = "/usr/local/bin:/usr/bin:/bin";
-    for (char **e = o->envp; *e != NULL; e++)
-        if (strncmp(*e, "PATH=", 5) == 0)
-            path = *e + 5;
-    setenv("PATH", path, 1);
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_t actions;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                        POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawn_file_actions_init(&actions);
-    for (int target = 0; target < 3; target++)
-        posix_spawn_file_actions_adddup2(&actions, fds[FD_STDIN + target], target);
-    pid_t pid;
-    int err = posix_spawnp(&pid, o->argv[0], &actions, &attr, o->argv, o->envp);
-    if (err != 0) {
-        const char *prog = o->argv[0];
-        if (err == ENOENT)
-            report(rep, "error exec command not found: '%.1000s'", prog);
-        else if (err == EACCES)
-            report(rep, "error exec permission denied: '%.1000s' is not executable", prog);
-        else if (err == ENOEXEC)
-            report(rep, "error exec cannot execute '%.1000s': it is not a program the kernel "
-                        "can run", prog);
-        else
-            report(rep, "error exec cannot execute '%.1000s': %s", prog, strerror(err));
-        _exit(127);
-    }
-    return pid;
+static _Noreturn void report_failure(int rep, const struct failure *f) {
+    const char *prog = f->what;
+    if (strcmp(f->stage, "exec") != 0)
+        report(rep, "error %s %s%s%s", f->stage, f->what, f->err ? ": " : "",
+               f->err ? strerror(f->err) : "");
+    else if (f->err == ENOENT)
+        report(rep, "error exec command not found: '%.1000s'", prog);
+    else if (f->err == EACCES)
+        report(rep, "error exec permission denied: '%.1000s' is not executable", prog);
+    else if (f->err == ENOEXEC)
+        report(rep, "error exec cannot execute '%.1000s': it is not a program the kernel "
+                    "can run", prog);
+    else
+        report(rep, "error exec cannot execute '%.1000s': %s", prog, strerror(f->err));
+    _exit(127);
 }
 
 static _Noreturn void run_init(const int *fds) {
@@ -250,12 +153,14 @@ static _Noreturn void run_init(const int *fds) {
     sigset_t watched;
     watched_signals(&watched);
     sigprocmask(SIG_SETMASK, &watched, NULL);
+    if (read_setup(fds[FD_ORDER], &SETUP) < 0)
+        fail(rep, "setup", "reading the slot's set-up");
     for (size_t i = 0; i < NSTEPS; i++)
         if (STEPS[i].inside != NULL && STEPS[i].inside() < 0)
-            fail(rep, "setup", "%s", STEPS[i].name);
+            fail(rep, "setup", "%s%s", STEPS[i].name, view_problem);
     report(rep, "ready");
     size_t len = 0;
-    char *buf = read_all(fds[FD_ORDER], &len);
+    char *buf = read_order(fds[FD_ORDER], &len);
     close(fds[FD_ORDER]);
     if (buf == NULL)
         fail(rep, "setup", "reading the job's order");
@@ -266,11 +171,15 @@ static _Noreturn void run_init(const int *fds) {
         report(rep, "error setup the job's order is malformed");
         _exit(127);
     }
-    pid_t job = spawn_job(&order, fds);
+    struct failure failure = {0};
+    pid_t job = -1;
+    if (view_order(&order, &failure) < 0 || (job = launch_job(&order, fds, &failure)) < 0)
+        report_failure(rep, &failure);
     /* Our copies of the pipes would keep the launcher from seeing EOF when the job ends. */
     for (int i = FD_STDIN; i <= FD_STDERR; i++)
         close(fds[i]);
     report(rep, "started");
+    view_release();
     supervise(job, &watched, rep);
 }
 
@@ -292,10 +201,14 @@ static void close_all_but(const int *fds) {
     close_range(low, ~0U, 0);
 }
 
+static int filters_made; /* by the zygote, before any slot */
+
 static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds) {
     int rep = fds[FD_REPORT];
     signal(SIGCHLD, SIG_DFL); /* the zygote ignores it; the init must not */
     close_all_but(fds);
+    if (!filters_made)
+        fail(rep, "setup", "building the jobs' seccomp filters with libseccomp");
     char pid[32];
     int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
     for (size_t i = 0; i < nprocs; i++) {
@@ -325,8 +238,9 @@ static _Noreturn void run_zygote(int sock) {
     for (int sig = 1; sig < NSIG; sig++)
         signal(sig, SIG_DFL);
     signal(SIGCHLD, SIG_IGN); /* the kernel reaps the mids */
-    int keep[NFDS] = {sock, sock, sock, sock, sock};
+    int keep[NFDS] = {sock, sock, sock, sock, sock, sock};
     close_all_but(keep);
+    filters_made = filters_prepare() == 0;
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);

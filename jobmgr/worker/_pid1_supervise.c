@@ -9,9 +9,8 @@
  *   a job that ended by itself before the stop reached it is reported as having ended by
  *   itself. Otherwise the job is marked stopped and every process of the namespace but this
  *   init gets SIGTERM (for SIGUSR1: SIGKILL) through kill(-1), daemons and setsid grandchildren
- *   included. (kill(-1) signals only what the init may signal: after it switched to the job's
- *   user, a process that made itself another user's is out of reach until the launcher kills
- *   this init, which takes the whole namespace along.)
+ *   included: the init keeps its privileges (only the job's first process takes the job's
+ *   identity, see _privilege.c), so every process of the namespace is within its reach.
  *   SIGTERM, SIGINT and SIGHUP from anyone else are forwarded to the job's main process;
  *   SIGUSR1 from inside the namespace is ignored.
  *   SIGCHLD: every child that died is reaped.

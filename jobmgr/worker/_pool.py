@@ -1,10 +1,15 @@
 """The warm pool: spare slots made ahead of time, so a start finds its namespaces made.
 
 Joining a cgroup v1 waits for an RCU grace period (about 20 ms here), which no start should
-pay. So the pool keeps ``size`` spares: each a cgroup (created unlimited) and an init already
-waiting in it, forked by the zygote (see _pid1.c for why a zygote). A spare's log file is made
-as it warms, in ``spares/``; a start moves it into ``jobs/`` with its record written, so a
-start creates no file and ``jobs/`` holds only logs that have a record.
+pay. So the pool keeps ``size`` spares: each a cgroup (created unlimited, its devices limited
+to the view's /dev), a uid of its own (_uids) and an init already waiting in it, forked by the
+zygote (see _pid1.c for why a zygote), which builds the job's filesystem view from the slot's
+set-up (_sandbox.c) while it waits. A spare's log file is made as it warms, in ``spares/``; a
+start moves it into ``jobs/`` with its record written, so a start creates no file and
+``jobs/`` holds only logs that have a record.
+
+No spare is made before a hello has said how (``configure``): the hidden paths and the uids
+are the worker's to decide.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from pathlib import Path
 from ._errors import WorkerError
 from ._outputlog import MAX_CHUNK
 from ._pidfd import ProcessHandle
-from ._shim import StartRefused, StartStage
+from ._shim import SlotSettings, StartRefused, StartStage, encode_setup
 from ._slot import SPARE_STATES, Slot, SlotState
 from ._spec import UNLIMITED
 from ._status import Stream
-from .cgroups import CgroupDriver
+from ._uids import Lease, NoUidLeft, UidLeases
+from .cgroups import JOB_DEVICES, CgroupDriver
 
 F_SETPIPE_SZ = 1031
 ZYGOTE = Path(__file__).with_name("_pid1")  # built from _pid1.c by setup.py
@@ -54,6 +60,8 @@ class WarmPool:
         # A spare that cannot even warm up would fail every start: none is made until a start
         # (which then reports the reason) succeeds again.
         self._broken = False
+        self.settings: SlotSettings | None = None
+        self._leases: UidLeases | None = None
         self._dir = state_dir / "spares"
         shutil.rmtree(self._dir, ignore_errors=True)  # a dead launcher's
         self._dir.mkdir(mode=0o700)
@@ -61,9 +69,23 @@ class WarmPool:
         self._zygote, self.zygote = _spawn_zygote()
         watch_zygote(self.zygote)
 
+    def configure(self, settings: SlotSettings) -> None:
+        """Make slots as ``settings`` say from now on; spares made otherwise are let go."""
+        if settings == self.settings:
+            return
+        self.settings = settings
+        self._leases = UidLeases(settings.uid_first, settings.uid_last)
+        self._broken = False
+        for spare in self.spares.values():
+            if spare.state in SPARE_STATES:
+                spare.move(SlotState.DISCARDED)
+                close_order(spare)
+        # Before the hello is answered: a server that is up finds its spares made.
+        self.refill()
+
     def refill(self) -> None:
-        """Make spares until there are ``size`` (none while broken or closed)."""
-        if self._closed or self._broken:
+        """Make spares until there are ``size`` (none while broken, closed or unconfigured)."""
+        if self._closed or self._broken or self.settings is None:
             return
         try:
             for _ in range(self._size - len(self.spares)):
@@ -118,36 +140,44 @@ class WarmPool:
         self.zygote.close()
 
     def _make(self) -> Slot:
+        if self.settings is None or self._leases is None:
+            raise StartRefused(StartStage.SETUP, "the launcher has not been told how to make slots")
         slot_id = str(uuid.uuid4())
         path = self._dir / slot_id
         # Whatever is made before a failure (out of fds, say) is undone: each failed warm-up
-        # would otherwise keep a file, a cgroup and up to eight fds.
+        # would otherwise keep a file, a cgroup, a uid and up to nine fds.
         with contextlib.ExitStack() as undo, _refused_if_exhausted():
             log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             undo.callback(path.unlink, missing_ok=True)
             undo.callback(os.close, log_fd)
+            lease = _lease(self._leases)
+            undo.callback(os.close, lease.fd)
             cgroup = self._driver.create(slot_id, UNLIMITED)
             undo.callback(cgroup.destroy)
+            cgroup.allow_devices(JOB_DEVICES)
             out_r, out_w = _pipe(undo)
             err_r, err_w = _pipe(undo)
             report_r, report_w = _pipe(undo)
             order_r, order_w = _pipe(undo)
             for fd in (out_w, err_w):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
+            os.write(order_w, encode_setup(lease.uid, lease.uid, self.settings))
             # Held until the mid reports the init's pid, then closed for its pidfd to take:
             # out of descriptors, a start is refused here, never left without a pidfd.
             pidfd_room = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             undo.callback(os.close, pidfd_room)
             procs = b"\0".join(os.fsencode(procs) for procs in cgroup.procs_files)
-            fds = [self._devnull, out_w, err_w, order_r, report_w]
+            fds = [self._devnull, out_w, err_w, order_r, report_w, lease.fd]
             socket.send_fds(self._zygote, [procs], fds)
             undo.pop_all()
-        for fd in (out_w, err_w, report_w, order_r):
+        # The init holds the lease now: the uid is the slot's until the init exits.
+        for fd in (out_w, err_w, report_w, order_r, lease.fd):
             os.close(fd)
         for fd in (out_r, err_r, report_r):
             os.set_blocking(fd, False)
         spare = Slot(
             id=slot_id,
+            uid=lease.uid,
             cgroup=cgroup,
             path=path,
             log_fd=log_fd,
@@ -191,6 +221,13 @@ def _refused_if_exhausted() -> Iterator[None]:
     except OSError as exc:
         refuse_if_exhausted(exc)
         raise
+
+
+def _lease(leases: UidLeases) -> Lease:
+    try:
+        return leases.take()
+    except NoUidLeft as exc:
+        raise StartRefused(StartStage.UIDS, f"no uid is free for a new job: {exc}") from exc
 
 
 def _pipe(undo: contextlib.ExitStack) -> tuple[int, int]:

@@ -94,6 +94,7 @@ class Slot:
     """One slot: its cgroup, the launcher's ends of its pipes, its init, and its job."""
 
     id: str  # also the id of the job it runs
+    uid: int  # its own uid (and gid), held while its init lives (see _uids)
     cgroup: JobCgroup
     path: Path  # its spare file while it warms, then the job's log
     log_fd: int | None  # that file, until the job's LogWriter takes it over

@@ -20,6 +20,7 @@ _LIMIT_RANGES: dict[str, tuple[float, float, str]] = {
     "io_read_bps": (1, 2**60, " bytes/s"),
     "io_write_bps": (1, 2**60, " bytes/s"),
     "pids": (2, 4194304, ""),
+    "disk_bytes": (MiB, 2**60, " bytes"),
 }
 
 
@@ -32,6 +33,8 @@ class Limits:
     io_read_bps:    bytes per second read from each block device.
     io_write_bps:   bytes per second written to each block device.
     pids:           processes and threads alive at once.
+    disk_bytes:     what the job may write: its scratch directory, /tmp, /var/tmp and /dev/shm
+                    together (one tmpfs, so it counts against memory_bytes too).
     """
 
     cpu: float | None = None
@@ -39,6 +42,7 @@ class Limits:
     io_read_bps: int | None = None
     io_write_bps: int | None = None
     pids: int | None = None
+    disk_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,11 +81,70 @@ class Limits:
         value: float | int | None = getattr(self, name)
         return value or None
 
+    def disk_within_memory(self) -> Limits:
+        """These limits with the disk limit lowered to the memory limit, if above it: what a
+        default disk limit becomes for a job that asks for little memory."""
+        disk, memory = self.effective("disk_bytes"), self.effective("memory_bytes")
+        if memory is not None and (disk is None or disk > memory):
+            return replace(self, disk_bytes=int(memory))
+        return self
+
+    def check_disk_fits(self) -> None:
+        """Raise InvalidSpec if the disk limit is above the memory limit: the job's files live
+        in memory charged to it, so it would be OOM-killed before its disk was full. (An
+        unlimited disk is held by the memory limit alone.)"""
+        disk, memory = self.effective("disk_bytes"), self.effective("memory_bytes")
+        if memory is not None and disk is not None and disk > memory:
+            raise InvalidSpec(
+                f"limit disk_bytes = {disk} is above memory_bytes = {memory}: a job's files "
+                "are kept in its memory, so its disk limit must fit in its memory limit"
+            )
+
 
 DEFAULT_LIMITS = Limits(
-    cpu=1.0, memory_bytes=512 * MiB, io_read_bps=10 * MiB, io_write_bps=10 * MiB, pids=1024
+    cpu=1.0,
+    memory_bytes=512 * MiB,
+    io_read_bps=10 * MiB,
+    io_write_bps=10 * MiB,
+    pids=1024,
+    disk_bytes=256 * MiB,
 )
-UNLIMITED = Limits(cpu=0, memory_bytes=0, io_read_bps=0, io_write_bps=0, pids=0)
+UNLIMITED = Limits(cpu=0, memory_bytes=0, io_read_bps=0, io_write_bps=0, pids=0, disk_bytes=0)
+
+SCRATCH = "/scratch"  # the job's own writable directory, its default working directory
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the job's view (only where the worker's Sandbox allows it).
+
+    source:    an absolute host path: a directory (with everything mounted below it) or a file.
+    target:    where the job sees it: an existing path of its view, or a new entry at its top.
+    writable:  the job may write through it; read-only otherwise.
+    """
+
+    source: str
+    target: str
+    writable: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("source", "target"):
+            path = getattr(self, name)
+            if not isinstance(path, str) or not _is_clean_path(path):
+                raise InvalidSpec(
+                    f"mount {name} must be an absolute path without '.', '..' or '//', got {path!r}"
+                )
+        if self.target == "/":
+            raise InvalidSpec("a mount cannot replace the job's root: use rootfs for that")
+
+
+def _is_clean_path(path: str) -> bool:
+    return (
+        path.startswith("/")
+        and "\0" not in path
+        and (path == "/" or not path.endswith("/"))
+        and all(part not in ("", ".", "..") for part in path.split("/")[1:] if path != "/")
+    )
 
 
 @dataclass(frozen=True)
@@ -93,9 +156,13 @@ class JobSpec:
     owner:   who asked, recorded with the job as it is (the service puts the identity of the
              caller here: its certificate's whole Subject, RFC 4514).
     env:     the job's environment; ``None`` means a minimal clean one (PATH, HOME, LANG).
-    cwd:     working directory inside the job; ``None`` means ``/``.
+    cwd:     working directory inside the job; ``None`` means its scratch directory.
     timeout: seconds the job may run before it is stopped (with the grace period); None: no end.
-    run_as:  user name or numeric uid to run the command as; None: the worker's default.
+    run_as:  user name or numeric uid to run the command as; None: the worker's default (a uid
+             of the job's own). ``root`` runs it as root of a user namespace of its own.
+    mounts:  host paths bound into the job's view (each allowed by the worker's Sandbox).
+    rootfs:  a directory tree to use as the job's root instead of the host's (allowed by the
+             worker's Sandbox); None: the host's root, read-only.
     request_id: the caller's id for this start (up to 200 characters): a start retried with
              the same id and owner returns the job the first one started, never a second.
     """
@@ -107,6 +174,8 @@ class JobSpec:
     cwd: str | None = None
     timeout: float | None = None
     run_as: str | None = None
+    mounts: Sequence[Mount] = ()
+    rootfs: str | None = None
     request_id: str = ""
 
     def __post_init__(self) -> None:
@@ -133,22 +202,34 @@ class JobSpec:
                     raise InvalidSpec(f"invalid environment variable name or value: {key!r}")
         if self.cwd is not None and ("\0" in self.cwd or not self.cwd.startswith("/")):
             raise InvalidSpec(f"cwd must be an absolute path, got {self.cwd!r}")
+        object.__setattr__(self, "mounts", tuple(self.mounts))
+        for mount in self.mounts:
+            if not isinstance(mount, Mount):
+                raise InvalidSpec(f"mounts must be Mount items, got {type(mount).__name__}")
+        targets = [mount.target for mount in self.mounts]
+        if len(set(targets)) != len(targets):
+            raise InvalidSpec(f"two mounts share a target: {sorted(targets)}")
+        if self.rootfs is not None and (not _is_clean_path(self.rootfs) or self.rootfs == "/"):
+            raise InvalidSpec(
+                f"rootfs must be an absolute path of a directory other than /, got {self.rootfs!r}"
+            )
 
 
 DEFAULT_ENV: Mapping[str, str] = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "HOME": "/",
+    "HOME": SCRATCH,
     "LANG": "C.UTF-8",
 }
 
 
 def resolve_user(
     user: str | None, allowed: Collection[str] | None
-) -> tuple[int | None, int | None]:
-    """The uid and gid of ``user`` (a name or a uid), if ``allowed`` lets jobs run as it
-    (None allows any); (None, None) for no user. InvalidSpec otherwise, saying why."""
+) -> tuple[int | None, int | None, bool]:
+    """(uid, gid, root) for ``user`` (a name or a uid), if ``allowed`` lets jobs run as it
+    (None allows any): None, None for a uid of the job's own, and root True for root (of a
+    user namespace of the job's own). InvalidSpec otherwise, saying why."""
     if user is None:
-        return None, None
+        return None, None, False
     if allowed is not None and user not in allowed:
         names = ", ".join(sorted(allowed)) or "none"
         raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {names})")
@@ -156,4 +237,13 @@ def resolve_user(
         entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
     except (KeyError, OverflowError):
         raise InvalidSpec(f"no such user: {user!r}") from None
-    return entry.pw_uid, entry.pw_gid
+    if entry.pw_uid == 0:
+        return None, None, True
+    return entry.pw_uid, entry.pw_gid, False
+
+
+def check_tail(tail: int | None) -> int | None:
+    """``tail`` (lines of output to read from the end), if it is one: InvalidSpec if not."""
+    if tail is not None and tail < 0:
+        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
+    return tail

@@ -17,7 +17,7 @@ from ._capture import LogWriter
 from ._errors import WorkerError
 from ._pool import refuse_if_exhausted, refuse_if_full
 from ._records import log_path, record_frame
-from ._shim import StartRefused, StartRequest, StartStage, encode_order
+from ._shim import StartRefused, StartRequest, StartStage
 from ._slot import Job, Slot
 
 
@@ -61,11 +61,11 @@ def refuse_if_past(request: StartRequest) -> None:
         )
 
 
-def send_order(slot: Slot, request: StartRequest) -> None:
+def send_order(slot: Slot, order: bytes) -> None:
     """Write the init its order; an init that died while warming answers the start itself,
     by its end."""
     assert slot.order_fd is not None
-    view = memoryview(encode_order(request))
+    view = memoryview(order)
     try:
         while view:
             view = view[os.write(slot.order_fd, view) :]

@@ -22,6 +22,7 @@ from ._capture import read_some
 from ._channel import ServerChannel
 from ._errors import WorkerError
 from ._fdpass import close_all
+from ._host_sockets import HostSockets, masks_for
 from ._pidfd import ProcessHandle, reap_strays
 from ._pool import WarmPool, close_order
 from ._records import write_result
@@ -45,6 +46,7 @@ from ._shim import (
     StartRequest,
     StartStage,
     StopReply,
+    encode_order,
     parse_report,
 )
 from ._slot import JOB_STATES, Job, Slot, SlotState
@@ -75,6 +77,7 @@ class Supervisor:
         self._stopping = Stopping()
         self._sizes_to_announce: dict[str, int] = {}
         self._shutdown_grace: float | None = None  # set once shutting down: no more starts
+        self._host_sockets = HostSockets()
         self.pool = WarmPool(state_dir, driver, spares, self._watch, self._watch_zygote)
 
     @property
@@ -106,18 +109,22 @@ class Supervisor:
             raise StartRefused(StartStage.SHUTDOWN, "the job launcher is shutting down")
         refuse_if_past(request)
         slot = self.pool.take()
+        settings = self.pool.settings
+        assert settings is not None  # a slot was made, so the pool was told how
         self.jobs[slot.id] = slot
         slot.move(SlotState.STARTING)
-        record = request.record(slot.id, time.time(), self._driver.parent)
+        uid = slot.uid if request.uid is None or request.root else request.uid
+        record = request.record(slot.id, time.time(), uid, self._driver.parent)
         slot.job = Job(request, req, record)
         try:
             prepare(slot, slot.job, self._jobs_dir, lambda why: self._truncated(slot, why))
+            masks = masks_for(self._host_sockets.paths(), settings.hidden, request.rootfs)
             refuse_if_past(request)  # making its record may have taken a while
         except BaseException:
             slot.move(SlotState.DISCARDED)
             close_order(slot)
             raise
-        send_order(slot, request)
+        send_order(slot, encode_order(request, slot.uid, masks, settings))
         close_order(slot)
         if request.timeout:
             self._stopping.time_out(slot, request.timeout)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
+from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host, hidden
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
 from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
@@ -24,6 +25,7 @@ from ._keeper import LauncherKeeper
 from ._launcher_client import LauncherClient
 from ._outputlog import OutputLog
 from ._records import log_path
+from ._retries import RetriedStarts
 from ._shim import (
     Event,
     HelloReply,
@@ -32,12 +34,13 @@ from ._shim import (
     OutputTruncated,
     RequestFailed,
     ShutdownRequest,
+    SlotSettings,
     StartReply,
     StartRequest,
     StopReply,
     StopRequest,
 )
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, resolve_user
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, check_tail, resolve_user
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -46,7 +49,6 @@ from .cgroups import CgroupDriver, detect_driver
 _REPLY_TIMEOUT = 60.0
 GiB = 1024**3
 log = logging.getLogger("jobmgr.worker")
-StartKey = tuple[str, str]  # (owner, request id)
 
 
 class Worker:
@@ -61,8 +63,12 @@ class Worker:
     warm_slots:      jobs' namespaces and cgroups kept made ahead of time, so starts are fast.
     output_cap:      bytes of output kept per job; past it output is dropped, the job goes on.
     retention:       which finished jobs to keep.
-    default_run_as:  user jobs run as unless they ask; None runs them as the worker's user.
+    default_run_as:  user jobs run as unless they ask; None gives each job a uid of its own
+                     (from ``sandbox.uid_range``). ``root`` runs a job as root of a user
+                     namespace of its own, mapped to such a uid: never as the host's root.
     allowed_run_as:  users a job may ask to run as; None allows any.
+    sandbox:         the rest of every job's confinement: hidden paths, uids, what it may
+                     mount (see Sandbox). The state directory is always hidden from jobs.
     """
 
     def __init__(
@@ -79,7 +85,9 @@ class Worker:
         retention: Retention = KEEP_ALL,
         default_run_as: str | None = None,
         allowed_run_as: Collection[str] | None = None,
+        sandbox: Sandbox = DEFAULT_SANDBOX,
     ) -> None:
+        check_host(sandbox)
         self._state = Path(state_dir).resolve()
         make_private(self._state)
         self._jobs_dir = self._state / "jobs"
@@ -97,20 +105,30 @@ class Worker:
         self._output_cap = output_cap
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
-        self._lock = threading.Lock()  # guards _closed, _starting, _starts and the run-as policy
+        self._sandbox = sandbox
+        self._slots = SlotSettings(
+            uid_first=sandbox.uid_range[0],
+            uid_last=sandbox.uid_range[1],
+            hidden=hidden((*sandbox.hidden_paths, str(self._state))),
+            disk=int(default_limits.effective("disk_bytes") or 0),
+            user_namespaces=sandbox.user_namespaces,
+            binds=bool(sandbox.mount_sources or sandbox.rootfs_dirs),
+        )
+        self._lock = threading.Lock()  # guards _closed, _starting and the run-as policy
         self._closed = False
         self._starting = 0
-        self._starts: dict[StartKey, Future[StartReply | RequestFailed]] = {}  # under way
         self._availability: list[Callable[[bool], None]] = []
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._store = JobStore(self._state / "jobs.db")
             self._table = JobTable(self._store, self._jobs_dir, retention)
+            self._retries = RetriedStarts(self._table)
             load_history(self._table)
             self._keeper = LauncherKeeper(
                 self._state,
                 cgroup_parent,
                 warm_slots,
+                self._slots,
                 self._on_event,
                 self._on_hello,
                 self._on_availability,
@@ -168,8 +186,7 @@ class Worker:
         """Asyncio form of stop."""
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
-            reply = await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace))
-            _stopped(reply)
+            _stopped(await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace)))
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
@@ -199,13 +216,13 @@ class Worker:
     ) -> Iterator[OutputChunk]:
         """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
         until the job has ended."""
-        return self._table.get(job_id).log.follow(follow=follow, tail=_check_tail(tail))
+        return self._table.get(job_id).log.follow(follow=follow, tail=check_tail(tail))
 
     def aoutput(
         self, job_id: str, *, follow: bool = True, tail: int | None = None
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._table.get(job_id).log.afollow(follow=follow, tail=_check_tail(tail))
+        return self._table.get(job_id).log.afollow(follow=follow, tail=check_tail(tail))
 
     @property
     def available(self) -> bool:
@@ -273,15 +290,20 @@ class Worker:
         self, spec: JobSpec, deadline: float | None
     ) -> Future[StartReply | RequestFailed]:
         limits = spec.limits.merged_over(self._default_limits)
+        if spec.limits.disk_bytes is None:
+            limits = limits.disk_within_memory()
         if self._max_limits is not None:
             limits.check_within(self._max_limits)
-        uid, gid = resolve_user(spec.run_as or self._default_run_as, self._allowed_run_as)
+        limits.check_disk_fits()
+        uid, gid, root = resolve_user(spec.run_as or self._default_run_as, self._allowed_run_as)
+        mounts = tuple(self._sandbox.check_mount(m, uid is not None) for m in spec.mounts)
+        rootfs = None if spec.rootfs is None else self._sandbox.check_rootfs(spec.rootfs)
         key = (spec.owner, spec.request_id)
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
             if spec.request_id:
-                again = self._start_again(key)
+                again = self._retries.earlier(key)
                 if again is not None:
                     return again
             running = self._starting + self._table.running_count()
@@ -301,6 +323,9 @@ class Worker:
             timeout=spec.timeout,
             grace=self._default_grace,
             output_cap=self._output_cap,
+            root=root,
+            mounts=mounts,
+            rootfs=rootfs,
             request_id=spec.request_id,
             deadline=deadline,
         )
@@ -321,9 +346,7 @@ class Worker:
             raise
         fut.add_done_callback(self._unanswered)
         if spec.request_id:
-            with self._lock:
-                self._starts[key] = fut
-            fut.add_done_callback(lambda _: self._forget_start(key, fut))
+            self._retries.track(key, fut)
         return fut
 
     def _unanswered(self, fut: Future[StartReply | RequestFailed]) -> None:
@@ -331,24 +354,6 @@ class Worker:
         if fut.exception() is not None:
             with self._lock:
                 self._starting -= 1
-
-    def _start_again(self, key: StartKey) -> Future[StartReply | RequestFailed] | None:
-        """The start ``key`` (owner, request id) names, if it was made before: its job, or
-        the start still under way (lock held)."""
-        under_way = self._starts.get(key)
-        if under_way is not None and not under_way.done():
-            return under_way
-        entry = self._table.by_request(*key)
-        if entry is None:
-            return None
-        done: Future[StartReply | RequestFailed] = Future()
-        done.set_result(StartReply(entry.status.id, entry.status.started_at))
-        return done
-
-    def _forget_start(self, key: StartKey, fut: Future[StartReply | RequestFailed]) -> None:
-        with self._lock:
-            if self._starts.get(key) is fut:
-                del self._starts[key]
 
     def _submit_stop(
         self, job_id: str, grace: float | None
@@ -388,9 +393,3 @@ def _started(reply: StartReply | RequestFailed) -> str:
 def _stopped(reply: StopReply | RequestFailed) -> None:
     if isinstance(reply, RequestFailed):
         raise WorkerError(reply.error)
-
-
-def _check_tail(tail: int | None) -> int | None:
-    if tail is not None and tail < 0:
-        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
-    return tail

@@ -91,6 +91,7 @@ class Limits(_message.Message):
     IO_READ_BPS_FIELD_NUMBER: _builtins.int
     IO_WRITE_BPS_FIELD_NUMBER: _builtins.int
     PIDS_FIELD_NUMBER: _builtins.int
+    DISK_BYTES_FIELD_NUMBER: _builtins.int
     cpu: _builtins.float
     """CPUs worth of time per wall second (0.5 = half a core)"""
     memory_bytes: _builtins.int
@@ -101,6 +102,10 @@ class Limits(_message.Message):
     """bytes per second written to each block device"""
     pids: _builtins.int
     """processes and threads alive at once"""
+    disk_bytes: _builtins.int
+    """What the job may write, in bytes: its scratch directory, /tmp, /var/tmp and /dev/shm
+    together, kept in its memory (so at most memory_bytes). Past it writes fail with ENOSPC.
+    """
     def __init__(
         self,
         *,
@@ -109,13 +114,16 @@ class Limits(_message.Message):
         io_read_bps: _builtins.int | None = ...,
         io_write_bps: _builtins.int | None = ...,
         pids: _builtins.int | None = ...,
+        disk_bytes: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_disk_bytes", b"_disk_bytes", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "disk_bytes", b"disk_bytes", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu", b"_cpu", "_disk_bytes", b"_disk_bytes", "_io_read_bps", b"_io_read_bps", "_io_write_bps", b"_io_write_bps", "_memory_bytes", b"_memory_bytes", "_pids", b"_pids", "cpu", b"cpu", "disk_bytes", b"disk_bytes", "io_read_bps", b"io_read_bps", "io_write_bps", b"io_write_bps", "memory_bytes", b"memory_bytes", "pids", b"pids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu: _TypeAlias = _typing.Literal["cpu"]  # noqa: Y015
     _WhichOneofArgType__cpu: _TypeAlias = _typing.Literal["_cpu", b"_cpu"]  # noqa: Y015
+    _WhichOneofReturnType__disk_bytes: _TypeAlias = _typing.Literal["disk_bytes"]  # noqa: Y015
+    _WhichOneofArgType__disk_bytes: _TypeAlias = _typing.Literal["_disk_bytes", b"_disk_bytes"]  # noqa: Y015
     _WhichOneofReturnType__io_read_bps: _TypeAlias = _typing.Literal["io_read_bps"]  # noqa: Y015
     _WhichOneofArgType__io_read_bps: _TypeAlias = _typing.Literal["_io_read_bps", b"_io_read_bps"]  # noqa: Y015
     _WhichOneofReturnType__io_write_bps: _TypeAlias = _typing.Literal["io_write_bps"]  # noqa: Y015
@@ -127,6 +135,8 @@ class Limits(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu) -> _WhichOneofReturnType__cpu | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__disk_bytes) -> _WhichOneofReturnType__disk_bytes | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_read_bps) -> _WhichOneofReturnType__io_read_bps | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__io_write_bps) -> _WhichOneofReturnType__io_write_bps | None: ...
@@ -136,6 +146,36 @@ class Limits(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pids) -> _WhichOneofReturnType__pids | None: ...
 
 Global___Limits: _TypeAlias = Limits  # noqa: Y015
+
+@_typing.final
+class Mount(_message.Message):
+    """A host path bound into the job's view; the server's configuration lists what may be."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    WRITABLE_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """absolute host path"""
+    target: _builtins.str
+    """absolute path in the job's view"""
+    writable: _builtins.bool
+    """read-only unless set (and the server allows it for this source)"""
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        target: _builtins.str = ...,
+        writable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source", "target", b"target", "writable", b"writable"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Mount: _TypeAlias = Mount  # noqa: Y015
 
 @_typing.final
 class StartRequest(_message.Message):
@@ -169,18 +209,26 @@ class StartRequest(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RUN_AS_FIELD_NUMBER: _builtins.int
     ARGV_FIELD_NUMBER: _builtins.int
+    MOUNTS_FIELD_NUMBER: _builtins.int
+    ROOTFS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
     """(reference) the program, looked up in PATH; no shell involved"""
     cwd: _builtins.str
-    """absolute working directory; empty: /"""
+    """absolute working directory; empty: /scratch"""
     run_as: _builtins.str
-    """user name or uid; empty: the server's default user"""
+    """User name or uid; empty: the server's default, normally a uid of the job's own. root runs
+    the job as root of a user namespace of its own, never as the host's root.
+    """
+    rootfs: _builtins.str
+    """A directory tree to use as the job's root (read-only) instead of the host's; the
+    server's configuration lists the allowed ones. Empty: the host's root.
+    """
     request_id: _builtins.str
     """The client's id for this Start (up to 200 characters; a UUID is best). A Start retried
     with the same id, by the same client identity, returns the job the first one started
     (or is still starting), never a second one. Empty: every Start is a new job.
-    Numbers 10-15 are kept for further per-job settings.
+    Numbers 12-15 are kept for further per-job settings.
     """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -206,6 +254,10 @@ class StartRequest(_message.Message):
         arguments that are not UTF-8 reach the job exactly.
         """
 
+    @_builtins.property
+    def mounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Mount]:
+        """host paths bound into the job's view"""
+
     def __init__(
         self,
         *,
@@ -217,11 +269,13 @@ class StartRequest(_message.Message):
         timeout: _duration_pb2.Duration | None = ...,
         run_as: _builtins.str = ...,
         argv: _abc.Iterable[_builtins.bytes] | None = ...,
+        mounts: _abc.Iterable[Global___Mount] | None = ...,
+        rootfs: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "request_id", b"request_id", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "mounts", b"mounts", "request_id", b"request_id", "rootfs", b"rootfs", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

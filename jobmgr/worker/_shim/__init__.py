@@ -51,6 +51,7 @@ from .messages import (
     RunningJob,
     ShutdownReply,
     ShutdownRequest,
+    SlotSettings,
     StartReply,
     StartRequest,
     StopReply,
@@ -66,6 +67,7 @@ from .pid1 import (
     InitReport,
     InitStarted,
     encode_order,
+    encode_setup,
     parse_report,
 )
 from .stages import STAGE_ERRORS, RequestFailed, StartRefused, StartStage
@@ -109,6 +111,7 @@ __all__ = [
     "RunningJob",
     "ShutdownReply",
     "ShutdownRequest",
+    "SlotSettings",
     "StartRefused",
     "StartReply",
     "StartRequest",
@@ -123,6 +126,7 @@ __all__ = [
     "encode_record",
     "encode_reply",
     "encode_request",
+    "encode_setup",
     "fd_count",
     "parse_report",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._spec import Limits
+from .._spec import Limits, Mount
 from .._status import JobState, JobStatus
 
 # Raised with every change a peer of the other version would misread.
@@ -48,6 +48,7 @@ class JobRecord:
     env: Mapping[str, str]
     cwd: str | None
     started_at: float
+    uid: int | None = None  # the host uid it runs as (a root job's namespace maps root to it)
     # Where its cgroup is (``<parent>/<id>``), so a launcher started later with another
     # parent still clears the right one.
     cgroup_parent: str = ""
@@ -176,11 +177,14 @@ Reply = StartReply | StopReply | HelloReply | ShutdownReply | PingReply | AdoptR
 class StartRequest(Request[StartReply]):
     """Run ``argv`` in a warm slot: limits applied, record written, then the order sent.
 
-    ``uid``/``gid`` None keeps the launcher's user; ``grace`` is the SIGTERM-to-SIGKILL time
-    when ``timeout`` stops it; ``output_cap`` bytes of output are kept at most (0: no cap).
-    ``request_id`` is the client's id for this Start, kept in the record. ``deadline`` is when
-    the caller stops waiting, on the host's CLOCK_MONOTONIC (``time.monotonic()``, the same in
-    every process): a start that reaches the launcher past it is refused, never launched.
+    ``uid``/``gid`` None runs the job as the slot's own uid, or, with ``root``, as root of a
+    user namespace mapped to it; a named user's ``uid``/``gid`` run it as that user (never
+    root). ``grace`` is the SIGTERM-to-SIGKILL time when ``timeout`` stops it;
+    ``output_cap`` bytes of output are kept at most (0: no cap). ``mounts`` and ``rootfs``
+    have been checked against the worker's Sandbox and resolved on the host. ``request_id``
+    is the client's id for this Start, kept in the record. ``deadline`` is when the caller
+    stops waiting, on the host's CLOCK_MONOTONIC (``time.monotonic()``, the same in every
+    process): a start that reaches the launcher past it is refused, never launched.
     """
 
     argv: tuple[str, ...]
@@ -193,14 +197,20 @@ class StartRequest(Request[StartReply]):
     timeout: float | None
     grace: float
     output_cap: int
+    root: bool = False
+    mounts: tuple[Mount, ...] = ()
+    rootfs: str | None = None
     request_id: str = ""
     deadline: float | None = None
 
     def reply_type(self) -> type[StartReply]:
         return StartReply
 
-    def record(self, job_id: str, started_at: float, cgroup_parent: str = "") -> JobRecord:
-        """The record of the job this request starts."""
+    def record(
+        self, job_id: str, started_at: float, uid: int | None = None, cgroup_parent: str = ""
+    ) -> JobRecord:
+        """The record of the job this request starts (as host uid ``uid``, in a cgroup
+        under ``cgroup_parent``)."""
         return JobRecord(
             id=job_id,
             argv=self.argv,
@@ -209,6 +219,7 @@ class StartRequest(Request[StartReply]):
             env=self.env,
             cwd=self.cwd,
             started_at=started_at,
+            uid=uid,
             cgroup_parent=cgroup_parent,
             request_id=self.request_id,
         )
@@ -226,11 +237,30 @@ class StopRequest(Request[StopReply]):
 
 
 @dataclass(frozen=True)
+class SlotSettings:
+    """What every slot is made from, whatever job it gets (see _sandbox.c): the uids slots
+    take theirs from, the host paths the view hides, the size its private tmpfs starts with
+    (the default disk limit: a start that keeps it resizes nothing), whether jobs may make
+    user namespaces, and whether a start may bind host paths (else a slot lets go of its
+    clone of the host's root while it warms)."""
+
+    uid_first: int
+    uid_last: int
+    hidden: tuple[str, ...] = ()
+    disk: int = 0
+    user_namespaces: bool = False
+    binds: bool = False  # a start may bind host paths or ask for a root of its own
+
+
+@dataclass(frozen=True)
 class HelloRequest(Request[HelloReply]):
-    """The first request of a connection: who speaks which version, and what runs.
-    ``handles``: send the running jobs' JobHandles before the answer."""
+    """The first request of a connection: who speaks which version, and what runs. The
+    launcher makes slots only once a hello has said how (``slots``); a hello that says it
+    otherwise lets the spares made before go. ``handles``: send the running jobs' JobHandles
+    before the answer."""
 
     version: int
+    slots: SlotSettings | None = None
     handles: bool = True
 
     def reply_type(self) -> type[HelloReply]:

@@ -1,10 +1,13 @@
-"""The boundary with the init (_pid1.c): the order it reads and the lines it reports.
+"""The boundary with the init (_pid1.c): the two messages it reads and the lines it reports.
 
-The order is NUL-terminated fields, ``uid gid cwd argc argv... envc env...`` (an empty uid keeps
-the launcher's user), written once to the init's order pipe and closed. The init reports one
-line per event on its report pipe: ``pid N`` (from the mid child, the init's host pid),
-``ready``, ``started``, ``error <stage> <message>`` and ``exit <wait status>`` (followed by
-`` stopped`` when the launcher's stop reached the job before it ended).
+Both messages go down the init's order pipe as NUL-terminated fields (parsed by _order.c):
+the slot's set-up as the slot is made, ``<length>\\n`` then ``uid gid disk binds nhidden
+hidden...``; the order when a start takes the slot, ``mode uid gid disk userns cwd argc
+argv... envc env... nbinds (source target rw)... nmasks masks... rootfs``, after which the
+pipe is closed. The init reports one line per event on its report pipe: ``pid N`` (from the
+mid child, the init's host pid), ``ready``, ``started``, ``error <stage> <message>`` and
+``exit <wait status>`` (followed by `` stopped`` when the launcher's stop reached the job
+before it ended).
 
 The launcher's stops travel as signals to the init, through its pidfd: STOP_SIGNAL asks it to
 SIGTERM every process of the job, KILL_SIGNAL to SIGKILL them (see _pid1_supervise.c).
@@ -14,30 +17,59 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .._spec import Mount
 from .codec import ProtocolError
-from .messages import StartRequest
+from .messages import SlotSettings, StartRequest
 from .stages import StartStage
 
 STOP_SIGNAL = signal.SIGTERM  # sent from outside its namespace: SIGTERM every process of the job
 KILL_SIGNAL = signal.SIGUSR1  # sent from outside its namespace: SIGKILL every process of the job
 
 
-def encode_order(start: StartRequest) -> bytes:
-    """The order for ``start``; strings carrying surrogate escapes become the exact bytes
-    they stand for."""
+def encode_setup(uid: int, gid: int, slots: SlotSettings) -> bytes:
+    """The set-up of a slot whose own uid and gid are ``uid``, ``gid``."""
+    binds = "1" if slots.binds else "0"
+    body = _fields([str(uid), str(gid), str(slots.disk), binds, *_counted(slots.hidden)])
+    return f"{len(body)}\n".encode() + body
+
+
+def encode_order(start: StartRequest, uid: int, masks: Iterable[str], slots: SlotSettings) -> bytes:
+    """The order for ``start`` in a slot whose own uid (and gid) is ``uid``, covering the host
+    sockets ``masks``; strings carrying surrogate escapes become the exact bytes they stand
+    for."""
     env = [f"{key}={value}" for key, value in start.env.items()]
+    named = start.uid is not None and not start.root
     fields = [
-        "" if start.uid is None else str(start.uid),
-        "" if start.gid is None else str(start.gid),
-        start.cwd or "/",
-        str(len(start.argv)),
-        *start.argv,
-        str(len(env)),
-        *env,
+        "root" if start.root else "user",
+        str(start.uid if named else uid),
+        str(start.gid if named else uid),
+        str(start.limits.effective("disk_bytes") or 0),
+        "1" if slots.user_namespaces else "0",
+        start.cwd or "",
+        *_counted(start.argv),
+        *_counted(env),
+        str(len(start.mounts)),
+        *(item for mount in start.mounts for item in _bind(mount)),
+        *_counted(list(masks)),
+        start.rootfs or "",
     ]
-    return b"".join(os.fsencode(item) + b"\0" for item in fields)
+    return _fields(fields)
+
+
+def _bind(mount: Mount) -> tuple[str, str, str]:
+    return mount.source, mount.target, "rw" if mount.writable else "ro"
+
+
+def _counted(items: Iterable[str]) -> list[str]:
+    listed = list(items)
+    return [str(len(listed)), *listed]
+
+
+def _fields(items: Iterable[str]) -> bytes:
+    return b"".join(os.fsencode(item) + b"\0" for item in items)
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,18 @@ from .._errors import (
 
 
 class StartStage(enum.Enum):
-    """Where a start failed. The init writes the first four (``error <stage> <message>``,
+    """Where a start failed. The init writes the first five (``error <stage> <message>``,
     see _pid1.c), the launcher the others."""
 
     USER = "user"  # switching to the job's user
     CWD = "cwd"  # entering the job's working directory
     EXEC = "exec"  # executing the command
-    SETUP = "setup"  # the slot: its cgroup, namespaces, init or order
+    MOUNT = "mount"  # a mount or root filesystem the request asked for
+    SETUP = "setup"  # the slot: its cgroup, namespaces, view, init or order
     LIMITS = "limits"  # the kernel refused the job's limits
     SPACE = "space"  # the state directory is full
     DESCRIPTORS = "descriptors"  # the launcher has no file descriptors left
+    UIDS = "uids"  # every uid of the range belongs to a live job
     DEADLINE = "deadline"  # the caller's deadline passed before the job could be launched
     SHUTDOWN = "shutdown"  # the launcher is shutting down
 
@@ -42,10 +44,12 @@ STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
         StartStage.USER: LaunchError,
         StartStage.CWD: LaunchError,
         StartStage.EXEC: LaunchError,
+        StartStage.MOUNT: LaunchError,
         StartStage.SETUP: WorkerError,
         StartStage.LIMITS: InvalidSpec,
         StartStage.SPACE: CapacityError,
         StartStage.DESCRIPTORS: CapacityError,
+        StartStage.UIDS: CapacityError,
         StartStage.DEADLINE: DeadlineExceeded,
         StartStage.SHUTDOWN: WorkerUnavailable,
     }

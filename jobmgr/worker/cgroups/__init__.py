@@ -5,14 +5,17 @@ works with ``CgroupDriver`` and ``JobCgroup`` and never asks which version it go
 """
 
 from ._base import CgroupDriver, CgroupStats, JobCgroup
+from ._device_rules import JOB_DEVICES, Device
 from ._kernfs import CgroupError
 from ._mounts import CgroupsUnavailable, detect_driver
 
 __all__ = [
+    "JOB_DEVICES",
     "CgroupDriver",
     "CgroupError",
     "CgroupStats",
     "CgroupsUnavailable",
+    "Device",
     "JobCgroup",
     "detect_driver",
 ]

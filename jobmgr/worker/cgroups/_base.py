@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .._spec import Limits
+from ._device_rules import Device
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,10 @@ class JobCgroup(Protocol):
         The launcher creates a spare's cgroup unlimited, warms it up, and limits it when a
         job takes it over.
         """
+
+    def allow_devices(self, devices: tuple[Device, ...]) -> None:
+        """Let the cgroup's processes open and make only ``devices`` (see _device_rules); done
+        as the cgroup is made, before any process joins it."""
 
     @property
     def procs_files(self) -> list[str]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from .._spec import Limits
 from ._base import CgroupStats
+from ._device_rules import Device
 from ._kernfs import (
     Knob,
     KnobTable,
@@ -30,12 +31,13 @@ from ._kernfs import (
     read_stats,
     sigkill_members,
     write_device_rules,
+    write_text,
 )
 
 # No freezer: every job is a PID namespace, and its init's death kills the rest at once (the
 # kernel stops forks in a dying namespace), so freezing adds a hierarchy to each job's creation,
 # join and removal and buys nothing.
-CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids")
+CONTROLLERS = ("cpu", "cpuacct", "memory", "blkio", "pids", "devices")
 
 CFS_PERIOD_US = 100_000  # a new cgroup's period: the kernel default, so never written
 NO_LIMIT = "-1"
@@ -115,6 +117,12 @@ class Cgroup:
             # A fresh cgroup has no throttle rules, so unlimited needs no write.
             if value:
                 write_device_rules(os.path.join(self.dirs[controller], filename), str(int(value)))
+
+    def allow_devices(self, devices: tuple[Device, ...]) -> None:
+        """Only ``devices``: devices.deny all, then one devices.allow line each."""
+        write_text(os.path.join(self.dirs["devices"], "devices.deny"), "a")
+        for device in devices:
+            write_text(os.path.join(self.dirs["devices"], "devices.allow"), device.v1_rule())
 
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup (in any of its hierarchies)."""

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from .._spec import Limits
 from . import _placement
 from ._base import CgroupStats
+from ._device_bpf import attach
+from ._device_rules import Device
 from ._kernfs import (
     CgroupError,
     Knob,
@@ -130,6 +132,10 @@ class Cgroup:
                 f"{key}={_amount(limits.effective(field))}" for field, key in IO_MAX_KEYS.items()
             )
             write_device_rules(os.path.join(self.path, "io.max"), rule)
+
+    def allow_devices(self, devices: tuple[Device, ...]) -> None:
+        """Only ``devices``: the device filter program, attached to this cgroup."""
+        attach(self.path, devices)
 
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup, in cgroups the job made below it too."""

@@ -1,0 +1,477 @@
+/* The job's filesystem view, built by its init in the slot's own mount namespace.
+ *
+ * The view: a small tmpfs root (the skeleton) holding a read-only, nosuid, nodev bind of each
+ * top-level entry of the host's root (recursively: every host mount below it comes along,
+ * read-only too), except /dev, /proc, /sys, /tmp and /scratch, which are the job's own, and
+ * the hidden top-level paths (/root, /home, /run by default), which stay empty directories.
+ *   /dev      a tmpfs with null zero full random urandom tty, a private devpts with ptmx,
+ *             shm, and the fd, stdin, stdout, stderr links; read-only
+ *   /proc     the job's PID namespace, with runc's masked and read-only paths
+ *   /sys      the job's network namespace's sysfs, read-only, firmware and powercap masked
+ *   /scratch  (the job's working directory), /tmp, /var/tmp and /dev/shm: four directories of
+ *             one tmpfs of the job's own, whose size is its disk limit; its pages are charged
+ *             to the memory cgroup of whoever writes them, the job
+ *   hidden paths deeper down (the state directory, the server's certificates) are covered by
+ *             an empty read-only directory or file
+ * Everything but the job's disk size, its opt-in binds, the masks over host sockets and a root
+ * filesystem of its own is made while the slot warms; the order adds those (view_order).
+ * The whole view goes with the namespace when the job's last process exits: nothing of it is
+ * left on the host.
+ *
+ * Sources are taken from a detached, read-only clone of the host's root (`host`), cloned
+ * again per bind; where binds are allowed it is kept until the order is applied, so a bind's
+ * source may lie under a path the view hides. Paths from the launcher are resolved there with
+ * RESOLVE_NO_SYMLINKS: a symlink swapped in on the host cannot redirect a bind.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "_sandbox.h"
+
+struct setup SETUP;
+char view_problem[600];
+
+static int host = -1;  /* the host's root, read-only, detached */
+static int jobfs = -1; /* the job's private tmpfs; its "mask" and "mask-file", empty, read-only
+                        * once bound, cover what is hidden */
+
+#define STAGING "/tmp" /* where the skeleton is built, in the init's copy of the host's view */
+#define SCRATCH "/scratch"
+#define TMPFS_FLAGS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
+
+/* ---- the new mount API, by number: older C libraries lack the wrappers --------------------- */
+static int open_tree_(int dirfd, const char *path, unsigned flags) {
+    return (int)syscall(SYS_open_tree, dirfd, path, flags | OPEN_TREE_CLOEXEC);
+}
+static int move_mount_(int from, const char *fpath, int to, const char *tpath, unsigned flags) {
+    return (int)syscall(SYS_move_mount, from, fpath, to, tpath, flags);
+}
+static int setattr_(int dirfd, const char *path, unsigned flags, unsigned long long set,
+                    unsigned long long clear) {
+    struct mount_attr attr = {.attr_set = set, .attr_clr = clear, .propagation = 0};
+    return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
+}
+static int fsconfig_(int fd, unsigned cmd, const char *key, const char *value) {
+    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, 0);
+}
+static int resolve(int dirfd, const char *path, int flags) {
+    struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+static int problem(const char *what, const char *path) {
+    int saved = errno;
+    snprintf(view_problem, sizeof view_problem, " (%s %.500s)", what, path);
+    errno = saved;
+    return -1;
+}
+
+/* A new tmpfs, detached; its fd, or -1. */
+static int new_tmpfs(const char *mode, unsigned long long size, unsigned long long inodes,
+                     unsigned attrs) {
+    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    char text[32];
+    int rc = fsconfig_(fs, FSCONFIG_SET_STRING, "mode", mode);
+    if (rc == 0 && size > 0) {
+        snprintf(text, sizeof text, "%llu", size);
+        rc = fsconfig_(fs, FSCONFIG_SET_STRING, "size", text);
+    }
+    if (rc == 0 && inodes > 0) {
+        snprintf(text, sizeof text, "%llu", inodes);
+        rc = fsconfig_(fs, FSCONFIG_SET_STRING, "nr_inodes", text);
+    }
+    if (rc == 0)
+        rc = fsconfig_(fs, FSCONFIG_CMD_CREATE, NULL, NULL);
+    int mnt = rc == 0 ? (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs) : -1;
+    int saved = errno;
+    close(fs);
+    errno = saved;
+    return mnt;
+}
+
+/* Mount a clone of `name` under `from` (recursively) at `target`, with attributes set. */
+static int bind_clone(int from, const char *name, int recursive, unsigned long long set,
+                      unsigned long long clear, const char *target) {
+    unsigned flags = OPEN_TREE_CLONE | (recursive ? AT_RECURSIVE : 0) |
+                     (name[0] == '\0' ? AT_EMPTY_PATH : 0);
+    int tree = open_tree_(from, name, flags);
+    if (tree < 0)
+        return problem("cloning", name);
+    int rc = 0;
+    if (set || clear)
+        rc = setattr_(tree, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), set, clear);
+    if (rc == 0)
+        rc = move_mount_(tree, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    int saved = errno;
+    close(tree);
+    errno = saved;
+    return rc < 0 ? problem("mounting on", target) : 0;
+}
+
+/* Cover `path` (a directory or a file) with an empty read-only one; a path that is not there
+ * is not there to hide. */
+static int cover(const char *path, int sockets_only) {
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT || errno == ENOTDIR ? 0 : problem("looking at", path);
+    if (sockets_only && !S_ISSOCK(st.st_mode))
+        return 0;
+    return bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
+                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
+}
+
+static int is_hidden_top(const char *name) {
+    for (char **p = SETUP.hidden; *p != NULL; p++)
+        if ((*p)[0] == '/' && strcmp(*p + 1, name) == 0)
+            return 1;
+    return 0;
+}
+
+/* ---- the skeleton: `source`'s top-level entries, bound read-only under `target` ---------- */
+static const char *const OWN[] = {"dev", "proc", "sys", "tmp", "scratch", NULL};
+
+static int is_own(const char *name) {
+    for (const char *const *p = OWN; *p != NULL; p++)
+        if (strcmp(*p, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int skeleton_entry(int source, int dir, const char *name, unsigned char type,
+                          const char *target, int hide) {
+    /* Buffers sized for top-level names: the init's stack is a page copy in every slot. */
+    struct stat st;
+    char path[512], link[1024];
+    if (type == DT_UNKNOWN) {
+        if (fstatat(source, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            return problem("looking at", name);
+        type = S_ISLNK(st.st_mode) ? DT_LNK : S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
+    }
+    snprintf(path, sizeof path, "%s/%s", target, name);
+    if (type == DT_LNK) {
+        ssize_t n = readlinkat(source, name, link, sizeof link - 1);
+        if (n < 0 || n == sizeof link - 1)
+            return problem("reading the link", name);
+        link[n] = '\0';
+        return symlinkat(link, dir, name) < 0 ? problem("linking", path) : 0;
+    }
+    if (type == DT_DIR) {
+        if (mkdirat(dir, name, 0755) < 0)
+            return problem("making", path);
+    } else if (mknodat(dir, name, S_IFREG | 0644, 0) < 0) {
+        return problem("making", path);
+    }
+    if (hide || is_own(name))
+        return 0; /* an empty directory (or file) where the host has one */
+    return bind_clone(source, name, type == DT_DIR, 0, 0, path);
+}
+
+/* The entries of a directory, read with getdents64 into a buffer on the stack: opendir's
+ * 32 KiB heap buffer would be a private page copy in every init. */
+struct linux_dirent64 {
+    ino64_t d_ino;
+    off64_t d_off;
+    unsigned short d_reclen;
+    unsigned char d_type;
+    char d_name[];
+};
+
+static int skeleton(int source, const char *target, int hide) {
+    int dir = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int list = openat(source, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0 || list < 0)
+        return problem("listing", target);
+    int rc = 0;
+    char buf[2048];
+    long n;
+    while (rc == 0 && (n = syscall(SYS_getdents64, list, buf, sizeof buf)) > 0)
+        for (long at = 0; rc == 0 && at < n;) {
+            struct linux_dirent64 *e = (struct linux_dirent64 *)(buf + at);
+            at += e->d_reclen;
+            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+                rc = skeleton_entry(source, dir, e->d_name, e->d_type, target,
+                                    hide && is_hidden_top(e->d_name));
+        }
+    if (rc == 0 && n < 0)
+        rc = problem("listing", target);
+    for (const char *const *own = OWN; rc == 0 && *own != NULL; own++)
+        if (mkdirat(dir, *own, 0755) < 0 && errno != EEXIST)
+            rc = problem("making", *own);
+    int saved = errno;
+    close(list);
+    close(dir);
+    errno = saved;
+    return rc;
+}
+
+/* Make the skeleton at `target` the root: the old one is let go entirely. */
+static int enter(const char *target) {
+    if (chdir(target) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
+        umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+        return problem("entering", target);
+    return setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, 0);
+}
+
+/* ---- the warm steps ------------------------------------------------------------------------ */
+static const struct node {
+    const char *name;
+    unsigned major, minor;
+} NODES[] = {{"null", 1, 3}, {"zero", 1, 5},    {"full", 1, 7},
+             {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
+
+static const char *const DEV_LINKS[][2] = {
+    {"ptmx", "pts/ptmx"},           {"fd", "/proc/self/fd"},
+    {"stdin", "/proc/self/fd/0"},   {"stdout", "/proc/self/fd/1"},
+    {"stderr", "/proc/self/fd/2"},
+};
+
+/* One inode per 4 KiB of disk, as a filesystem full of small files would use. */
+static unsigned long long inodes_for(unsigned long long disk) {
+    return disk == 0 ? 0 : disk / 4096 < 4096 ? 4096 : disk / 4096;
+}
+
+/* The job's tmpfs comes first: the masks are made of it. */
+static int make_jobfs(void) {
+    jobfs = new_tmpfs("0755", SETUP.disk, inodes_for(SETUP.disk), TMPFS_FLAGS);
+    if (jobfs < 0 || mkdirat(jobfs, "mask", 0555) < 0 ||
+        mknodat(jobfs, "mask-file", S_IFREG | 0444, 0) < 0)
+        return problem("making", "the job's tmpfs");
+    return 0;
+}
+
+/* /dev is a directory of the skeleton, read-only with it: the nodes of NODES (the ones the
+ * devices cgroup allows), the links, and mount points for pts and shm. */
+static int make_dev(const char *dev) {
+    char path[64];
+    for (size_t i = 0; i < sizeof NODES / sizeof NODES[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dev, NODES[i].name);
+        if (mknod(path, S_IFCHR | 0666, makedev(NODES[i].major, NODES[i].minor)) < 0)
+            return problem("making", path);
+    }
+    for (size_t i = 0; i < sizeof DEV_LINKS / sizeof DEV_LINKS[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dev, DEV_LINKS[i][0]);
+        if (symlink(DEV_LINKS[i][1], path) < 0)
+            return problem("linking", path);
+    }
+    snprintf(path, sizeof path, "%s/pts", dev);
+    if (mkdir(path, 0755) < 0)
+        return problem("making", path);
+    snprintf(path, sizeof path, "%s/shm", dev);
+    return mkdir(path, 01777) < 0 ? problem("making", path) : 0;
+}
+
+int view_skeleton(void) {
+    umask(0);
+    host = open_tree_(AT_FDCWD, "/", OPEN_TREE_CLONE | AT_RECURSIVE);
+    if (host < 0 || setattr_(host, "", AT_EMPTY_PATH | AT_RECURSIVE,
+                             MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0) < 0)
+        return problem("cloning", "/");
+    if (make_jobfs() < 0)
+        return -1;
+    /* Not nodev: /dev's nodes are in it. Nobody adds one: it is read-only once entered. */
+    if (mount("jobmgr", STAGING, "tmpfs", MS_NOSUID, "mode=0755,size=1m") < 0)
+        return problem("mounting", STAGING);
+    return skeleton(host, STAGING, 1) < 0 ? -1 : make_dev(STAGING "/dev");
+}
+
+int view_enter(void) {
+    return enter(STAGING);
+}
+
+int view_dev(void) {
+    if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620") < 0)
+        return problem("mounting", "/dev/pts");
+    return 0;
+}
+
+/* runc's lists: what a container should not read, and what it should not write. */
+static const char *const PROC_MASKED[] = {
+    "/proc/acpi",         "/proc/asound",     "/proc/kcore",       "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",         NULL};
+static const char *const PROC_READONLY[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                                            "/proc/sysrq-trigger", NULL};
+static const char *const SYS_MASKED[] = {"/sys/firmware", "/sys/devices/virtual/powercap", NULL};
+
+int view_proc(void) {
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return problem("mounting", "/proc");
+    for (const char *const *p = PROC_MASKED; *p != NULL; p++)
+        if (cover(*p, 0) < 0)
+            return -1;
+    for (const char *const *p = PROC_READONLY; *p != NULL; p++)
+        if (access(*p, F_OK) == 0 && bind_clone(AT_FDCWD, *p, 0, MOUNT_ATTR_RDONLY, 0, *p) < 0)
+            return -1;
+    return 0;
+}
+
+int view_sys(void) {
+    /* A sysfs of the job's own network namespace: /sys/class/net shows only lo, and the
+     * host's cgroup mounts under /sys/fs/cgroup are not there at all. */
+    if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)
+        return problem("mounting", "/sys");
+    for (const char *const *p = SYS_MASKED; *p != NULL; p++)
+        if (cover(*p, 0) < 0)
+            return -1;
+    return 0;
+}
+
+static const struct private_dir {
+    const char *name, *target;
+    mode_t mode;
+} PRIVATE[] = {{"scratch", SCRATCH, 0700},
+               {"tmp", "/tmp", 01777},
+               {"vartmp", "/var/tmp", 01777},
+               {"shm", "/dev/shm", 01777}};
+
+int view_private(void) {
+    for (size_t i = 0; i < sizeof PRIVATE / sizeof PRIVATE[0]; i++) {
+        const struct private_dir *d = &PRIVATE[i];
+        if (mkdirat(jobfs, d->name, d->mode) < 0)
+            return problem("making", d->name);
+        if (i == 0 && fchownat(jobfs, d->name, SETUP.uid, SETUP.gid, 0) < 0)
+            return problem("handing over", d->target);
+        if (access(d->target, F_OK) == 0 && bind_clone(jobfs, d->name, 0, 0, 0, d->target) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int view_hidden(void) {
+    for (char **p = SETUP.hidden; *p != NULL; p++)
+        if (strchr(*p + 1, '/') != NULL && cover(*p, 0) < 0) /* top-level ones stay empty */
+            return -1;
+    /* No order will bind a host path: the host's clone goes now, while the slot warms.
+     * Dropping it waits for an RCU grace period (about 1 ms here, little CPU). */
+    if (!SETUP.binds) {
+        close(host);
+        host = -1;
+    }
+    return 0;
+}
+
+/* ---- the order ----------------------------------------------------------------------------- */
+static int resize(unsigned long long disk) {
+    char size[32], inodes[32];
+    snprintf(size, sizeof size, "%llu", disk);
+    snprintf(inodes, sizeof inodes, "%llu", inodes_for(disk));
+    int fs = (int)syscall(SYS_fspick, jobfs, "", FSPICK_EMPTY_PATH | FSPICK_CLOEXEC);
+    int rc = fs < 0 ? -1 : fsconfig_(fs, FSCONFIG_SET_STRING, "size", size);
+    if (rc == 0)
+        rc = fsconfig_(fs, FSCONFIG_SET_STRING, "nr_inodes", inodes);
+    if (rc == 0)
+        rc = fsconfig_(fs, FSCONFIG_CMD_RECONFIGURE, NULL, NULL);
+    int saved = errno;
+    if (fs >= 0)
+        close(fs);
+    errno = saved;
+    return rc;
+}
+
+/* A root of the job's own: a skeleton of the tree's entries, the private mounts moved over. */
+#define STAGED_DEV "/.rootfs/dev"
+
+static int enter_rootfs(const char *rootfs, struct failure *f) {
+    const char *stage = "/.rootfs";
+    int tree = resolve(host, rootfs + 1, O_PATH | O_DIRECTORY);
+    if (tree < 0)
+        return failed(f, "mount", "the root filesystem '%.300s' cannot be opened", rootfs);
+    if (setattr_(AT_FDCWD, "/", 0, 0, MOUNT_ATTR_RDONLY) < 0 || mkdir(stage, 0755) < 0 ||
+        mount("jobmgr", stage, "tmpfs", MS_NOSUID, "mode=0755,size=1m") < 0 ||
+        skeleton(tree, stage, 0) < 0 || make_dev(STAGED_DEV) < 0)
+        return failed(f, "mount", "building the job's root from '%.300s'%s", rootfs,
+                      view_problem);
+    close(tree);
+    static const char *const MOVED[] = {"/dev/pts", "/dev/shm", "/proc",   "/sys",
+                                        "/tmp",     SCRATCH,    "/var/tmp"};
+    for (size_t i = 0; i < sizeof MOVED / sizeof MOVED[0]; i++) {
+        char target[64];
+        snprintf(target, sizeof target, "%s%s", stage, MOVED[i]);
+        if (access(target, F_OK) == 0 && move_mount_(AT_FDCWD, MOVED[i], AT_FDCWD, target, 0) < 0)
+            return failed(f, "setup", "moving %s into the job's root", MOVED[i]);
+    }
+    return enter(stage) < 0 ? failed(f, "setup", "entering the job's root%s", view_problem) : 0;
+}
+
+/* Where a bind goes: an existing path, or a new directory (or file) at the top of the view. */
+static int bind_target(const struct bind *b, int is_dir, struct failure *f) {
+    struct stat st;
+    if (lstat(b->target, &st) == 0)
+        return 0;
+    const char *slash = strrchr(b->target, '/');
+    if (errno != ENOENT || slash != b->target)
+        return failed(f, "mount", "the mount target '%.300s' is not in the job's view",
+                      b->target);
+    int rc = setattr_(AT_FDCWD, "/", 0, 0, MOUNT_ATTR_RDONLY);
+    if (rc == 0)
+        rc = is_dir ? mkdir(b->target, 0755) : mknod(b->target, S_IFREG | 0644, 0);
+    if (setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, 0) < 0 || rc < 0)
+        return failed(f, "setup", "making the mount target '%.300s'", b->target);
+    return 0;
+}
+
+static int bind_host(const struct bind *b, struct failure *f) {
+    int source = resolve(host, b->source + 1, O_PATH);
+    struct stat st;
+    if (source < 0 || fstat(source, &st) < 0)
+        return failed(f, "mount", "the mount source '%.300s' cannot be opened", b->source);
+    int rc = bind_target(b, S_ISDIR(st.st_mode), f);
+    if (rc == 0) {
+        unsigned long long set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+        set |= b->writable ? 0 : MOUNT_ATTR_RDONLY;
+        rc = bind_clone(source, "", S_ISDIR(st.st_mode), set,
+                        b->writable ? MOUNT_ATTR_RDONLY : 0, b->target);
+        if (rc < 0)
+            failed(f, "mount", "mounting '%.300s' on '%.300s'", b->source, b->target);
+    }
+    close(source);
+    return rc;
+}
+
+int view_order(const struct order *o, struct failure *f) {
+    if ((o->nbinds > 0 || o->rootfs[0] != '\0') && host < 0) {
+        errno = 0;
+        return failed(f, "mount", "this server lets no job bind a host path or use a root of its own");
+    }
+    if (o->disk != SETUP.disk && resize(o->disk) < 0)
+        return failed(f, "setup", "setting the job's disk limit to %llu bytes", o->disk);
+    if ((o->uid != SETUP.uid || o->gid != SETUP.gid) && o->mode == MODE_USER &&
+        fchownat(jobfs, "scratch", o->uid, o->gid, 0) < 0)
+        return failed(f, "setup", "handing the scratch directory to uid %u", (unsigned)o->uid);
+    if (o->rootfs[0] != '\0' && enter_rootfs(o->rootfs, f) < 0)
+        return -1;
+    for (size_t i = 0; i < o->nbinds; i++)
+        if (bind_host(&o->binds[i], f) < 0)
+            return -1;
+    for (char **p = o->masks; *p != NULL; p++)
+        if (cover(*p, 1) < 0)
+            return failed(f, "setup", "covering a host socket%s", view_problem);
+    return 0;
+}
+
+void view_release(void) {
+    /* Closing the host's clone lets go of its copies of every host mount: the job never
+     * had these fds (they are close-on-exec and closed in its first process). */
+    int *fds[] = {&host, &jobfs};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
+}
