@@ -199,7 +199,9 @@ class LauncherKeeper:
                 self._wake.clear()
                 if self._stopping.is_set():
                     return ""
-            if ping.exception() is not None:
+            # The connection may end just after the answer: the wake-up it sent was taken
+            # above, so the loss is looked at here, not left to the next ping.
+            if ping.exception() is not None or client.lost.is_set():
                 return self._death(client)
             self._available()
             self._wake.wait(max(0.0, PING_EVERY - (time.monotonic() - sent)))
