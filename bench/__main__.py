@@ -22,6 +22,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 from jobmgr.cli._malloc import keep_freed_memory
 
 from ._context import QUICK, Context, Sizes
+from ._rows_client import client_status
 from ._rows_output import fan_out, flat_memory, follow_latency, output_throughput
 from ._rows_scale import scale
 from ._rows_start import start_latency, start_throughput
@@ -65,6 +66,7 @@ GROUPS: dict[str, Group] = {
         ),
     ),
     "flat-memory": Group(flat_memory, (("flat memory", "MiB", "<= 32 MiB"),)),
+    "client": Group(client_status, (("client: status wall time", "ms", "ratio <= 1.3"),)),
 }
 
 

@@ -43,6 +43,7 @@ class Sizes:
     status_samples: int = 300
     flat_bytes: int = GiB
     flat_clients: int = 4
+    client_samples: int = 40
 
 
 QUICK = Sizes(
@@ -57,6 +58,7 @@ QUICK = Sizes(
     scale_jobs=200,
     status_samples=100,
     flat_bytes=256 * MiB,
+    client_samples=10,
 )
 
 

@@ -123,3 +123,166 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     When I ask jobmgr-certs for --help
     Then it exits 0
     And its stdout mentions "--out", "./certs" and "--force"
+
+  # ---- where the server is: contexts, environment, flags ----------------------------------------
+
+  Scenario: A context in the config file names the server and the files, from any directory
+    Given the jobmgr-server program is running
+    And a config file whose current context "lab" reaches it with the admin certificate
+    When jobmgr-client list is run in an empty directory with no flags
+    Then it exits 0
+    And its stdout contains "STATE"
+
+  Scenario: The environment overrides the context, and flags override the environment
+    Given the jobmgr-server program is running
+    And a config file whose current context "lab" reaches it with the admin certificate
+    When jobmgr-client start true is run with JOBMGR_CERT and JOBMGR_KEY naming the user certificate
+    Then it exits 1
+    And its stderr is one line containing "role 'user' may not call /job.JobManager/Start"
+    When jobmgr-client list is run with JOBMGR_ADDR naming a port where nothing listens, and --port naming the server's
+    Then it exits 0
+
+  Scenario: context use switches the current context, and context list marks it
+    Given the jobmgr-server program is running
+    And a config file whose current context "lab" reaches it with the admin certificate
+    And the config file also has a context "other" at localhost:9
+    When jobmgr-client context use other is run
+    Then it exits 0
+    When jobmgr-client context list is run
+    Then its stdout has a line with "*", "other" and "localhost:9"
+    When jobmgr-client --context lab context show is run
+    Then its stdout contains "(context lab)"
+
+  Scenario: A certificate given without its key is refused, naming both flags
+    Given the jobmgr-server program is running
+    When jobmgr-client list is run with --cert and no --key
+    Then it exits 1
+    And its stderr is one line: "error: --cert is set (flag) but --key is not: give both, a certificate and its own private key"
+
+  Scenario: A CA that did not sign the server's certificate is explained
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client with another CA's certificate as --ca
+    Then it exits 1
+    And its stderr is one line containing "the server's certificate is not signed by the CA in"
+
+  # ---- run's exit status: the job's, or what happened to it ------------------------------------
+
+  Scenario: run exits 127 for a command that is not found
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- no-such-command
+    Then it exits 127
+    And its stderr is one line containing "command not found"
+
+  Scenario: run exits 126 for a file that cannot be executed
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- /etc/passwd
+    Then it exits 126
+    And its stderr is one line containing "is not executable"
+
+  Scenario: run exits 125 when jobmgr refuses the job
+    Given the jobmgr-server program is running
+    When the user runs jobmgr-client run -- true
+    Then it exits 125
+    And its stderr is one line containing "may not call /job.JobManager/Start"
+
+  Scenario: A usage error of run exits 125, and of any other command 2
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run --memory lots -- true
+    Then it exits 125
+    When the admin runs jobmgr-client start
+    Then it exits 2
+    When the admin runs jobmgr-client list --state sleeping
+    Then it exits 2
+
+  Scenario: run exits 128 + the signal that ended the job, and says so
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- sh -c 'kill -9 $$'
+    Then it exits 137
+    And its stderr contains "FAILED by signal 9"
+
+  Scenario: run whose stdout closes (| head -1) stops the job and exits 141
+    Given the jobmgr-server program is running
+    When the admin pipes jobmgr-client run -- sh -c 'while :; do echo y; sleep 0.01; done' into a reader of one line
+    Then it exits 141 within 20 seconds
+    And its stderr contains "stdout was closed"
+    And jobmgr-client status says the job is STOPPED
+
+  Scenario: SIGTERM to run stops the job, prints its last words and exits 143
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'trap "echo bye; exit 4" TERM; echo started; while :; do sleep 0.1; done'" with jobmgr-client run
+    When the follower gets SIGTERM
+    Then the follower exits 143 within 20 seconds
+    And the follower's stdout is "started\nbye\n"
+    And the follower's stderr contains "STOPPED with code 4"
+    And jobmgr-client status says the job is STOPPED
+
+  Scenario: --stop-on-interrupt prints what the job wrote in its grace period and exits as it did
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'trap "echo bye; exit 4" TERM; echo started; while :; do sleep 0.1; done'" with jobmgr-client run --stop-on-interrupt
+    When the follower gets Ctrl-C
+    Then the follower exits 4 within 20 seconds
+    And the follower's stdout is "started\nbye\n"
+    And the follower's stderr contains "STOPPED with code 4"
+
+  Scenario: The reattach hint after Ctrl-C keeps the flags that reach the server
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'echo started; exec sleep 60'" with jobmgr-client run
+    When the follower gets Ctrl-C
+    Then the follower exits 130 within 10 seconds
+    And the follower's stderr names the server's --port in "output JOB"
+    And jobmgr-client status says the job is RUNNING
+
+  # ---- resume: a dropped connection loses and repeats nothing ----------------------------------
+
+  Scenario: run follows a job across a crash and restart of the server, byte for byte
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'i=0; while [ $i -lt 400 ]; do echo line $i; i=$((i+1)); sleep 0.01; done; exit 4'" with jobmgr-client run
+    When the follower has printed "line 20"
+    And the server is killed with SIGKILL and started again on the same port
+    Then the follower exits 4 within 60 seconds
+    And the follower's stdout is lines "line 0" to "line 399"
+    And the follower's stderr contains "lost the connection"
+
+  # ---- ids and listing -------------------------------------------------------------------------
+
+  Scenario: A unique prefix names a job; one shared by several jobs is refused, listing them
+    Given the jobmgr-server program is running
+    And the admin has started 17 jobs
+    When the admin runs jobmgr-client status with the first 8 characters of a job's id
+    Then it exits 0
+    And its stdout contains the job's whole id
+    When the admin runs jobmgr-client status with a 1-character prefix that two jobs share
+    Then it exits 1
+    And its stderr is one line containing "starts the ids of several jobs"
+    When the admin runs jobmgr-client status 0000-not-hex
+    Then it exits 1
+    And its stderr is one line containing "is not a job id or the start of one"
+
+  Scenario: stop and status take several ids; list -q prints ids, in any state's case
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start sleep 60
+    Then it exits 0 and prints the new job's id
+    When the admin runs jobmgr-client start sleep 61
+    Then it exits 0 and prints the new job's id
+    When the admin runs jobmgr-client list -q --state RUNNING
+    Then its stdout is the two jobs' ids, one per line
+    When the admin stops both jobs with one jobmgr-client stop
+    Then it exits 0
+    And its stdout has a line "stopped job ...: STOPPED by signal 15" for each of them
+    When the admin runs jobmgr-client status --json with both ids
+    Then it exits 0
+    And the JSON is an array of 2 jobs, both STOPPED
+
+  Scenario: output takes -f, as docker logs does
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- echo hi
+    Then it exits 0 and prints the new job's id
+    When the admin runs jobmgr-client output -f JOB
+    Then it exits 0
+    And its stdout is "hi\n"
+
+  Scenario: jobmgr-client completion writes a bash script that completes commands and flags
+    When jobmgr-client completion bash is run
+    Then it exits 0
+    And bash, given that script, completes "jobmgr-client sta" to "start status"
+    And bash, given that script, completes "jobmgr-client list --st" to "--state"

@@ -105,7 +105,7 @@ Feature: Nothing is lost when jobmgr-server crashes, restarts or runs out of dis
     And the job is told to print "after" and exit 7
     Then jobmgr-client status says the job EXITED with code 7
     When the admin runs jobmgr-client run -- echo too late
-    Then it exits 1
+    Then it exits 125
     And its stderr is one line containing "No space left on device"
     When the state dir's disk is given its space back
     And the admin runs jobmgr-client run -- echo still working

@@ -1,18 +1,27 @@
 """Steps shared by the scenarios that run our programs (cli, operator, durability): running
 jobmgr-client against the scenario's jobmgr-server, and what a program run printed and how it
-exited. The last run is in ``scenario.notes["ran"]``; in a command, the word JOB stands for the
-id of the scenario's job."""
+exited, and a ``jobmgr-client run`` left following a job (the follower). The last run is in
+``scenario.notes["ran"]``; in a command, the word JOB stands for the id of the scenario's job."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
-from pytest_bdd import parsers, then, when
+import pytest
+from pytest_bdd import given, parsers, then, when
 
-from harness.programs import run_program
+from harness.poll import eventually
+from harness.programs import program, program_env, run_program
+from harness.server import ServerProgram
+from jobmgr.api import job_pb2
 
 from ._phrases import KIND, unescape
 from .fixtures_scenario import Scenario
@@ -37,6 +46,112 @@ def run_client(
     done = run_program("jobmgr-client", *scenario.server.client_args(kind), *args, env=env)
     scenario.notes["ran"], scenario.notes["ran_seconds"] = done, time.monotonic() - began
     return done
+
+
+# ---- a jobmgr-client following a job in the background ----------------------------------------
+
+
+@dataclass
+class Follower:
+    """A ``jobmgr-client run`` left running, its stdout and stderr collected as they come."""
+
+    process: subprocess.Popen[bytes]
+    stdout: bytearray = field(default_factory=bytearray)
+    stderr: bytearray = field(default_factory=bytearray)
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    def collect(self) -> None:
+        for pipe, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
+            reader = threading.Thread(target=_drain, args=(pipe, sink), daemon=True)
+            reader.start()
+            self.readers.append(reader)
+
+    def finish(self, timeout: float) -> int:
+        code = self.process.wait(timeout)
+        for reader in self.readers:
+            reader.join(5)
+        return code
+
+
+def _drain(pipe: Any, sink: bytearray) -> None:
+    for chunk in iter(lambda: pipe.read1(65536), b""):
+        sink.extend(chunk)
+
+
+@pytest.fixture
+def followers() -> Iterator[list[Follower]]:
+    running: list[Follower] = []
+    yield running
+    for follower in running:
+        if follower.process.poll() is None:
+            follower.process.kill()
+        follower.finish(10)
+
+
+@given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
+def _following(
+    server_process: ServerProgram,
+    scenario: Scenario,
+    followers: list[Follower],
+    kind: str,
+    command: str,
+    flags: str,
+) -> None:
+    scenario.server = server_process
+    argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
+    argv += [*shlex.split(flags), "--", *shlex.split(command)]
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
+    )
+    follower = Follower(process)
+    follower.collect()
+    followers.append(follower)
+    scenario.notes["follower"] = follower
+    eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
+    request = job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING)
+    jobs = server_process.stub("admin").List(request, timeout=10).jobs
+    assert len(jobs) == 1, jobs
+    scenario.job = jobs[0].uuid
+
+
+@when("the follower gets Ctrl-C")
+def _ctrl_c(scenario: Scenario) -> None:
+    scenario.notes["follower"].process.send_signal(signal.SIGINT)
+
+
+@then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
+def _follower_exits(scenario: Scenario, code: int, seconds: int) -> None:
+    follower: Follower = scenario.notes["follower"]
+    assert follower.finish(seconds) == code, bytes(follower.stderr)
+    assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
+
+
+@then(parsers.parse('the follower\'s stdout is "{text}"'))
+def _follower_stdout(scenario: Scenario, text: str) -> None:
+    assert bytes(scenario.notes["follower"].stdout) == unescape(text).encode()
+
+
+@then(parsers.parse('the follower\'s stderr contains "{text}"'))
+def _follower_stderr(scenario: Scenario, text: str) -> None:
+    stderr = bytes(scenario.notes["follower"].stderr).decode()
+    assert with_job(scenario, text) in stderr, stderr
+
+
+@given(parsers.parse("the admin has started {count:d} jobs"))
+def _started_jobs(scenario: Scenario, count: int) -> None:
+    stub = scenario.server.stub("admin")
+    request = job_pb2.StartRequest(cmd="true")
+    scenario.notes["ids"] = [stub.Start(request, timeout=30).uuid for _ in range(count)]
+
+
+@when("the server is killed with SIGKILL and started again on the same port")
+def _crash_and_restart(scenario: Scenario) -> None:
+    server = scenario.program
+    port = server.port
+    server.kill9()  # the launcher and the job live on
+    time.sleep(1)  # a client following the job finds the door closed at least once
+    server.argv += ["--port", str(port)]  # the last --port wins: the one clients know
+    server.start()
 
 
 # ---- when -------------------------------------------------------------------------------------
@@ -76,6 +191,7 @@ def _prints_id(scenario: Scenario) -> None:
     text = ran(scenario).stdout.decode().strip()
     assert len(text) == 36 and text.count("-") == 4, text
     scenario.job = text
+    scenario.notes.setdefault("started", []).append(text)
 
 
 @then(parsers.parse('its stdout is "{stdout}" and its stderr is "{stderr}"'))

@@ -29,7 +29,6 @@ from .fixtures_scenario import Scenario
 scenarios("load.feature")
 
 
-
 def _admin_tls(server: ServerProgram) -> ClientTLS:
     pair = server.pki.client("admin")
     return ClientTLS(server.pki.ca_path, pair.cert_path, pair.key_path)

@@ -6,123 +6,29 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
-import threading
 import tomllib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from pytest_bdd import given, parsers, scenarios, then, when
 
 from harness.client import Client
 from harness.poll import eventually
-from harness.programs import program, program_env, run_program
+from harness.programs import run_program
 from harness.rpc import CallResult, call
 from harness.server import ServerProgram
 from jobmgr.api import job_pb2
 from jobmgr.cli._units import parse_size
 
-from ._cli_steps import ran, run_client, with_job
-from ._phrases import KIND, unescape
+from ._cli_steps import ran, run_client
+from ._phrases import KIND
 from .fixtures_scenario import Scenario
 
 scenarios("operator.feature")
-
-
-# ---- a jobmgr-client following a job in the background ----------------------------------------
-
-
-@dataclass
-class Follower:
-    """A ``jobmgr-client run`` left running, its stdout and stderr collected as they come."""
-
-    process: subprocess.Popen[bytes]
-    stdout: bytearray = field(default_factory=bytearray)
-    stderr: bytearray = field(default_factory=bytearray)
-    readers: list[threading.Thread] = field(default_factory=list)
-
-    def collect(self) -> None:
-        for pipe, sink in ((self.process.stdout, self.stdout), (self.process.stderr, self.stderr)):
-            reader = threading.Thread(target=_drain, args=(pipe, sink), daemon=True)
-            reader.start()
-            self.readers.append(reader)
-
-    def finish(self, timeout: float) -> int:
-        code = self.process.wait(timeout)
-        for reader in self.readers:
-            reader.join(5)
-        return code
-
-
-def _drain(pipe: Any, sink: bytearray) -> None:
-    for chunk in iter(lambda: pipe.read1(65536), b""):
-        sink.extend(chunk)
-
-
-@pytest.fixture
-def followers() -> Iterator[list[Follower]]:
-    running: list[Follower] = []
-    yield running
-    for follower in running:
-        if follower.process.poll() is None:
-            follower.process.kill()
-        follower.finish(10)
-
-
-@given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
-def _following(
-    server_process: ServerProgram,
-    scenario: Scenario,
-    followers: list[Follower],
-    kind: str,
-    command: str,
-    flags: str,
-) -> None:
-    scenario.server = server_process
-    argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
-    argv += [*shlex.split(flags), "--", *shlex.split(command)]
-    process = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
-    )
-    follower = Follower(process)
-    follower.collect()
-    followers.append(follower)
-    scenario.notes["follower"] = follower
-    eventually(lambda: bool(follower.stdout), 20, "the followed job to print")
-    request = job_pb2.ListRequest(state=job_pb2.JOB_STATE_RUNNING)
-    jobs = server_process.stub("admin").List(request, timeout=10).jobs
-    assert len(jobs) == 1, jobs
-    scenario.job = jobs[0].uuid
-
-
-@when("the follower gets Ctrl-C")
-def _ctrl_c(scenario: Scenario) -> None:
-    scenario.notes["follower"].process.send_signal(signal.SIGINT)
-
-
-@then(parsers.parse("the follower exits {code:d} within {seconds:d} seconds"))
-def _follower_exits(scenario: Scenario, code: int, seconds: int) -> None:
-    follower: Follower = scenario.notes["follower"]
-    assert follower.finish(seconds) == code, bytes(follower.stderr)
-    assert b"Traceback" not in follower.stderr, bytes(follower.stderr)
-
-
-@then(parsers.parse('the follower\'s stdout is "{text}"'))
-def _follower_stdout(scenario: Scenario, text: str) -> None:
-    assert bytes(scenario.notes["follower"].stdout) == unescape(text).encode()
-
-
-@then(parsers.parse('the follower\'s stderr contains "{text}"'))
-def _follower_stderr(scenario: Scenario, text: str) -> None:
-    stderr = bytes(scenario.notes["follower"].stderr).decode()
-    assert with_job(scenario, text) in stderr, stderr
 
 
 # ---- jobs -------------------------------------------------------------------------------------

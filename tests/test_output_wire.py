@@ -18,10 +18,14 @@ SIZES = [1, 127, 128, 16383, 16384, OUTPUT_MESSAGE_BYTES - 1, OUTPUT_MESSAGE_BYT
 def test_encoded_messages_equal_what_protobuf_serialises(stream: Stream, size: int) -> None:
     data = bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
     got = list(output_to_wire(OutputChunk(stream, data)))
-    pieces = [data[i : i + OUTPUT_MESSAGE_BYTES] for i in range(0, size, OUTPUT_MESSAGE_BYTES)]
+    starts = range(0, size, OUTPUT_MESSAGE_BYTES)
     assert got == [
-        pb.OutputResponse(output=piece, stream=int(stream)).SerializeToString()  # type: ignore[arg-type]
-        for piece in pieces
+        pb.OutputResponse(
+            output=data[i : i + OUTPUT_MESSAGE_BYTES],
+            stream=int(stream),  # type: ignore[arg-type]
+            offset=i,
+        ).SerializeToString()
+        for i in starts
     ]
     parsed = [pb.OutputResponse.FromString(message) for message in got]
     assert b"".join(message.output for message in parsed) == data
@@ -31,3 +35,22 @@ def test_encoded_messages_equal_what_protobuf_serialises(stream: Stream, size: i
 def test_truncation_notice_is_an_empty_message_with_the_flag() -> None:
     notice = pb.OutputResponse.FromString(TRUNCATION_NOTICE)
     assert notice.truncated and not notice.output
+
+
+@pytest.mark.parametrize("offset", [0, 1, 300, 2**40])
+def test_each_message_says_the_offset_of_its_first_byte(offset: int) -> None:
+    data = b"x" * (2 * OUTPUT_MESSAGE_BYTES + 5)
+    got = list(output_to_wire(OutputChunk(Stream.STDERR, data, offset)))
+    expected = [
+        pb.OutputResponse(
+            output=data[i : i + OUTPUT_MESSAGE_BYTES], stream=pb.STREAM_STDERR, offset=offset + i
+        ).SerializeToString()
+        for i in range(0, len(data), OUTPUT_MESSAGE_BYTES)
+    ]
+    assert got == expected
+
+
+@pytest.mark.parametrize("offset", [0, 9])
+def test_an_empty_chunk_is_a_message_with_its_offset_alone(offset: int) -> None:
+    got = list(output_to_wire(OutputChunk(Stream.STDOUT, b"", offset)))
+    assert got == [pb.OutputResponse(offset=offset).SerializeToString()]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jobmgr.worker import OutputIncomplete
-from jobmgr.worker._outputlog import MAX_CHUNK, OutputLog, frame, seal
+from jobmgr.worker import OffsetPastEnd, OutputIncomplete
+from jobmgr.worker._frames import MAX_CHUNK, frame, seal
+from jobmgr.worker._outputlog import OutputLog
 from jobmgr.worker._status import OutputChunk, Stream
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -25,7 +26,8 @@ def write_log(path: Path, frames: list[tuple[Stream, bytes]]) -> int:
 
 
 def chunks(log: OutputLog, **kwargs: object) -> list[tuple[Stream, bytes]]:
-    return [(c.stream, c.data) for c in log.follow(**kwargs)]  # type: ignore[arg-type]
+    """The chunks with output in them (a tail starts with an empty one saying where)."""
+    return [(c.stream, c.data) for c in log.follow(**kwargs) if c.data]  # type: ignore[arg-type]
 
 
 def test_adjacent_frames_of_one_stream_merge_and_order_is_kept(tmp_path: Path) -> None:
@@ -208,3 +210,44 @@ def test_a_lost_jobs_output_ends_with_the_reason_after_all_that_was_kept(
         for chunk in log.follow():
             got += chunk.data
     assert got == b"kept\n"
+
+
+def test_reading_from_any_offset_gives_the_rest_of_the_output_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small index steps and windows, so that marks, window edges and frames bigger than a
+    # window all come up in a small file.
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_STEP", 100)
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_WINDOW", 64)
+    path = tmp_path / "out.log"
+    frames = [(OUT if i % 3 else ERR, bytes([65 + i % 26]) * (i % 50)) for i in range(200)]
+    with open(path, "ab") as f:  # record frames (stream 0) count for nothing
+        for i, (stream, data) in enumerate(frames):
+            if i % 17 == 0:
+                f.write(b"".join(frame(0, b"record")))  # type: ignore[arg-type]
+            f.write(b"".join(frame(stream, data)))
+    whole = b"".join(data for _, data in frames)
+    log = OutputLog(path, path.stat().st_size, done=True)
+    for offset in [*range(0, len(whole), 37), len(whole)]:
+        got = list(log.follow(offset=offset))
+        assert b"".join(c.data for c in got) == whole[offset:], offset
+        assert [c.offset for c in got] == [
+            offset + sum(len(c.data) for c in got[:i]) for i in range(len(got))
+        ]
+
+
+def test_an_offset_past_the_output_is_refused_with_the_output_size(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"hello\n"), (ERR, b"oops\n")])
+    with pytest.raises(OffsetPastEnd, match=r"offset 12 is past the end .* \(11 bytes\)"):
+        list(OutputLog(path, size, done=True).follow(offset=12))
+
+
+def test_a_tail_first_says_at_which_offset_it_starts(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"one\ntwo\n"), (ERR, b"three\n")])
+    log = OutputLog(path, size, done=True)
+    first, *rest = list(log.follow(tail=1))
+    assert (first.data, first.offset) == (b"", 8)
+    assert [(c.data, c.offset) for c in rest] == [(b"three\n", 8)]
+    assert [(c.data, c.offset) for c in log.follow(tail=0)] == [(b"", 14)]

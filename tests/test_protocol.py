@@ -19,15 +19,17 @@ import pytest
 
 from jobmgr.worker import (
     CapacityError,
+    CommandNotFound,
     InvalidSpec,
     JobState,
     LaunchError,
     Limits,
     Mount,
+    NotExecutable,
     Worker,
     WorkerError,
 )
-from jobmgr.worker._outputlog import FRAME, RECORD_STREAM, TRAILER
+from jobmgr.worker._frames import FRAME, RECORD_STREAM, TRAILER
 from jobmgr.worker._records import read_record, record_frame, write_result
 from jobmgr.worker._shim import (
     PROTOCOL_VERSION,
@@ -296,7 +298,8 @@ def test_each_start_stage_has_one_error_class() -> None:
     expected = {
         StartStage.USER: LaunchError,
         StartStage.CWD: LaunchError,
-        StartStage.EXEC: LaunchError,
+        StartStage.NOT_FOUND: CommandNotFound,
+        StartStage.EXEC: NotExecutable,
         StartStage.SETUP: WorkerError,
         StartStage.LIMITS: InvalidSpec,
         StartStage.SPACE: CapacityError,
@@ -310,6 +313,9 @@ def test_each_start_stage_has_one_error_class() -> None:
 
 
 def test_the_inits_report_lines_are_read_into_their_types() -> None:
+    assert parse_report(b"error notfound command not found: 'x'") == InitFailed(
+        StartStage.NOT_FOUND, "command not found: 'x'"
+    )
     assert parse_report(b"pid 4242") == InitPid(4242)
     assert parse_report(b"ready") == InitReady()
     assert parse_report(b"started") == InitStarted()

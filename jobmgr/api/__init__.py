@@ -7,8 +7,8 @@ Server side:
     await server.start()
 
 Client side: ``job_pb2``/``job_pb2_grpc`` (the generated messages and stub),
-``channel_credentials``, ``DEFAULT_PORT`` and ``MAX_MESSAGE_BYTES``; these do not load the
-worker library.
+``channel_credentials``, ``DEFAULT_PORT``, ``MAX_MESSAGE_BYTES`` and the keepalive settings;
+these do not load the worker library. ``jobmgr.client`` is the client library built on them.
 
 Importing this package first makes gRPC refuse TLS 1.2 in this process (see ``_tls``): that
 has to happen before ``grpc`` is imported, so this module imports nothing of grpc itself and
@@ -21,7 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._tls import TLSFloorError, channel_credentials, set_tls13_floor, tls13_floor_active
-from ._wire import DEFAULT_PORT, MAX_MESSAGE_BYTES
+from ._wire import DEFAULT_PORT, KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS, MAX_MESSAGE_BYTES
 
 set_tls13_floor(only_if_possible=True)
 
@@ -54,6 +54,8 @@ __all__ = [
     "CALL_NAMES",
     "DEFAULT_PORT",
     "DEFAULT_ROLES",
+    "KEEPALIVE_MS",
+    "KEEPALIVE_TIMEOUT_MS",
     "MAX_MESSAGE_BYTES",
     "ROLE_POLICY",
     "AccessGuard",

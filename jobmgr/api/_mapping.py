@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from jobmgr.worker import (
     DEFAULT_ENV,
     CapacityError,
+    CommandNotFound,
     DeadlineExceeded,
     InvalidSpec,
     JobNotFound,
@@ -27,6 +28,8 @@ from jobmgr.worker import (
     LaunchError,
     Limits,
     Mount,
+    NotExecutable,
+    OffsetPastEnd,
     OutputChunk,
     OutputIncomplete,
     Stream,
@@ -45,6 +48,7 @@ LIST_ARGV_BYTES = 1024
 # Worker error -> gRPC status code. Subclasses take their closest listed ancestor's code.
 STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
     InvalidSpec: grpc.StatusCode.INVALID_ARGUMENT,
+    OffsetPastEnd: grpc.StatusCode.OUT_OF_RANGE,
     JobNotFound: grpc.StatusCode.NOT_FOUND,
     LaunchError: grpc.StatusCode.FAILED_PRECONDITION,
     CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -52,6 +56,18 @@ STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     OutputIncomplete: grpc.StatusCode.DATA_LOSS,
     WorkerError: grpc.StatusCode.INTERNAL,
+}
+
+# What a status code alone does not say and a client acts on, in the trailing metadata entry
+# REASON_KEY of the failed call: `jobmgr-client run` exits 127 for a command not found and 126
+# for one that cannot be executed, as a shell does. Subclasses take their closest ancestor's.
+REASON_KEY = "jobmgr-reason"
+# WORKER_UNAVAILABLE tells an UNAVAILABLE the server answered (its job launcher is down)
+# from a connection that failed.
+REASONS: dict[type[WorkerError], str] = {
+    CommandNotFound: "COMMAND_NOT_FOUND",
+    NotExecutable: "NOT_EXECUTABLE",
+    WorkerUnavailable: "WORKER_UNAVAILABLE",
 }
 
 STATES: dict[JobState, pb.JobState.ValueType] = {
@@ -88,6 +104,14 @@ def status_code(error: WorkerError) -> grpc.StatusCode:
         if cls in STATUS_CODES:
             return STATUS_CODES[cls]
     return grpc.StatusCode.INTERNAL
+
+
+def reason(error: WorkerError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata saying a worker error's reason, if it has one (see REASONS)."""
+    for cls in type(error).__mro__:
+        if cls in REASONS:
+            return ((REASON_KEY, REASONS[cls]),)
+    return ()
 
 
 def job_id(text: str) -> str:
@@ -130,6 +154,20 @@ def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
         rootfs=request.rootfs or None,
         request_id=request.request_id,
     )
+
+
+_ID_CHARACTERS = frozenset("0123456789abcdef-")
+
+
+def id_prefix(request: pb.ListRequest) -> str:
+    """The start of a job id a ListRequest narrows to; InvalidSpec unless it can be one."""
+    prefix = request.id_prefix
+    if len(prefix) > 36 or not _ID_CHARACTERS.issuperset(prefix):
+        raise InvalidSpec(
+            f"id_prefix {shown(prefix)} cannot start a job id: job ids are lower-case UUIDs "
+            "such as '3f2b8c9e-6d1a-4f4e-9a57-0c1d2e3f4a5b'"
+        )
+    return prefix
 
 
 def output_tail(request: pb.OutputRequest) -> int | None:
@@ -234,10 +272,15 @@ def output_to_wire(chunk: OutputChunk) -> Iterator[bytes]:
     streamed GiB of the server's, measured).
     """
     data = chunk.data
+    if not data:  # where a tail starts: offset alone (an empty message for offset 0)
+        yield _OFFSET_TAG + _varint(chunk.offset) if chunk.offset else b""
+        return
     stream = _STREAM_FIELD[chunk.stream]
     for start in range(0, len(data), OUTPUT_MESSAGE_BYTES):
         piece = data[start : start + OUTPUT_MESSAGE_BYTES]
-        yield b"".join((_OUTPUT_TAG, _varint(len(piece)), piece, stream))
+        offset = chunk.offset + start
+        where = _OFFSET_TAG + _varint(offset) if offset else b""
+        yield b"".join((_OUTPUT_TAG, _varint(len(piece)), piece, stream, where))
 
 
 def _varint(value: int) -> bytes:
@@ -250,6 +293,7 @@ def _varint(value: int) -> bytes:
 
 
 _OUTPUT_TAG = b"\x0a"  # field 1 (output), length-delimited
+_OFFSET_TAG = b"\x20"  # field 4 (offset), a varint
 # Field 2 (stream), a varint; Stream's values are the wire's.
 _STREAM_FIELD = {stream: bytes((0x10, int(stream))) for stream in Stream}
 TRUNCATION_NOTICE = pb.OutputResponse(truncated=True).SerializeToString()

@@ -24,13 +24,15 @@ from ._proto import job_pb2 as pb
 from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
 from ._tls import ServerCertificates, check_server_material
 from ._trust import ClientTrust, load_crls
-from ._wire import DEFAULT_PORT, MAX_MESSAGE_BYTES
+from ._wire import DEFAULT_PORT, KEEPALIVE_MS, MAX_MESSAGE_BYTES
 
 SERVER_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     # A second server on a taken port is a mistake to report, not a peer to share it with.
     ("grpc.so_reuseport", 0),
+    # Clients ping to notice a vanished server while they follow a silent job (see _wire).
+    ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
 )
 
 

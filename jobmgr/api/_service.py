@@ -60,7 +60,9 @@ class _WorkerErrorsAsStatus:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if isinstance(exc, WorkerError):
-            await self._context.abort(mapping.status_code(exc), mapping.bounded(str(exc)))
+            await self._context.abort(
+                mapping.status_code(exc), mapping.bounded(str(exc)), mapping.reason(exc)
+            )
 
 
 class JobManagerService(pb_grpc.JobManagerServicer):
@@ -108,7 +110,10 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         async with _WorkerErrorsAsStatus(context):
             job_id = (await self._visible_job(request.uuid, context)).id
             chunks = self._worker.aoutput(
-                job_id, follow=not request.no_follow, tail=mapping.output_tail(request)
+                job_id,
+                follow=not request.no_follow,
+                tail=mapping.output_tail(request),
+                offset=request.offset,
             )
             async for chunk in chunks:
                 for message in mapping.output_to_wire(chunk):
@@ -122,6 +127,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
         async with _WorkerErrorsAsStatus(context):
             caller, visibility = _caller(context), self.visibility
             wanted = mapping.state_from_proto(request.state)
+            prefix = mapping.id_prefix(request)
             # list() is a blocking call (it takes the worker's lock): keep it off the loop.
             statuses = await asyncio.to_thread(self._worker.list)
             return paging.page(
@@ -129,6 +135,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
                     s
                     for s in statuses
                     if (wanted is None or s.state is wanted)
+                    and s.id.startswith(prefix)
                     and owner_matches(s.owner, request.owner)
                     and visibility.sees(caller, s)
                 ),

@@ -1,6 +1,8 @@
 """Command-line entry points: jobmgr-server, jobmgr-client and jobmgr-certs."""
 
 import argparse
+import os
+import sys
 import textwrap
 
 
@@ -10,6 +12,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     Descriptions and epilogs are wrapped line by line, so an epilog's examples keep their
     lines, while a long one-line description still fits the terminal.
     """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # argparse builds a formatter for every add_argument, and finds the width through
+        # shutil, whose import (bz2, lzma) is a few ms of every short command's start.
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         lines = []
@@ -32,6 +47,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False, [], argparse.SUPPRESS):
             return action.help
         return super()._get_help_string(action)
+
+
+def _terminal_columns() -> int:
+    """The terminal's width as shutil.get_terminal_size finds it: $COLUMNS, else stdout's
+    terminal, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns > 0:
+        return columns
+    stdout = sys.__stdout__
+    try:
+        return (stdout and os.get_terminal_size(stdout.fileno()).columns) or 80
+    except (ValueError, OSError):
+        return 80
 
 
 class _Version(argparse.Action):

@@ -1,16 +1,13 @@
-"""The per-job flags of ``jobmgr-client start`` and ``run``, and the StartRequest they make."""
+"""The per-job flags of ``jobmgr-client start`` and ``run``, and the JobSpec they make."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from google.protobuf.duration_pb2 import Duration
-
-from jobmgr.api import job_pb2
+from jobmgr.client._types import JobSpec, Limits, Mount
 
 from ._units import parse_duration, parse_size
 
@@ -118,43 +115,25 @@ def add_grace_flag(parser: argparse.ArgumentParser, *, what: str) -> None:
     )
 
 
-def start_request(args: argparse.Namespace) -> job_pb2.StartRequest:
-    """The StartRequest for the job described by the parsed flags and ``args.argv``."""
-    request = job_pb2.StartRequest(
+def job_spec(args: argparse.Namespace) -> JobSpec:
+    """The job described by the parsed flags and ``args.argv``."""
+    return JobSpec(
         argv=[os.fsencode(arg) for arg in args.argv],  # exact bytes, whatever the encoding
-        limits=job_pb2.Limits(
-            **{
-                name: value
-                for name, value in (
-                    ("cpu", args.cpu),
-                    ("memory_bytes", args.memory),
-                    ("io_read_bps", args.io_read),
-                    ("io_write_bps", args.io_write),
-                    ("pids", args.pids),
-                    ("disk_bytes", args.disk),
-                )
-                if value is not None
-            }
+        limits=Limits(
+            cpu=args.cpu,
+            memory_bytes=args.memory,
+            io_read_bps=args.io_read,
+            io_write_bps=args.io_write,
+            pids=args.pids,
+            disk_bytes=args.disk,
         ),
         env=_environment(args.inherit_env, args.env),
-        cwd=args.cwd or "",
-        run_as=args.run_as or "",
-        mounts=args.mount,
-        rootfs=args.rootfs or "",
-        # One id per invocation: a Start that is sent again finds this one's job.
-        request_id=str(uuid.uuid4()),
+        cwd=args.cwd,
+        timeout=args.timeout,
+        run_as=args.run_as,
+        mounts=tuple(args.mount),
+        rootfs=args.rootfs,
     )
-    if _is_text(args.argv):  # also in the reference's fields, for servers without argv
-        request.cmd, request.args[:] = args.argv[0], args.argv[1:]
-    if args.timeout is not None:
-        request.timeout.CopyFrom(duration(args.timeout))
-    return request
-
-
-def duration(seconds: float) -> Duration:
-    message = Duration()
-    message.FromNanoseconds(round(seconds * 1e9))
-    return message
 
 
 def _environment(inherit: bool, pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -175,14 +154,14 @@ def _is_text(items: Sequence[str]) -> bool:
     return True
 
 
-def _mount(text: str) -> job_pb2.Mount:
+def _mount(text: str) -> Mount:
     source, sep, rest = text.partition(":")
     target, _, mode = rest.partition(":")
     if not sep or not source or not target or mode not in ("", "rw", "ro"):
         raise argparse.ArgumentTypeError(
             f"{text!r}: write SRC:DST or SRC:DST:rw, e.g. --mount /srv/data:/data"
         )
-    return job_pb2.Mount(source=source, target=target, writable=mode == "rw")
+    return Mount(source=source, target=target, writable=mode == "rw")
 
 
 def _env_pair(text: str) -> tuple[str, str]:

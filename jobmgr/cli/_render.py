@@ -1,55 +1,33 @@
-"""How jobmgr-client shows jobs: a status summary, JSON for scripts, the list table."""
+"""How jobmgr-client shows jobs: a status summary, JSON for scripts, the list table.
+
+A job's state is jobmgr's (``JobStatus.state``, from the wire's ``state`` field), never the
+reference's ``status`` field, which says only RUNNING or EXITED.
+"""
 
 from __future__ import annotations
 
-import datetime
 import shlex
 from collections.abc import Iterable
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from jobmgr.api import job_pb2
+from jobmgr.client._types import JobStatus, Limits
 
 from ._units import human_bytes
 
-LimitName = Literal["cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids"]
-LIMIT_NAMES: tuple[LimitName, ...] = ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids")
+LIMIT_NAMES = ("cpu", "memory_bytes", "io_read_bps", "io_write_bps", "pids", "disk_bytes")
 
 
-def state_name(job: job_pb2.StatusResponse) -> str:
-    """The job's state in jobmgr's words: RUNNING, EXITED, STOPPED, FAILED or LOST.
-
-    It comes from ``state``: the reference's ``status`` (field 1) says only RUNNING or EXITED.
-    """
-    try:
-        return job_pb2.JobState.Name(job.state).removeprefix("JOB_STATE_")
-    except ValueError:  # a state this client does not know yet
-        return f"UNKNOWN ({job.state})"
-
-
-def ended(job: job_pb2.StatusResponse) -> bool:
-    """Whether the job has ended, however it ended."""
-    return job.state != job_pb2.JOB_STATE_RUNNING
-
-
-def exited(job: job_pb2.StatusResponse) -> bool:
-    """Whether the job's process ended by exiting, so that its exit code says how it went:
-    every EXITED job, and a STOPPED one that exited on the SIGTERM (exit_code is -1 for a
-    job that did not exit by itself)."""
-    return ended(job) and job.exit_code >= 0
-
-
-def summary(job: job_pb2.StatusResponse) -> str:
+def summary(job: JobStatus) -> str:
     """A job's status for people, one ``name: value`` line per field."""
     lines = [
-        ("job", job.uuid),
+        ("job", job.id),
         ("command", command(job)),
         ("owner", job.owner or "-"),
         ("state", outcome(job)),
-        ("started", _time(job.started_at) if job.HasField("started_at") else "-"),
+        ("started", _time(job.started_at)),
     ]
-    if job.HasField("ended_at"):
+    if job.ended_at is not None:
         lines.append(("ended", _time(job.ended_at)))
     lines.append(("cpu time", f"{job.cpu_seconds:.2f} s"))
     lines.append(("peak memory", human_bytes(job.peak_memory_bytes)))
@@ -61,10 +39,10 @@ def summary(job: job_pb2.StatusResponse) -> str:
     return "\n".join(f"{name + ':':<13}{value}" for name, value in lines)
 
 
-def outcome(job: job_pb2.StatusResponse) -> str:
+def outcome(job: JobStatus) -> str:
     """How the job stands or ended: ``EXITED with code 3``, ``STOPPED by signal 15``."""
-    words = [state_name(job)]
-    if exited(job):
+    words = [job.state.value]
+    if job.exit_code is not None:
         words.append(f"with code {job.exit_code}")
     elif job.signal:
         words.append(f"by signal {job.signal}")
@@ -73,46 +51,37 @@ def outcome(job: job_pb2.StatusResponse) -> str:
     return " ".join(words)
 
 
-def as_json(job: job_pb2.StatusResponse) -> dict[str, Any]:
+def as_json(job: JobStatus) -> dict[str, Any]:
     """A job's fields for scripts: terminated once it has ended, however it ended (not the
     API's narrower field 2); exit_code only when it exited by itself; epoch seconds."""
     return {
-        "id": job.uuid,
-        "state": state_name(job),
-        "terminated": ended(job),
-        "exit_code": job.exit_code if exited(job) else None,
-        "signal": job.signal or None,
+        "id": job.id,
+        "state": job.state.value,
+        "terminated": job.ended,
+        "exit_code": job.exit_code,
+        "signal": job.signal,
         "oom_killed": job.oom_killed,
         "argv": argv(job),
         "argv_abbreviated": job.argv_abbreviated,
         "owner": job.owner,
-        "started_at": _epoch(job.started_at) if job.HasField("started_at") else None,
-        "ended_at": _epoch(job.ended_at) if job.HasField("ended_at") else None,
+        "started_at": job.started_at.timestamp() if job.started_at else None,
+        "ended_at": job.ended_at.timestamp() if job.ended_at else None,
         "cpu_seconds": job.cpu_seconds,
         "peak_memory_bytes": job.peak_memory_bytes,
-        "limits": {
-            name: getattr(job.limits, name) if job.limits.HasField(name) else None
-            for name in LIMIT_NAMES
-        },
+        "limits": {name: getattr(job.limits, name) for name in LIMIT_NAMES},
         "reason": job.reason,
         "output_truncated": job.output_truncated,
     }
 
 
-def table(jobs: Iterable[job_pb2.StatusResponse]) -> str:
+def table(jobs: Iterable[JobStatus]) -> str:
     """The jobs as aligned columns under a header line."""
     rows = [("ID", "STATE", "EXIT", "OWNER", "STARTED", "COMMAND")]
     rows += [
-        (
-            job.uuid,
-            state_name(job),
-            _exit_column(job),
-            job.owner or "-",
-            _time(job.started_at) if job.HasField("started_at") else "-",
-            command(job),
-        )
+        (job.id, job.state.value, _exit_column(job), job.owner or "-", _time(job.started_at),
+         command(job))
         for job in jobs
-    ]
+    ]  # fmt: skip
     widths = [max(len(cell) for cell in column) for column in zip(*rows, strict=True)]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -120,38 +89,35 @@ def table(jobs: Iterable[job_pb2.StatusResponse]) -> str:
     )
 
 
-def argv(job: job_pb2.StatusResponse) -> list[str]:
+def argv(job: JobStatus) -> list[str]:
     """The job's argv for display: bytes that are not UTF-8 shown as \\xNN escapes."""
-    if job.argv_bytes:
-        return [arg.decode(errors="backslashreplace") for arg in job.argv_bytes]
-    return list(job.argv)
+    return [
+        arg.encode(errors="surrogateescape").decode(errors="backslashreplace") for arg in job.argv
+    ]
 
 
-def command(job: job_pb2.StatusResponse) -> str:
+def command(job: JobStatus) -> str:
     """The command as a shell would read it; "..." ends one the server abbreviated."""
     shown = shlex.join(argv(job))
     return shown + " ..." if job.argv_abbreviated else shown
 
 
-def _exit_column(job: job_pb2.StatusResponse) -> str:
-    if exited(job):
+def _exit_column(job: JobStatus) -> str:
+    if job.exit_code is not None:
         return str(job.exit_code)
     return f"sig {job.signal}" if job.signal else "-"
 
 
-def _epoch(stamp: Timestamp) -> float:
-    return float(stamp.seconds) + stamp.nanos / 1e9
+def _time(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
 
 
-def _time(stamp: Timestamp) -> str:
-    moment = datetime.datetime.fromtimestamp(_epoch(stamp)).astimezone()
-    return moment.isoformat(sep=" ", timespec="seconds")
-
-
-def _limits(limits: job_pb2.Limits) -> str:
+def _limits(limits: Limits) -> str:
     """The limits in force, in words; 0 (or unset) means unlimited."""
 
-    def rate(value: int) -> str:
+    def rate(value: int | None) -> str:
         return f"{human_bytes(value)}/s" if value else "unlimited"
 
     words = [
@@ -161,4 +127,6 @@ def _limits(limits: job_pb2.Limits) -> str:
         f"io write {rate(limits.io_write_bps)}",
         f"pids {limits.pids}" if limits.pids else "pids unlimited",
     ]
+    if limits.disk_bytes:
+        words.append(f"disk {human_bytes(limits.disk_bytes)}")
     return ", ".join(words)

@@ -4,7 +4,7 @@ The worker holds a copy of each running job's pipe read ends and of its init's p
 JobHandles), so a launcher's death closes none of its pipes: the job writes on (into the pipe,
 which holds up to a MiB, then waits), and no byte it wrote is lost. The new launcher is handed
 those copies before its first hello and carries on where the dead one stopped: its log is
-sealed (a frame the dead launcher was writing keeps the bytes it holds, see _outputlog.seal),
+sealed (a frame the dead launcher was writing keeps the bytes it holds, see _frames.seal),
 the init's report pipe still holds any report the dead launcher did not read, and the init is
 watched through its pidfd. The init is no child of the new launcher (it was reparented to the
 host's init, which reaps it), so its exit status comes from its "exit" report.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ._capture import LogWriter
 from ._errors import WorkerError
-from ._outputlog import OVERHEAD, seal
+from ._frames import OVERHEAD, seal
 from ._pidfd import ProcessHandle, pid_of
 from ._records import DamagedRecord, load_record, log_path
 from ._shim import JobHandles

@@ -19,7 +19,7 @@ import os
 import termios
 from collections.abc import Callable
 
-from ._outputlog import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame
+from ._frames import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame
 from ._status import Stream
 
 SPLICE_MIN = 64 * 1024  # below this, read() + writev() costs less than three syscalls

@@ -17,8 +17,20 @@ class InvalidSpec(WorkerError, ValueError):
     """The job specification is malformed (empty argv, negative limit, ...)."""
 
 
+class OffsetPastEnd(InvalidSpec):
+    """An output offset beyond the output the job's log holds."""
+
+
 class LaunchError(WorkerError):
     """The command could not be started (not found, not executable, ...)."""
+
+
+class CommandNotFound(LaunchError):
+    """The command is not in the job's PATH, or is no file."""
+
+
+class NotExecutable(LaunchError):
+    """The command exists but could not be executed (no permission, not a program)."""
 
 
 class CapacityError(WorkerError):

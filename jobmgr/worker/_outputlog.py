@@ -15,6 +15,10 @@ skipped to the next frame that checks out, and a reader that skipped output ends
 OutputIncomplete, saying how much, after everything else. A log the worker knows to be
 incomplete (its job was lost) ends the same way, so a follower never mistakes a cut-off job
 for a finished one.
+
+An output offset counts the bytes of stdout and stderr together, in the order the log holds
+them (the order a whole read hands them out), record frames left out: the job's output as a
+reader that took all of it has it. A reader may start at any such offset (``FrameIndex``).
 """
 
 from __future__ import annotations
@@ -23,78 +27,25 @@ import asyncio
 import logging
 import os
 import re
-import struct
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from ._errors import OutputIncomplete
+from ._errors import OffsetPastEnd, OutputIncomplete
+from ._frames import (
+    BIG_FRAME,
+    FRAME,
+    MAX_CHUNK,
+    MAX_FRAME,
+    OUTPUT_STREAMS,
+    OVERHEAD,
+    TRAILER,
+    FrameIndex,
+)
 from ._status import OutputChunk, Stream
 
-FRAME = struct.Struct("!BI")
-TRAILER = struct.Struct("!I")
-OVERHEAD = FRAME.size + TRAILER.size
-RECORD_STREAM = 0
-OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
-MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
-MAX_FRAME = 16 * 1024 * 1024  # no frame is longer (a record is far shorter): past it, damage
 _STREAM_BYTE = re.compile(rb"[\x00\x01\x02]")  # where a frame may start, when resyncing
 log = logging.getLogger("jobmgr.worker")
-# Frames this large are read on their own (one copy fewer); smaller ones, which a launcher
-# keeping up with a fast job writes (128-512 KiB), are merged with their neighbours, since a
-# message per frame costs more than the copy: merged, a finished 1 GiB log streams about 1.5
-# times as fast.
-BIG_FRAME = 512 * 1024
-
-
-def frame(stream: Stream, data: bytes) -> list[bytes]:
-    """The pieces to writev() to append ``data`` as one frame."""
-    length = len(data)
-    return [FRAME.pack(stream, length), data, TRAILER.pack(length)]
-
-
-def seal(fd: int) -> int:
-    """Make the log end on a whole frame after a crash, keeping every byte of output; the
-    size of its whole frames.
-
-    A frame cut short keeps the data it has: its header is rewritten with that length and its
-    trailer added (its bytes left the job's pipe, so they exist nowhere else). A header cut
-    short carries no data and is dropped. A log damaged before its end is left as it is."""
-    size = os.fstat(fd).st_size
-    pos = 0
-    while pos + FRAME.size <= size:
-        stream, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
-        if stream > Stream.STDERR or length > MAX_FRAME:
-            return size if _ends_whole(fd, size) else pos
-        end = pos + OVERHEAD + length
-        if end > size:
-            have = min(length, size - pos - FRAME.size)
-            if have <= 0 or stream not in OUTPUT_STREAMS:
-                os.ftruncate(fd, pos)
-                return pos
-            os.pwrite(fd, FRAME.pack(stream, have), pos)
-            os.ftruncate(fd, pos + FRAME.size + have)
-            os.pwrite(fd, TRAILER.pack(have), pos + FRAME.size + have)
-            return int(pos + OVERHEAD + have)
-        (trailer,) = TRAILER.unpack(os.pread(fd, TRAILER.size, end - TRAILER.size))
-        if trailer != length:
-            return size if _ends_whole(fd, size) else pos
-        pos = end
-    if pos < size:
-        os.ftruncate(fd, pos)  # a piece of a header: no data in it
-    return pos
-
-
-def _ends_whole(fd: int, size: int) -> bool:
-    """Whether the last frame before ``size`` checks out, read back from its trailer."""
-    if size < OVERHEAD:
-        return False
-    (length,) = TRAILER.unpack(os.pread(fd, TRAILER.size, size - TRAILER.size))
-    start = size - OVERHEAD - length
-    if start < 0:
-        return False
-    stream, head_length = FRAME.unpack(os.pread(fd, FRAME.size, start))
-    return bool(stream <= Stream.STDERR and head_length == length)
 
 
 class OutputLog:
@@ -108,6 +59,7 @@ class OutputLog:
         self._damage_logged = False
         self._cond = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._index = FrameIndex()
 
     @property
     def size(self) -> int:
@@ -157,13 +109,18 @@ class OutputLog:
                     if (loop, fut) in self._async_waiters:
                         self._async_waiters.remove((loop, fut))
 
-    def follow(self, *, follow: bool = True, tail: int | None = None) -> Iterator[OutputChunk]:
-        """Every chunk from byte 0 (or the last ``tail`` lines); with ``follow``, also what
-        comes until the log is done."""
+    def follow(
+        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
+    ) -> Iterator[OutputChunk]:
+        """Every chunk from output byte ``offset`` (or the last ``tail`` lines); with
+        ``follow``, also what comes until the log is done. OffsetPastEnd if the log holds
+        less output than ``offset``. With ``tail``, the first chunk is an empty one saying at
+        which offset the tail starts, so that a reader of a silent job knows it too."""
         with self._open() as reader:
             end = None if follow else self._size
+            reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
-                reader.seek_tail(tail, self._size)
+                yield reader.position()
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -176,13 +133,14 @@ class OutputLog:
                     self.wait_beyond(reader.offset)
 
     async def afollow(
-        self, *, follow: bool = True, tail: int | None = None
+        self, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
         with self._open() as reader:
             end = None if follow else self._size
+            reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
-                reader.seek_tail(tail, self._size)
+                yield reader.position()
             while True:
                 size, done = self._size, self._done
                 limit = size if end is None else end
@@ -197,7 +155,7 @@ class OutputLog:
 
     def _open(self) -> _Reader:
         try:
-            return _Reader(self.path)
+            return _Reader(self.path, self._index)
         except FileNotFoundError:
             raise OutputIncomplete(f"job {self.job_id}'s output log is gone") from None
         except OSError as exc:  # the message says why, never where: the path is the server's
@@ -229,12 +187,15 @@ def _settle(fut: asyncio.Future[None]) -> None:
 
 
 class _Reader:
-    """Parses frames from an output file, from offset 0 up to a committed size."""
+    """Parses frames from an output file, from a frame boundary up to a committed size;
+    ``out`` is the output offset of the next byte it hands out."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, index: FrameIndex) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._index = index
         self.offset = 0
-        self._skip = 0  # bytes of the next frame's data to leave out (for tail)
+        self.out = 0
+        self._skip = 0  # bytes of the next frame's data to leave out (for tail and offset)
         self.skipped: list[tuple[int, int]] = []  # (offset, bytes) of output lost to damage
 
     def __enter__(self) -> _Reader:
@@ -243,7 +204,24 @@ class _Reader:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
-    def seek_tail(self, lines: int, size: int) -> None:
+    def seek(self, size: int, *, tail: int | None, offset: int) -> None:
+        """Start at the last ``tail`` lines, or at output byte ``offset``, of the first
+        ``size`` bytes of the file."""
+        if tail is not None:
+            self._seek_tail(tail, size)
+            self.out = self._index.output_before(self._fd, self.offset) + self._skip
+        elif offset:
+            found = self._index.find_output(self._fd, offset, size)
+            if found is None:
+                total = self._index.output_before(self._fd, size)
+                raise OffsetPastEnd(
+                    f"offset {offset} is past the end of the job's output ({total} bytes)"
+                )
+            self.offset, start = found
+            self._skip = offset - start
+            self.out = offset
+
+    def _seek_tail(self, lines: int, size: int) -> None:
         """Start at the last ``lines`` lines of the first ``size`` bytes, like ``tail -n``."""
         if lines == 0:
             self.offset = size
@@ -305,7 +283,7 @@ class _Reader:
                 pos = end
                 continue
             if frame_stream != stream and pieces:
-                chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+                chunks.append(self._chunk(stream, b"".join(pieces)))
                 pieces = []
             stream = frame_stream
             data = buf[pos + FRAME.size + self._skip : end - TRAILER.size]
@@ -316,7 +294,7 @@ class _Reader:
         if pos == 0:
             return self._resync(limit)  # a header cut short, or damaged
         if pieces:
-            chunks.append(OutputChunk(Stream(stream), b"".join(pieces)))
+            chunks.append(self._chunk(stream, b"".join(pieces)))
         self.offset += pos
         return chunks
 
@@ -329,7 +307,7 @@ class _Reader:
         data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
         self._skip = 0
         self.offset += OVERHEAD + length
-        return [OutputChunk(Stream(stream), data)]
+        return [self._chunk(stream, data)]
 
     def _checks_out(self, at: int, stream: int, length: int, limit: int) -> bool:
         """Whether the frame at ``at`` is one: a known stream, inside ``limit``, its trailer
@@ -377,3 +355,12 @@ class _Reader:
                         return at
             pos += len(buf)
         return None
+
+    def position(self) -> OutputChunk:
+        """An empty chunk at the output offset the reader is at."""
+        return OutputChunk(Stream.STDOUT, b"", self.out)
+
+    def _chunk(self, stream: int, data: bytes) -> OutputChunk:
+        chunk = OutputChunk(Stream(stream), data, self.out)
+        self.out += len(data)
+        return chunk

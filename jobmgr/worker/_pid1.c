@@ -137,7 +137,7 @@ static _Noreturn void report_failure(int rep, const struct failure *f) {
         report(rep, "error %s %s%s%s", f->stage, f->what, f->err ? ": " : "",
                f->err ? strerror(f->err) : "");
     else if (f->err == ENOENT)
-        report(rep, "error exec command not found: '%.1000s'", prog);
+        report(rep, "error notfound command not found: '%.1000s'", prog);
     else if (f->err == EACCES)
         report(rep, "error exec permission denied: '%.1000s' is not executable", prog);
     else if (f->err == ENOEXEC)

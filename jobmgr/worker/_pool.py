@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ._errors import WorkerError
-from ._outputlog import MAX_CHUNK
+from ._frames import MAX_CHUNK
 from ._pidfd import ProcessHandle
 from ._shim import SlotSettings, StartRefused, StartStage, encode_setup
 from ._slot import SPARE_STATES, Slot, SlotState

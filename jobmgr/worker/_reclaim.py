@@ -6,7 +6,7 @@ only once none of its processes is alive: they are killed first, in the cgroup i
 names, whatever parent this launcher was started with. Then every cgroup no running job owns
 is removed, under this launcher's parent and under the parents earlier launchers of this state
 directory used (listed in PARENTS_FILE). Nothing of a log is deleted: a damaged one is left as
-it is, and one cut off mid-frame keeps every byte it holds (see _outputlog.seal).
+it is, and one cut off mid-frame keeps every byte it holds (see _frames.seal).
 
 The LOST job's end is dated truthfully: now, if its processes were still running and were
 killed; else when its launcher was last seen alive (the launcher touches launcher.pid every
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from ._errors import WorkerError
-from ._outputlog import seal
+from ._frames import seal
 from ._records import (
     DamagedRecord,
     load_record,

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._outputlog import FRAME, OVERHEAD, RECORD_STREAM, TRAILER
+from ._frames import FRAME, OVERHEAD, RECORD_STREAM, TRAILER
 from ._shim import JobRecord, JobResult, ProtocolError, decode_record, encode_record
 from ._status import JobState
 from .cgroups import CgroupStats

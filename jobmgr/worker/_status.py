@@ -27,10 +27,13 @@ class Stream(enum.IntEnum):
 
 @dataclass(frozen=True)
 class OutputChunk:
-    """Bytes the job wrote to one stream, in the order they were written."""
+    """Bytes the job wrote to one stream, in the order they were written; ``offset`` is where
+    the first of them sits in the job's output (stdout and stderr together, see
+    _outputlog.FrameIndex)."""
 
     stream: Stream
     data: bytes
+    offset: int = 0
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from ._shim import (
     StopReply,
     StopRequest,
 )
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, check_tail, resolve_user
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, check_start, resolve_user
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -212,17 +212,20 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> Iterator[OutputChunk]:
-        """The job's output from byte 0 (or its last ``tail`` lines); with ``follow``, live
-        until the job has ended."""
-        return self._table.get(job_id).log.follow(follow=follow, tail=check_tail(tail))
+        """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
+        bytes are counted) or its last ``tail`` lines; with ``follow``, live until the job
+        has ended. An offset past the output there is raises OffsetPastEnd as it is read."""
+        tail, offset = check_start(tail, offset)
+        return self._table.get(job_id).log.follow(follow=follow, tail=tail, offset=offset)
 
     def aoutput(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None
+        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        return self._table.get(job_id).log.afollow(follow=follow, tail=check_tail(tail))
+        tail, offset = check_start(tail, offset)
+        return self._table.get(job_id).log.afollow(follow=follow, tail=tail, offset=offset)
 
     @property
     def available(self) -> bool:

@@ -473,22 +473,32 @@ class OutputRequest(_message.Message):
     UUID_FIELD_NUMBER: _builtins.int
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """(reference)"""
     no_follow: _builtins.bool
     """send what is there now and end, instead of following a running job"""
     tail: _builtins.int
     """start from the last N lines instead of the first byte"""
+    offset: _builtins.int
+    """Start at this byte of the job's output instead of the first: the bytes of stdout and
+    stderr together, in the order the server captured them (the order a whole Output stream
+    delivers them), counting only bytes the server kept. A client that lost its stream
+    resumes with the offset of the first byte it did not get, and so receives every byte
+    exactly once. Not with tail; past the end of what the server holds: OUT_OF_RANGE.
+    Numbers 5-7 are kept for further output selection.
+    """
     def __init__(
         self,
         *,
         uuid: _builtins.str = ...,
         no_follow: _builtins.bool = ...,
         tail: _builtins.int | None = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "tail", b"tail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "offset", b"offset", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__tail: _TypeAlias = _typing.Literal["tail"]  # noqa: Y015
     _WhichOneofArgType__tail: _TypeAlias = _typing.Literal["_tail", b"_tail"]  # noqa: Y015
@@ -503,6 +513,7 @@ class OutputResponse(_message.Message):
     OUTPUT_FIELD_NUMBER: _builtins.int
     STREAM_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
     """(reference) the bytes, as the job wrote them"""
     stream: Global___Stream.ValueType
@@ -510,7 +521,11 @@ class OutputResponse(_message.Message):
     truncated: _builtins.bool
     """Set, on a last message with no output, when the job's output was truncated (the
     server's output cap, or a full disk): the stream holds what was kept.
-    Numbers 4-7 are kept for further output metadata.
+    """
+    offset: _builtins.int
+    """Where this message's first byte sits in the job's output (see OutputRequest.offset):
+    after a tail, a client learns from it where to resume.
+    Numbers 5-7 are kept for further output metadata.
     """
     def __init__(
         self,
@@ -518,10 +533,11 @@ class OutputResponse(_message.Message):
         output: _builtins.bytes = ...,
         stream: Global___Stream.ValueType = ...,
         truncated: _builtins.bool = ...,
+        offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -535,6 +551,7 @@ class ListRequest(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ID_PREFIX_FIELD_NUMBER: _builtins.int
     state: Global___JobState.ValueType
     """only jobs in this state; unspecified: all jobs"""
     owner: _builtins.str
@@ -549,6 +566,10 @@ class ListRequest(_message.Message):
     """Empty for the first page; else the next_page_token of the reply before, as it came: tokens
     are opaque and signed by the server; any other is INVALID_ARGUMENT.
     """
+    id_prefix: _builtins.str
+    """Only jobs whose id starts with this (lower-case hex and dashes): clients resolve a short
+    id with it, as git and docker do, in one small reply however many jobs there are.
+    """
     def __init__(
         self,
         *,
@@ -556,10 +577,11 @@ class ListRequest(_message.Message):
         owner: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        id_prefix: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id_prefix", b"id_prefix", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

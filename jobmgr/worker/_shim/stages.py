@@ -11,21 +11,24 @@ from types import MappingProxyType
 
 from .._errors import (
     CapacityError,
+    CommandNotFound,
     DeadlineExceeded,
     InvalidSpec,
     LaunchError,
+    NotExecutable,
     WorkerError,
     WorkerUnavailable,
 )
 
 
 class StartStage(enum.Enum):
-    """Where a start failed. The init writes the first five (``error <stage> <message>``,
+    """Where a start failed. The init writes the first six (``error <stage> <message>``,
     see _pid1.c), the launcher the others."""
 
     USER = "user"  # switching to the job's user
     CWD = "cwd"  # entering the job's working directory
-    EXEC = "exec"  # executing the command
+    NOT_FOUND = "notfound"  # the command is not in PATH (ENOENT)
+    EXEC = "exec"  # executing the command failed otherwise (EACCES, ENOEXEC, ...)
     MOUNT = "mount"  # a mount or root filesystem the request asked for
     SETUP = "setup"  # the slot: its cgroup, namespaces, view, init or order
     LIMITS = "limits"  # the kernel refused the job's limits
@@ -43,7 +46,8 @@ STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
     {
         StartStage.USER: LaunchError,
         StartStage.CWD: LaunchError,
-        StartStage.EXEC: LaunchError,
+        StartStage.NOT_FOUND: CommandNotFound,
+        StartStage.EXEC: NotExecutable,
         StartStage.MOUNT: LaunchError,
         StartStage.SETUP: WorkerError,
         StartStage.LIMITS: InvalidSpec,
