@@ -3,9 +3,11 @@ another, which takes over what is left.
 
 A watchdog thread pings the launcher every PING_EVERY seconds. The launcher's death shows at
 once (its connection ends and its pidfd becomes readable). A launcher that has left a ping
-unanswered for UNANSWERED_AFTER seconds is unavailable (health says NOT_SERVING); if it is
-stopped (SIGSTOP, or a tracer) it is frozen and killed at once, through its pidfd; if it runs
-but does not answer it is given until HUNG_AFTER. Either way a new launcher is started and
+unanswered for UNANSWERED_AFTER seconds and is stopped (SIGSTOP, or a tracer) is frozen: it is
+unavailable (health says NOT_SERVING) and killed at once, through its pidfd. One that runs but
+does not answer is only busy at first (200 clients on 2 cores keep it 3 s from a ping):
+requests wait for it, until BUSY_AFTER makes it unavailable and HUNG_AFTER has it killed.
+Either way a new launcher is started and
 handed copies of every running job's handles, which the keeper holds (see JobHandles): it
 takes those jobs over, output and all (see _adopt), and finishes any other as LOST (see
 _reclaim). Meanwhile every request is refused with WorkerUnavailable, naming the launcher and
@@ -45,8 +47,9 @@ from ._shim import (
 log = logging.getLogger("jobmgr.worker")
 R = TypeVar("R")
 PING_EVERY = 0.5
-UNANSWERED_AFTER = 2.0  # a launcher that left a ping unanswered this long is unavailable
-HUNG_AFTER = 30.0  # ... and one that runs but still has not answered is killed
+UNANSWERED_AFTER = 2.0  # a launcher that left a ping unanswered this long is looked at
+BUSY_AFTER = 10.0  # ... one that runs but still has not answered is unavailable
+HUNG_AFTER = 30.0  # ... and then killed
 HELLO_TIMEOUT = 60.0
 RETRY_AFTER = (0.5, 1.0, 2.0, 5.0)  # between failed attempts to start a new launcher
 
@@ -175,24 +178,22 @@ class LauncherKeeper:
                 ping = client.request(PingRequest())
             except WorkerError:
                 return self._death(client)
+            warned = False
             while not ping.done():
                 waited = time.monotonic() - sent
                 if client.lost.is_set() or _ended(client.handle):
                     return self._death(client)
                 if waited >= UNANSWERED_AFTER:
                     state = _state(client.handle)
-                    if self.available and state not in ("T", "t"):
-                        log.warning(
-                            "the job launcher (pid %s) has not answered for %.1fs (state %s)",
-                            client.pid,
-                            waited,
-                            state,
-                        )
-                    self._unavailable(
-                        f"the job launcher (pid {client.pid}) has not answered for {waited:.0f}s"
-                    )
+                    unanswered = f"the job launcher (pid {client.pid}) has not answered for"
                     if state in ("T", "t"):
+                        self._unavailable(f"{unanswered} {waited:.0f}s")
                         return self._kill(client, f"froze (process state {state})")
+                    if not warned:
+                        log.warning("%s %.1fs (state %s)", unanswered, waited, state)
+                        warned = True
+                    if waited >= BUSY_AFTER:
+                        self._unavailable(f"{unanswered} {waited:.0f}s")
                     if waited >= HUNG_AFTER:
                         return self._kill(client, f"hung (process state {state})")
                 self._wake.wait(min(PING_EVERY, 0.1))
