@@ -24,6 +24,11 @@ pytest_plugins = [
     "steps._server_steps",
     "steps._certfile_steps",
     "steps._handshake_steps",
+    "steps._server_files_steps",
+    "steps._limit_steps",
+    "steps._flood_steps",
+    "steps._log_line_steps",
+    "steps._identity_steps",
     "steps._revocation_steps",
     "steps._reload_steps",
 ]

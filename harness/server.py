@@ -132,7 +132,8 @@ class ListeningProcess:
 
 class ServerProcess(ListeningProcess):
     """``jobmgr-server`` on the state dir ``workdir/state`` and its own cgroup parent, with
-    the TLS ``files``; started again, it takes up the same state."""
+    the TLS ``files``; started again, it takes up the same state. ``wrapper`` is a command
+    it runs under (``prlimit --nofile=1024:1024 --``), which execs it in its place."""
 
     def __init__(
         self,
@@ -142,6 +143,7 @@ class ServerProcess(ListeningProcess):
         *args: str,
         host: str = "localhost",
         config: str | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.cgroup_parent = cgroup_parent
         self.state_dir = workdir / "state"
@@ -152,7 +154,7 @@ class ServerProcess(ListeningProcess):
             self.config_path.write_text(config or "")
             config_args = ["--config", str(self.config_path)]
         argv = [
-            *program("jobmgr-server"), *config_args, "--host", host, "--port", "0",
+            *wrapper, *program("jobmgr-server"), *config_args, "--host", host, "--port", "0",
             "--ca", str(files.ca), "--cert", str(files.cert), "--key", str(files.key),
             "--state-dir", str(self.state_dir), "--cgroup-parent", cgroup_parent,
             "--grace", str(GRACE_SECONDS), *args,
@@ -210,9 +212,11 @@ class ServerProgram(ServerProcess, Client):
 
     def __init__(
         self, pki: ScenarioPKI, files: ServerFiles, workdir: Path, cgroup_parent: str,
-        *args: str, marker: str = "", config: str | None = None,
+        *args: str, marker: str = "", config: str | None = None, wrapper: Sequence[str] = (),
     ) -> None:  # fmt: skip
-        ServerProcess.__init__(self, files, workdir, cgroup_parent, *args, config=config)
+        ServerProcess.__init__(
+            self, files, workdir, cgroup_parent, *args, config=config, wrapper=wrapper
+        )
         Client.__init__(self, pki)
         self.marker = marker
 

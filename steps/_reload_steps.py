@@ -1,4 +1,4 @@
-"""Steps of features/hardening_identity.feature on SIGHUP: a new server certificate, CA,
+"""Steps of features/hardening.feature on SIGHUP: a new server certificate, CA,
 role table or run-as policy taken while jobs run and streams are open, and bad reloads that
 change nothing."""
 

@@ -1,4 +1,4 @@
-"""Steps of features/hardening_identity.feature on revocation: a CRL at start and after a
+"""Steps of features/hardening.feature on revocation: a CRL at start and after a
 reload, calls and streams of a revoked certificate, a CRL the server must refuse."""
 
 from __future__ import annotations

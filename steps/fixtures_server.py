@@ -13,7 +13,9 @@ from __future__ import annotations
 # Before grpc: see fixtures_pki, which conftest loads first and which does the same.
 import jobmgr.api  # noqa: F401  # isort: skip
 
+import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -79,27 +81,44 @@ def launch_server(
     tmp_path: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str, scenario_marker: str
 ) -> Iterator[LaunchServer]:
     """Starts ``jobmgr-server`` with extra flags: ``launch(*flags, files=None, config=None,
-    state_tmpfs_bytes=None)``. Each gets a directory of its own (state dir, log, config file)
-    and its own cgroup parent; ``files`` are its TLS files (the scenario's by default);
-    ``config`` the text of a --config file; ``state_tmpfs_bytes`` puts its state dir on a tmpfs
-    of that size. After the scenario each is stopped by SIGTERM (or, after a crash, its
-    launcher is), must have exited 0, and nothing of it may be left anywhere: no launcher,
-    cgroup, job process or mount."""
+    state_tmpfs_bytes=None, workdir_mode=None, nofile=None, start=True)``. Each gets a
+    directory of its own (its working directory: state dir, log, config file) and its own
+    cgroup parent; ``files`` are its TLS files (the scenario's by default); ``config`` the text
+    of a --config file; ``state_tmpfs_bytes`` puts its state dir on a tmpfs of that size.
+    ``workdir_mode`` puts its directory, of that mode, under a directory in /tmp that every
+    user may enter (tmp_path is root's alone), for scenarios about what a job running as
+    nobody can reach; ``nofile`` (soft, hard) runs it under that RLIMIT_NOFILE; ``start=False``
+    leaves starting it to the scenario. After the scenario each is stopped by SIGTERM (or,
+    after a crash, its launcher is), must have exited 0, and nothing of it may be left
+    anywhere: no launcher, cgroup, job process, mount or directory in /tmp."""
     servers: list[ServerProgram] = []
     mounts: list[Path] = []
+    reachable: list[Path] = []
 
     def launch(
         *flags: str,
         files: ServerFiles | None = None,
         config: str | None = None,
         state_tmpfs_bytes: int | None = None,
+        workdir_mode: int | None = None,
+        nofile: tuple[int, int] | None = None,
+        start: bool = True,
     ) -> ServerProgram:
-        workdir = tmp_path / f"server{len(servers)}"
-        workdir.mkdir()
+        if workdir_mode is None:
+            workdir = tmp_path / f"server{len(servers)}"
+            workdir.mkdir()
+        else:
+            if not reachable:
+                reachable.append(Path(tempfile.mkdtemp(prefix="jobmgr-test-", dir="/tmp")))
+                reachable[0].chmod(0o755)
+            workdir = reachable[0] / f"server{len(servers)}"
+            workdir.mkdir()
+            workdir.chmod(workdir_mode)
+        wrapper = [] if nofile is None else ["prlimit", f"--nofile={nofile[0]}:{nofile[1]}", "--"]
         server = ServerProgram(
             scenario_pki, files or scenario_pki.server_files(), workdir,
             f"{server_cgroup_parent}-{len(servers)}", *flags, marker=scenario_marker,
-            config=config,
+            config=config, wrapper=wrapper,
         )  # fmt: skip
         servers.append(server)
         if state_tmpfs_bytes is not None:
@@ -108,7 +127,8 @@ def launch_server(
             mount = ["mount", "-t", "tmpfs", "-o", options, "jobmgr-test", str(server.state_dir)]
             subprocess.run(mount, check=True, capture_output=True)
             mounts.append(server.state_dir)
-        server.start()
+        if start:
+            server.start()
         return server
 
     yield launch
@@ -119,6 +139,8 @@ def launch_server(
     finally:
         for mount in mounts:
             unmount(mount)
+        for directory in reachable:
+            shutil.rmtree(directory, ignore_errors=True)
     assert not problems, "\n".join(problems)
     mountinfo = Path("/proc/self/mountinfo").read_text()
     assert str(tmp_path) not in mountinfo, f"a mount under {tmp_path} was left behind"

@@ -28,7 +28,9 @@ set_tls13_floor(only_if_possible=True)
 if TYPE_CHECKING:
     from ._auth import CALL_NAMES, DEFAULT_ROLES, ROLE_POLICY, Caller, role_policy
     from ._guard import AccessGuard
+    from ._limits import ConnectionLimits, raise_fd_limit
     from ._proto import job_pb2, job_pb2_grpc
+    from ._ratelog import LogThrottle
     from ._server import BindError, JobServer, ServerTLS
     from ._service import JobVisibility
     from ._trust import ClientTrust, CRLError
@@ -45,6 +47,9 @@ _LAZY = {
     "ClientTrust": "._trust",
     "CRLError": "._trust",
     "Caller": "._auth",
+    "ConnectionLimits": "._limits",
+    "raise_fd_limit": "._limits",
+    "LogThrottle": "._ratelog",
     "BindError": "._server",
     "JobServer": "._server",
     "ServerTLS": "._server",
@@ -63,13 +68,16 @@ __all__ = [
     "CRLError",
     "Caller",
     "ClientTrust",
+    "ConnectionLimits",
     "JobServer",
     "JobVisibility",
+    "LogThrottle",
     "ServerTLS",
     "TLSFloorError",
     "channel_credentials",
     "job_pb2",
     "job_pb2_grpc",
+    "raise_fd_limit",
     "role_policy",
     "set_tls13_floor",
     "tls13_floor_active",

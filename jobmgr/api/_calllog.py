@@ -1,4 +1,4 @@
-"""One log record per RPC: method, caller, role, job id, status code and duration.
+"""One log record per RPC: method, peer address, caller, role, job id, status code, duration.
 
 Logged to the ``jobmgr.rpc`` logger at INFO, with the fields in ``record.fields`` for a
 formatter to render (text or JSON, see jobmgr.cli); a failed call adds its error message.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 import grpc
@@ -78,6 +79,7 @@ class _Call:
     def __init__(self, method: str, context: grpc.aio.ServicerContext, job: str) -> None:
         self.began = time.monotonic()
         self.method, self.job = method, job
+        self.peer = peer_of(context)
         self.code, self.error = grpc.StatusCode.OK, ""
         try:
             caller = identify(context.auth_context())
@@ -102,6 +104,7 @@ class _Call:
     def log(self) -> None:
         fields = {
             "method": self.method,
+            "peer": self.peer,
             "caller": self.caller,
             "role": self.role,
             "job": self.job,
@@ -111,6 +114,12 @@ class _Call:
         if self.error:
             fields["error"] = self.error
         log.info("rpc", extra={"fields": fields})
+
+
+def peer_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's address as gRPC names it, ``ipv4:127.0.0.1:5000`` or ``ipv6:[::1]:5000``
+    (gRPC percent-encodes the brackets)."""
+    return urllib.parse.unquote(context.peer() or "")
 
 
 def _code_set(context: grpc.aio.ServicerContext) -> grpc.StatusCode | None:

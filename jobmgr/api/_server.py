@@ -1,5 +1,6 @@
-"""Assembly: a ``grpc.aio`` server with mTLS, the call log, the access guard, the JobManager
-service, standard health checking and server reflection; and its reload."""
+"""Assembly: a ``grpc.aio`` server with mTLS, its connection limits (gRPC core's, the
+connection gate's and the admission interceptor's), the call log, the access guard, the
+JobManager service, standard health checking and server reflection; and its reload."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from grpc_reflection.v1alpha import reflection
 
 from jobmgr.worker import Worker
 
+from ._admission import Admission
 from ._auth import HEALTH_SERVICE, ROLE_POLICY, SERVICE
 from ._calllog import CallLog
+from ._gate import ConnectionGate, GateError
 from ._guard import AccessGuard
+from ._limits import ConnectionLimits, fd_limit
 from ._mapping import encoded
 from ._proto import job_pb2 as pb
 from ._service import ALL_JOBS_VISIBLE, JobManagerService, JobVisibility
@@ -102,8 +106,10 @@ class JobServer:
     Create and use it inside a running event loop. ``port`` 0 picks a free port; ``start``
     returns the one bound. ``policy`` maps each role to the methods it may call (health
     checking and reflection included: every call is guarded); ``visibility`` says which roles
-    see only their own jobs. ``reload`` replaces all of these while it serves. Closing the
-    worker is the caller's business.
+    see only their own jobs; ``limits`` caps what clients may hold at once (by default, what
+    ``ConnectionLimits.for_fd_limit`` derives from this process's file descriptor limit).
+    ``reload`` replaces the TLS material, policy and visibility while it serves (the limits
+    stay). Closing the worker is the caller's business.
     """
 
     def __init__(
@@ -115,8 +121,10 @@ class JobServer:
         port: int = DEFAULT_PORT,
         policy: Mapping[str, frozenset[str]] = ROLE_POLICY,
         visibility: JobVisibility = ALL_JOBS_VISIBLE,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._worker = worker
+        self.limits = limits or ConnectionLimits.for_fd_limit(fd_limit())
         self._certificates = ServerCertificates(
             ca_pem=tls.ca_pem, cert_pem=tls.cert_pem, key_pem=tls.key_pem
         )
@@ -126,6 +134,7 @@ class JobServer:
         self.host = host
         self.port = port
         self._server: grpc.aio.Server | None = None
+        self._gate: ConnectionGate | None = None
 
     @property
     def address(self) -> str:
@@ -136,9 +145,14 @@ class JobServer:
     async def start(self) -> int:
         """Bind and start serving; returns the port. Raises BindError if binding fails."""
         credentials = self._certificates.credentials()
-        # The call log first, so it wraps the guard and also records the calls refused.
-        interceptors = [CallLog(), self._guard]
-        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        # Admission first, so a call past a limit costs nothing more; then the call log, so it
+        # wraps the guard and also records the calls refused.
+        interceptors = [Admission(self.limits), CallLog(), self._guard]
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[*SERVER_OPTIONS, *self.limits.grpc_options()],
+            maximum_concurrent_rpcs=self.limits.grpc_rpc_cap,
+        )
         _add_job_manager(self._service, server)
         health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -153,8 +167,14 @@ class JobServer:
             raise BindError(f"cannot listen on {self.address}")
         self.port = port
         await server.start()
+        try:
+            gate = ConnectionGate(port, self.limits)
+        except (GateError, OSError) as exc:
+            await server.stop(None)
+            raise BindError(f"cannot watch the connections on {self.address}: {exc}") from None
+        gate.start()
         await health.set(SERVICE, _health_status(self._worker.available))
-        self._server, self._health = server, health
+        self._server, self._health, self._gate = server, health, gate
         self._follow_worker(asyncio.get_running_loop(), health)
         return port
 
@@ -204,6 +224,10 @@ class JobServer:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()  # watchers learn NOT_SERVING
             self._health = None
+        if self._gate is not None:
+            # Before gRPC closes its listening sockets: the gate holds duplicates of them.
+            self._gate.stop()
+            self._gate = None
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobmgr.api import DEFAULT_PORT, DEFAULT_ROLES, role_policy
+from jobmgr.api import DEFAULT_PORT, DEFAULT_ROLES, ConnectionLimits, role_policy
 from jobmgr.worker import DEFAULT_LIMITS, InvalidSpec, Limits, Retention, Sandbox
 
 from ._setting import PartError, Setting
@@ -61,6 +61,14 @@ class ServerConfig:
     user_namespaces: str = "deny"
     user_sees: str = "all"
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    # Connection limits; None: derived from the file descriptor limit at start.
+    max_connections: int | None = None
+    connections_per_peer: int | None = None
+    handshake_timeout: float = ConnectionLimits.handshake_timeout
+    idle_timeout: float = ConnectionLimits.idle_timeout
+    streams_per_connection: int = ConnectionLimits.streams_per_connection
+    streams_per_caller: int | None = None
+    rpcs_in_flight: int | None = None
 
     @property
     def any_user_allowed(self) -> bool:
@@ -88,6 +96,12 @@ class ServerConfig:
             if merge is not None:
                 merged[name] = merge(given, getattr(self, name))
         return dataclasses.replace(self, **merged)
+
+    def connection_limits(self, fds: int) -> ConnectionLimits:
+        """The connection limits set here, the others derived for ``fds`` file descriptors;
+        ValueError names one that is not a positive number."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(ConnectionLimits)}
+        return ConnectionLimits.for_fd_limit(fds, **given)
 
     def check(self) -> None:
         """Raise ConfigError unless the values make sense together."""
@@ -125,6 +139,10 @@ class ServerConfig:
             problems.append(str(exc))
         try:
             role_policy(self.roles)
+        except ValueError as exc:
+            problems.append(str(exc))
+        try:
+            self.connection_limits(fds=1024)
         except ValueError as exc:
             problems.append(str(exc))
         if problems:

@@ -50,6 +50,17 @@ RETENTION_PARTS = Record(
 )
 
 
+def _count(value: Any) -> int:
+    found = whole("a whole number >= 1")(value)
+    if found < 1:
+        raise ValueError(f"must be a whole number >= 1, got {value!r}")
+    return found
+
+
+# What an unset connection limit means (ConnectionLimits.for_fd_limit derives it).
+_DERIVED = "derived from the fd limit"
+
+
 def _roles(value: Any) -> dict[str, tuple[str, ...]]:
     if not isinstance(value, Mapping):
         raise PartError(f"must be a table of role = [calls...], got {value!r}")
@@ -204,6 +215,48 @@ SETTINGS: tuple[Setting, ...] = (
         "access", "roles", "roles", _roles, _role_lists, None,
         "role (client certificate's Subject O) -> the calls it may make",
         merge=_roles_merged,
+    ),
+    Setting(
+        "connections", "max_connections", "max_connections", _count, int, "--max-connections",
+        "connections held at once; past it a new one is closed as soon as it is accepted",
+        metavar="N", unset=_DERIVED,
+    ),
+    Setting(
+        "connections", "connections_per_peer", "connections_per_peer", _count, int,
+        "--connections-per-peer",
+        "connections one peer address (IPv6: one /64) may hold; past it the newest is "
+        "closed, as a rule before its TLS handshake ends",
+        metavar="N", unset=_DERIVED,
+    ),
+    Setting(
+        "connections", "handshake_timeout", "handshake_timeout", parse_duration,
+        format_duration, "--handshake-timeout",
+        "time a new connection has to finish TLS and start HTTP/2, or it is closed",
+        metavar="DURATION",
+    ),
+    Setting(
+        "connections", "idle_timeout", "idle_timeout", parse_duration, format_duration,
+        "--idle-timeout",
+        "a connection with no call in progress this long is closed (HTTP/2 GOAWAY)",
+        metavar="DURATION",
+    ),
+    Setting(
+        "connections", "streams_per_connection", "streams_per_connection", _count, int,
+        "--streams-per-connection",
+        "calls one connection may have open at once (HTTP/2 MAX_CONCURRENT_STREAMS)",
+        metavar="N",
+    ),
+    Setting(
+        "connections", "streams_per_caller", "streams_per_caller", _count, int,
+        "--streams-per-caller",
+        "streams (Output, health Watch, reflection) one certificate identity may have open "
+        "at once; past it RESOURCE_EXHAUSTED",
+        metavar="N", unset=_DERIVED,
+    ),
+    Setting(
+        "connections", "rpcs_in_flight", "rpcs_in_flight", _count, int, "--rpcs-in-flight",
+        "calls in progress on the whole server; past it RESOURCE_EXHAUSTED",
+        metavar="N", unset=_DERIVED,
     ),
 )
 # fmt: on

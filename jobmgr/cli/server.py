@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import pwd
@@ -16,6 +17,7 @@ from jobmgr.api import (
     BindError,
     JobServer,
     TLSFloorError,
+    raise_fd_limit,
     role_policy,
     set_tls13_floor,
 )
@@ -24,6 +26,7 @@ from jobmgr.worker import Worker, WorkerError
 
 from . import _config, _logs
 from ._config import ConfigError, ServerConfig
+from ._corelog import StderrRelay
 from ._malloc import hand_back_freed_memory, keep_freed_memory
 from ._reload import Reloader, log_trust, visibility_of
 from ._setting import PartError, Setting
@@ -45,6 +48,10 @@ examples:
   jobmgr-server --max-limit memory=2G,cpu=2 --default-limit memory=256M --max-running 50
   jobmgr-server --retain count=1000,max_age=30d --output-cap 100M --log-format json
   jobmgr-server --allow-run-as nobody --allow-run-as build --run-as build
+  jobmgr-server --connections-per-peer 32 --streams-per-caller 16 --idle-timeout 1m
+
+Connection limits left unset are derived from the file descriptor limit, which the server \
+first raises to its hard limit; the values in force are logged at start (docs/usage.md).
 """
 
 
@@ -159,7 +166,17 @@ def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
         set_tls13_floor()
     except TLSFloorError as exc:
         raise _Refusal(str(exc)) from None
-    _logs.configure(config.log_format)
+    relay = StderrRelay()
+    _logs.configure(config.log_format, relay.start())
+    try:
+        return _run_logged(config, reread)
+    finally:
+        relay.stop()
+
+
+def _run_logged(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
+    fds = raise_fd_limit()
+    limits = config.connection_limits(fds)
     try:
         if config.run_as is not None:
             pwd.getpwnam(config.run_as)
@@ -188,6 +205,8 @@ def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
         )
     except (WorkerError, OSError) as exc:
         raise _Refusal(f"cannot start the worker: {exc}") from None
+    fields = {"fd_limit": fds, **dataclasses.asdict(limits)}
+    log.info("connection limits", extra={"fields": fields})
     server = JobServer(
         worker,
         tls,
@@ -195,6 +214,7 @@ def _run(config: ServerConfig, reread: Callable[[], ServerConfig]) -> int:
         port=config.port,
         policy=role_policy(config.roles),
         visibility=visibility_of(config),
+        limits=limits,
     )
     try:
         asyncio.run(_serve(worker, server, Reloader(server, config, reread)))

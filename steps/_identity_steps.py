@@ -1,6 +1,7 @@
-"""Steps for features/hardening_identity.feature: identities and page tokens here; revocation
-and reload in _revocation_steps and _reload_steps. All against the real jobmgr-server
-program."""
+"""Steps of features/hardening.feature about who a caller is (its whole Subject, and the
+owner it gives the jobs it starts) and List's page tokens (signed by the server), against the
+real jobmgr-server program. Revocation and reload are in _revocation_steps and
+_reload_steps."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import trustme
-from pytest_bdd import given, parsers, scenarios, then, when
+from pytest_bdd import given, parsers, then, when
 
 from harness.programs import run_program
 from harness.rpc import CallResult, call
@@ -19,8 +20,6 @@ from jobmgr.api import job_pb2, job_pb2_grpc
 from ._identity_pki import channel, client_pair
 from .fixtures_pki import issuer_of
 from .fixtures_scenario import Scenario
-
-scenarios("hardening_identity.feature")
 
 TICKING = "while :; do echo tick; sleep 0.1; done"
 
