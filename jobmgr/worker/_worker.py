@@ -334,11 +334,13 @@ class Worker:
         )
 
         def register(reply: StartReply | RequestFailed) -> None:
-            # On the event thread, before any output or exit event of the new job.
-            if not isinstance(reply, RequestFailed):
-                status = request.record(reply.id, reply.started_at).status()
-                self._table.add(JobEntry(status, OutputLog(log_path(self._jobs_dir, reply.id))))
+            # On the event thread, before any output or exit event of the new job. One step
+            # under the lock: a start counted twice (or not at all) would misstate the cap.
             with self._lock:
+                if not isinstance(reply, RequestFailed):
+                    status = request.record(reply.id, reply.started_at).status()
+                    output = OutputLog(log_path(self._jobs_dir, reply.id))
+                    self._table.add(JobEntry(status, output))
                 self._starting -= 1
 
         try:
