@@ -36,6 +36,7 @@ test-long: install
 
 # The kernel-facing features in a cgroup-v2-only VM (virtme-ng + qemu; see vm/__init__.py).
 # Installs what it needs: the Debian packages (apt-get, as root) and the `vm` extra.
+# A subset: make test-v2 VM_ARGS="-k throttled steps/test_cgroups.py" (python -m vm --help).
 test-v2: install $(VM_STAMP)
 	$(SUDO) $(BIN)/python -m vm --install-missing $(VM_ARGS)
 

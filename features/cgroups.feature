@@ -36,13 +36,13 @@ Feature: Resource limits
     And stopping the fork bomb with a grace period of 1 second takes at most 2 seconds
 
   Scenario: Disk writes are throttled
-    When I start a dd writing 20 MiB with oflag=direct to the root filesystem with an IO write limit of 5 MiB/s
+    When I start a dd writing 20 MiB with oflag=direct to a file on a disk with an IO write limit of 5 MiB/s
     And the job ends
     Then its exit code is 0
     And the job ran for at least 3.2 seconds
 
   Scenario: Disk reads are throttled
-    Given a 20 MiB file on the root filesystem
+    Given a 20 MiB file on a disk
     When I start a dd reading it with iflag=direct with an IO read limit of 5 MiB/s
     And the job ends
     Then its exit code is 0

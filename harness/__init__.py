@@ -6,6 +6,7 @@
 - ``client``: a client of either, presenting one of a scenario's certificates.
 - ``rpc``: how one call went (``call`` -> ``CallResult``).
 - ``poll``: waiting for a condition (``eventually``), the one place every wait goes through.
+- ``speed``: this machine's measured slowness, which scales every timing bound in a test.
 - ``procs``: what /proc says about a process.
 - ``cgroups``: a job's cgroups, found through the cgroup driver (either version).
 - ``leftovers``: what a server may leave behind, checking for it and clearing it.

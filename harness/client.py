@@ -21,6 +21,7 @@ from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
 
 from .pki import ScenarioPKI
 from .rpc import CALL_TIMEOUT
+from .speed import scaled
 
 MiB = 1024 * 1024
 # The client never stands in the way: the server's own message limit is what is tested.
@@ -113,17 +114,19 @@ class Client:
     ) -> str:
         """Start ``argv`` as ``kind``; the new job's id."""
         request = job_pb2.StartRequest(cmd=argv[0], args=argv[1:], limits=limits)
-        return str(self.stub(kind).Start(request, timeout=CALL_TIMEOUT).uuid)
+        return str(self.stub(kind).Start(request, timeout=scaled(CALL_TIMEOUT)).uuid)
 
     def status(self, job_id: str, kind: str = "admin") -> job_pb2.StatusResponse:
         request = job_pb2.StatusRequest(uuid=job_id)
-        status: job_pb2.StatusResponse = self.stub(kind).Status(request, timeout=CALL_TIMEOUT)
+        stub = self.stub(kind)
+        status: job_pb2.StatusResponse = stub.Status(request, timeout=scaled(CALL_TIMEOUT))
         return status
 
     def output(self, job_id: str, *, follow: bool = True, timeout: float = 60.0) -> bytes:
-        """The job's stdout and stderr bytes, in order (to its end when following)."""
+        """The job's stdout and stderr bytes, in order (to its end when following, within
+        ``timeout``, scaled)."""
         request = job_pb2.OutputRequest(uuid=job_id, no_follow=not follow)
-        return b"".join(m.output for m in self.stub().Output(request, timeout=timeout))
+        return b"".join(m.output for m in self.stub().Output(request, timeout=scaled(timeout)))
 
     def wait_ended(self, job_id: str, timeout: float = 60.0) -> job_pb2.StatusResponse:
         """Follow the job's output to its end (no polling), then return its final status."""
@@ -133,5 +136,5 @@ class Client:
         return status
 
     def list_ids(self) -> list[str]:
-        reply = self.stub().List(job_pb2.ListRequest(), timeout=CALL_TIMEOUT)
+        reply = self.stub().List(job_pb2.ListRequest(), timeout=scaled(CALL_TIMEOUT))
         return [job.uuid for job in reply.jobs]

@@ -15,6 +15,7 @@ from jobmgr.worker import Worker
 
 from .client import Client
 from .pki import ScenarioPKI
+from .speed import scaled
 
 START_TIMEOUT = 30.0
 
@@ -55,4 +56,4 @@ class ServerThread:
             self._loop.close()
 
     def _call(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(START_TIMEOUT)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(scaled(START_TIMEOUT))

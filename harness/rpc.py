@@ -14,6 +14,8 @@ import grpc
 
 from jobmgr.api import job_pb2
 
+from .speed import scaled
+
 CALL_TIMEOUT = 30.0
 
 
@@ -30,10 +32,10 @@ class CallResult:
 
 def call(method: Callable[..., Any], request: Any, *, timeout: float = CALL_TIMEOUT) -> CallResult:
     """Make a unary call, or drain a streaming one into a list, catching its status. A raw
-    method (see ``Client.raw_method``) gives its reply as bytes."""
+    method (see ``Client.raw_method``) gives its reply as bytes. ``timeout`` is scaled."""
     began = time.monotonic()
     try:
-        value = method(request, timeout=timeout)
+        value = method(request, timeout=scaled(timeout))
         if not hasattr(value, "SerializeToString") and not isinstance(value, bytes):
             value = list(value)  # a response stream
     except grpc.RpcError as exc:

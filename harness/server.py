@@ -22,6 +22,7 @@ from .pki import ScenarioPKI, ServerFiles
 from .poll import wait_until
 from .procs import alive
 from .programs import program, program_env
+from .speed import scaled
 
 LISTENING = re.compile(rb"listening at (\S+):(\d+)")
 START_TIMEOUT = 30.0
@@ -72,7 +73,8 @@ class ListeningProcess:
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the program (again) and wait until it says where it listens. Raises
-        ServerDidNotStart, the program killed, if it exits or says nothing in ``timeout``."""
+        ServerDidNotStart, the program killed, if it exits or says nothing in ``timeout``
+        (scaled by this machine's speed, as every wait is)."""
         assert not self.running, f"{self.name} is already running"
         with self.stdout_path.open("wb") as out, self.stderr_path.open("ab") as err:
             self.process = subprocess.Popen(
@@ -86,7 +88,8 @@ class ListeningProcess:
             process.kill()
             process.wait()
             raise ServerDidNotStart(
-                f"{self.name} did not start (exit status {process.returncode}); stdout "
+                f"{self.name} did not start in {scaled(timeout):.0f}s (exit status "
+                f"{process.returncode}); stdout "
                 f"{self.stdout!r}; its log ends:\n{self.stderr[-3000:]}"
             )
         self.port = port
@@ -113,12 +116,13 @@ class ListeningProcess:
         return self.process.wait(timeout)
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int:
-        """SIGTERM, and wait for the exit status; SIGKILL if it is not gone in ``timeout``."""
+        """SIGTERM, and wait for the exit status; SIGKILL if it is not gone in ``timeout``
+        (scaled)."""
         assert self.process is not None, f"{self.name} was never started"
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            return self.process.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()

@@ -6,10 +6,13 @@ import time
 
 from jobmgr.worker import JobStatus, Stream, Worker
 
+from .speed import scaled
+
 
 def wait_until_ended(worker: Worker, job_id: str, timeout: float = 60.0) -> JobStatus:
-    """Follow the job's output to its end (no polling), then return its final status."""
-    deadline = time.monotonic() + timeout
+    """Follow the job's output to its end (no polling) within ``timeout`` (scaled), then
+    return its final status."""
+    deadline = time.monotonic() + scaled(timeout)
     for _ in worker.output(job_id):
         assert time.monotonic() < deadline, "the job did not end in time"
     status = worker.status(job_id)

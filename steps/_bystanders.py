@@ -17,6 +17,7 @@ import grpc
 
 from harness.procs import usage
 from harness.server import ServerProgram
+from harness.speed import scaled
 from jobmgr.api import job_pb2, job_pb2_grpc
 
 TICK = 0.1
@@ -53,7 +54,7 @@ class Neighbour:
         ]
         for thread in self._threads:
             thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while not self._lines and time.monotonic() < deadline:
             time.sleep(0.02)
         assert self._lines, "the neighbour job printed nothing"

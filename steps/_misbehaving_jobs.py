@@ -66,7 +66,7 @@ LOOK_AROUND = textwrap.dedent(
 ESCAPE = textwrap.dedent(
     """
     import os, subprocess, sys, time
-    v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    v2 = all(line.startswith("0::") for line in open("/proc/self/cgroup"))
     def group(controller):
         for line in open("/proc/self/cgroup"):
             _, names, path = line.rstrip("\\n").split(":", 2)
@@ -74,7 +74,7 @@ ESCAPE = textwrap.dedent(
                 return path
     def hierarchy(controller):
         path = "/sys/fs/cgroup" if v2 else "/sys/fs/cgroup/" + controller
-        if os.path.isdir(path):
+        if os.path.exists(path + "/cgroup.procs"):
             return path
         target = "/mnt" if os.path.isdir("/mnt") else "/tmp"
         kind = ["-t", "cgroup2"] if v2 else ["-t", "cgroup", "-o", controller]

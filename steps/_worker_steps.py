@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from pytest_bdd import given, parsers, then, when
 
+from harness.speed import scaled
 from harness.worker import collected, wait_until_ended
 from jobmgr.worker import (
     InvalidSpec,
@@ -143,7 +144,7 @@ def _start_fails(scenario: Scenario, first: str, second: str) -> None:
     error = scenario.notes.get("error")
     assert error is not None, "the start succeeded"
     assert first in str(error) and second in str(error), str(error)
-    assert time.monotonic() - scenario.notes["started_at"] < 5
+    assert time.monotonic() - scenario.notes["started_at"] < scaled(5)
 
 
 @then("the start is refused as invalid")

@@ -19,8 +19,10 @@ from harness.cgroups import (
     job_procs_dirs,
     placement,
 )
+from harness.speed import scaled
 from harness.worker import wait_until_ended
 from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
+from jobmgr.worker.cgroups import _devices
 
 from ._phrases import MiB
 from ._worker_steps import start
@@ -82,7 +84,7 @@ def _lift_limits(worker: Worker, scenario: Scenario, mib: int) -> None:
 
 @then(parsers.parse("within {seconds:d} seconds the job ends, FAILED by signal {signo:d}"))
 def _ends_killed(worker: Worker, scenario: Scenario, seconds: int, signo: int) -> None:
-    deadline = time.monotonic() + seconds
+    deadline = time.monotonic() + scaled(seconds)
     while not (status := worker.status(scenario.job)).terminated and time.monotonic() < deadline:
         time.sleep(0.1)
     said = b"".join(chunk.data for chunk in worker.output(scenario.job, follow=False))
@@ -133,17 +135,21 @@ def _another(worker: Worker) -> None:
 def _stop_bomb(worker: Worker, scenario: Scenario, grace: float, most: float) -> None:
     began = time.monotonic()
     worker.stop(scenario.job, grace=grace)
-    assert time.monotonic() - began <= most
+    # The grace period is wall-clock time on any machine; the rest scales with its speed.
+    assert time.monotonic() - began <= grace + scaled(most - grace)
 
 
 @pytest.fixture
 def io_dir() -> Iterator[Path]:
-    """A directory on the root filesystem, which jobs may mount writable: blkio throttles real
-    disks, and a job's own files are on a tmpfs."""
+    """A directory in the host's /var/tmp (large temporary files: on a disk on any host; in the
+    test VM, its scratch disk), which jobs may mount writable, on a disk the driver throttles:
+    the kernel throttles block I/O at a disk's request queue, and a job's own files are on a
+    tmpfs."""
     path = Path("/var/tmp") / f"jobmgr-test-io-{os.getpid()}-{time.monotonic_ns()}"
+    disk, throttled = _devices.disk_holding(str(path.parent)), _devices.throttle_devices()
+    assert disk in throttled, f"{path.parent} is on {disk}, not on a throttled disk {throttled}"
     path.mkdir()
     os.chmod(path, 0o777)  # for the job, running as nobody
-    assert os.stat(path).st_dev == os.stat("/").st_dev
     try:
         yield path
     finally:
@@ -158,7 +164,7 @@ def worker_sandbox(io_dir: Path) -> Sandbox:
 def start_on_disk(
     worker: Worker, scenario: Scenario, io_dir: Path, argv: list[str], limits: Limits
 ) -> None:
-    """Start ``argv`` as nobody with the test's directory on the root filesystem at /io."""
+    """Start ``argv`` as nobody with the test's directory on a disk at /io."""
     mount = Mount(str(io_dir), "/io", writable=True)
     spec = JobSpec(argv, limits=limits, run_as="nobody", mounts=[mount])
     scenario.job = worker.start(spec)
@@ -166,7 +172,7 @@ def start_on_disk(
 
 @when(
     parsers.parse(
-        "I start a dd writing {size:d} MiB with oflag=direct to the root filesystem "
+        "I start a dd writing {size:d} MiB with oflag=direct to a file on a disk "
         "with an IO write limit of {rate:d} MiB/s"
     )
 )
@@ -175,7 +181,7 @@ def _dd_write(worker: Worker, scenario: Scenario, io_dir: Path, size: int, rate:
     start_on_disk(worker, scenario, io_dir, argv, Limits(io_write_bps=rate * MiB))
 
 
-@given(parsers.parse("a {size:d} MiB file on the root filesystem"), target_fixture="io_file")
+@given(parsers.parse("a {size:d} MiB file on a disk"), target_fixture="io_file")
 def _io_file(io_dir: Path, size: int) -> Path:
     path = io_dir / "read"
     with open(path, "wb") as f:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pytest_bdd import parsers, scenarios, then, when
 
+from harness.speed import scaled
 from harness.worker import collected
 from jobmgr.worker import OutputChunk, Stream, Worker
 
@@ -103,9 +104,9 @@ def _a_reader(worker: Worker, scenario: Scenario) -> None:
 @then(parsers.parse("the reader's stream ends within {seconds:g} seconds"))
 def _ends(scenario: Scenario, seconds: float) -> None:
     began = time.monotonic()
-    scenario.notes["reader"]["thread"].join(timeout=seconds)
+    scenario.notes["reader"]["thread"].join(timeout=scaled(seconds))
     assert not scenario.notes["reader"]["thread"].is_alive(), "the stream did not end"
-    assert scenario.notes["reader"]["ended_at"] - began <= seconds
+    assert scenario.notes["reader"]["ended_at"] - began <= scaled(seconds)
 
 
 @then(parsers.parse('the reader received stdout "{text}"'))
@@ -117,5 +118,5 @@ def _received(scenario: Scenario, text: str) -> None:
 def _no_follow(worker: Worker, scenario: Scenario, text: str) -> None:
     began = time.monotonic()
     out = collected(worker, scenario.job, follow=False)
-    assert time.monotonic() - began < 2
+    assert time.monotonic() - began < scaled(2)
     assert out[Stream.STDOUT] == unescape(text).encode()

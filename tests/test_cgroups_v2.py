@@ -97,7 +97,7 @@ def test_an_oom_kill_takes_the_whole_job_where_it_took_one_process(
     assert outcome["0"][1] >= 2  # the shell and its sleep outlived the hog
 
 
-def test_cgroup_kill_empties_a_job_faster_than_signalling_each_process(
+def test_cgroup_kill_empties_a_job_of_151_processes_as_signalling_each_one_does(
     driver: v2.Driver, spawn: Spawn, record_property: Record
 ) -> None:
     forks = "for i in $(seq 150); do sleep 1000 & done; wait"
@@ -116,13 +116,14 @@ def test_cgroup_kill_empties_a_job_faster_than_signalling_each_process(
             timings[way].append(time.perf_counter() - started)
             assert cg.pids() == []
             cg.destroy()
+    # Which way is faster is a performance figure, not a promise: recorded here, not asserted
+    # (under emulation on a busy host the two were within 10% of each other, either way round).
     best = {way: min(t) * 1000 for way, t in timings.items()}
     record_property(
         "cgroup.kill",
         f"151 processes gone in {best['cgroup.kill']:.1f} ms with cgroup.kill, "
         f"{best['kill loop']:.1f} ms signalling each (best of 3, interleaved)",
     )
-    assert best["cgroup.kill"] < best["kill loop"]
 
 
 def _oom_killed(cg: v2.Cgroup) -> bool:
@@ -192,8 +193,7 @@ def test_io_max_throttles_direct_writes_to_the_scratch_disk(
     driver: v2.Driver, spawn: Spawn, record_property: Record
 ) -> None:
     target = os.environ.get("TMPDIR", "/var/tmp")
-    st_dev = os.stat(target).st_dev
-    disk = _devices._whole_disk(os.major(st_dev), os.minor(st_dev))
+    disk = _devices.disk_holding(target)
     if disk not in _devices.throttle_devices():
         pytest.skip(f"{target} is not on a disk the driver throttles")
     path = os.path.join(target, f"jobmgr-io-{uuid.uuid4().hex}")

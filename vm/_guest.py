@@ -20,6 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from harness import speed
 from jobmgr.worker.cgroups import detect_driver
 from jobmgr.worker.cgroups._mounts import read_mounts
 
@@ -27,6 +28,8 @@ from ._summary import BOOTED, REQUEST, SUMMARY, Request, Summary
 
 SCRATCH_MOUNT = "/var/tmp"
 SWAP_SIZE = "512M"
+# pytest-timeout's limit for one test on the reference host (pyproject.toml's `timeout`).
+TEST_TIMEOUT = 300.0
 
 
 def main(argv: list[str]) -> int:
@@ -47,6 +50,10 @@ def main(argv: list[str]) -> int:
         _write(results, _empty(driver.version, options))
         return 3
     _mount_scratch()
+    # Measured once here, on a quiet machine, and handed to every pytest worker: they would
+    # otherwise each measure it while the others are busy.
+    factor = speed.factor()
+    print(f"vm guest: machine speed factor {factor:.1f} (timing bounds scale by it)", flush=True)
     started = time.monotonic()
     code = _pytest(request, request.targets, results / "junit.xml")
     junits = [results / "junit.xml"]
@@ -68,11 +75,17 @@ def _pytest(request: Request, targets: list[str], junit: Path) -> int:
             "-p", "no:cacheprovider",
             "-n", str(request.workers),
             "-v", "-rfEsxX",
+            f"--timeout={speed.scaled(TEST_TIMEOUT):.0f}",
             f"--junitxml={junit}",
             *targets,
             *request.pytest_args,
         ],
-        env={**os.environ, "TMPDIR": SCRATCH_MOUNT, "PYTHONDONTWRITEBYTECODE": "1"},
+        env={
+            **os.environ,
+            "TMPDIR": SCRATCH_MOUNT,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            speed.OVERRIDE: f"{speed.factor():.2f}",
+        },
     )  # fmt: skip
 
 
@@ -99,7 +112,7 @@ def _summarise(
     skipped: list[str] = []
     xfailed: list[str] = []
     names: list[str] = []
-    figures: list[str] = []
+    figures = [f"machine speed factor (timing bounds scale by it): {speed.factor():.1f}"]
     for junit in junits:
         if not junit.exists():
             continue

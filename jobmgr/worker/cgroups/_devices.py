@@ -24,7 +24,13 @@ Device = tuple[int, int]
 @functools.cache
 def root_device() -> Device | None:
     """The whole disk backing ``/``; None when ``/`` is not on a block device (tmpfs, overlay)."""
-    st_dev = os.stat("/").st_dev
+    return disk_holding("/")
+
+
+def disk_holding(path: str) -> Device | None:
+    """The whole disk backing the filesystem ``path`` is on; None when that filesystem is not
+    on a block device (tmpfs, overlay, 9p)."""
+    st_dev = os.stat(path).st_dev
     return _whole_disk(os.major(st_dev), os.minor(st_dev))
 
 
