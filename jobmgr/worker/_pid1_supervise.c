@@ -16,11 +16,18 @@
  *   SIGCHLD: every child that died is reaped.
  *
  * When the main process ends the init reports "exit <wait status>", followed by " stopped" if a
- * stop was delivered before it ended, and exits with its code (128+N for signal N); the kernel
- * then SIGKILLs whatever is left in the namespace.
+ * stop took effect on it, and exits with its code (128+N for signal N); the kernel then
+ * SIGKILLs whatever is left in the namespace. A stop took effect when the main process died of
+ * a signal, or when it exited with a code while it handled SIGTERM (a shell's `trap 'exit 4'
+ * TERM`). A main process that exits with a code without handling SIGTERM was already past its
+ * exit() when the signal came (the kernel drops a signal sent to an exiting task; reaping
+ * first does not close that window, which stays open for the whole of the task's exit): it
+ * ended by itself.
  */
 #define _GNU_SOURCE
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,15 +45,37 @@ void watched_signals(sigset_t *set) {
     sigaddset(set, KILL_SIGNAL);
 }
 
-/* Reap every child that has ended; if the job's main process is one, report and exit. */
-static void reap(pid_t job, int stopped, int rep) {
+/* Whether ``pid`` catches or ignores SIGTERM, from /proc/PID/status (the job's own /proc);
+ * when that cannot be read, 1: the stop is then counted whenever it was sent. */
+static int handles_sigterm(pid_t pid) {
+    char path[64], line[128];
+    unsigned long long caught = 0, ignored = 0;
+    int found = 0;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return 1;
+    while (fgets(line, sizeof line, f)) {
+        found += sscanf(line, "SigCgt: %llx", &caught) == 1;
+        found += sscanf(line, "SigIgn: %llx", &ignored) == 1;
+    }
+    fclose(f);
+    if (found < 2)
+        return 1;
+    return ((caught | ignored) >> (SIGTERM - 1)) & 1;
+}
+
+/* Reap every child that has ended; if the job's main process is one, report and exit.
+ * ``stopped``: a stop was sent; ``handled``: the main process handled SIGTERM then. */
+static void reap(pid_t job, int stopped, int handled, int rep) {
     for (;;) {
         int status;
         pid_t dead = waitpid(-1, &status, WNOHANG);
         if (dead <= 0)
             return;
         if (dead == job) {
-            report(rep, "exit %d%s", status, stopped ? " stopped" : "");
+            int took_effect = stopped && (WIFSIGNALED(status) || handled);
+            report(rep, "exit %d%s", status, took_effect ? " stopped" : "");
             _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
         }
     }
@@ -57,16 +86,18 @@ static int from_outside(const siginfo_t *info) {
 }
 
 _Noreturn void supervise(pid_t job, const sigset_t *watched, int rep) {
-    int stopped = 0;
+    int stopped = 0, handled = 0;
     for (;;) {
         siginfo_t info;
         int sig = sigwaitinfo(watched, &info);
         if (sig < 0)
             continue; /* EINTR */
         if (sig == SIGCHLD) {
-            reap(job, stopped, rep);
+            reap(job, stopped, handled, rep);
         } else if ((sig == STOP_SIGNAL || sig == KILL_SIGNAL) && from_outside(&info)) {
-            reap(job, stopped, rep); /* a job that has ended already was not stopped */
+            reap(job, stopped, handled, rep); /* a job that has ended already was not stopped */
+            if (!stopped)
+                handled = sig == STOP_SIGNAL && handles_sigterm(job);
             stopped = 1;
             kill(-1, sig == KILL_SIGNAL ? SIGKILL : SIGTERM);
         } else if (sig != KILL_SIGNAL) {
