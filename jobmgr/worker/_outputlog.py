@@ -10,6 +10,12 @@ Readers follow the file, not the job: each reads at its own pace from its own of
 slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
 Condition for threads, futures for asyncio); nobody sleeps on a timer.
 
+A damaged log is read around its damage: a frame whose header and trailer disagree is
+skipped to the next frame that checks out, and a reader that skipped output ends with
+OutputIncomplete, saying how much, after everything else. A log the worker knows to be
+incomplete (its job was lost) ends the same way, so a follower never mistakes a cut-off job
+for a finished one.
+
 An output offset counts the bytes of stdout and stderr together, in the order the log holds
 them (the order a whole read hands them out), record frames left out: the job's output as a
 reader that took all of it has it. A reader may start at any such offset (``FrameIndex``).
@@ -18,50 +24,28 @@ reader that took all of it has it. A reader may start at any such offset (``Fram
 from __future__ import annotations
 
 import asyncio
-import bisect
+import logging
 import os
-import struct
+import re
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from ._errors import OffsetPastEnd
+from ._errors import OffsetPastEnd, OutputIncomplete
+from ._frames import (
+    BIG_FRAME,
+    FRAME,
+    MAX_CHUNK,
+    MAX_FRAME,
+    OUTPUT_STREAMS,
+    OVERHEAD,
+    TRAILER,
+    FrameIndex,
+)
 from ._status import OutputChunk, Stream
 
-FRAME = struct.Struct("!BI")
-TRAILER = struct.Struct("!I")
-OVERHEAD = FRAME.size + TRAILER.size
-RECORD_STREAM = 0
-OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
-MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
-# Frames this large are read on their own (one copy fewer); smaller ones, which a launcher
-# keeping up with a fast job writes (128-512 KiB), are merged with their neighbours, since a
-# message per frame costs more than the copy: merged, a finished 1 GiB log streams about 1.5
-# times as fast.
-BIG_FRAME = 512 * 1024
-# The frame index keeps a mark every INDEX_STEP bytes of file (1024 for a 1 GiB log). It
-# walks headers a window at a time: one read covers thousands of small frames, and a big
-# frame costs one read.
-INDEX_STEP = 1024 * 1024
-INDEX_WINDOW = 64 * 1024
-
-
-def frame(stream: Stream, data: bytes) -> list[bytes]:
-    """The pieces to writev() to append ``data`` as one frame."""
-    length = len(data)
-    return [FRAME.pack(stream, length), data, TRAILER.pack(length)]
-
-
-def valid_size(fd: int) -> int:
-    """Length of the longest prefix of whole frames (a crash may leave half of one)."""
-    size = os.fstat(fd).st_size
-    pos = 0
-    while pos + FRAME.size <= size:
-        _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
-        if pos + OVERHEAD + length > size:
-            break
-        pos += OVERHEAD + length
-    return pos
+_STREAM_BYTE = re.compile(rb"[\x00\x01\x02]")  # where a frame may start, when resyncing
+log = logging.getLogger("jobmgr.worker")
 
 
 class OutputLog:
@@ -71,6 +55,8 @@ class OutputLog:
         self.path = path
         self._size = size
         self._done = done
+        self._incomplete = ""  # why the log lacks output the job wrote, when it does
+        self._damage_logged = False
         self._cond = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._index = FrameIndex()
@@ -83,11 +69,17 @@ class OutputLog:
     def done(self) -> bool:
         return self._done
 
-    def advance(self, size: int, *, done: bool = False) -> None:
-        """The launcher committed frames up to ``size``; ``done``: nothing more will come."""
+    @property
+    def job_id(self) -> str:
+        return self.path.name.removesuffix(".log")
+
+    def advance(self, size: int, *, done: bool = False, incomplete: str = "") -> None:
+        """The launcher committed frames up to ``size``; ``done``: nothing more will come;
+        ``incomplete``: why output the job wrote is missing (readers end with that error)."""
         with self._cond:
             self._size = max(self._size, size)
             self._done = self._done or done
+            self._incomplete = self._incomplete or incomplete
             self._cond.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
         for loop, fut in waiters:
@@ -124,7 +116,7 @@ class OutputLog:
         ``follow``, also what comes until the log is done. OffsetPastEnd if the log holds
         less output than ``offset``. With ``tail``, the first chunk is an empty one saying at
         which offset the tail starts, so that a reader of a silent job knows it too."""
-        with _Reader(self.path, self._index) as reader:
+        with self._open() as reader:
             end = None if follow else self._size
             reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
@@ -135,6 +127,7 @@ class OutputLog:
                 if reader.offset < limit:
                     yield from reader.read(limit)
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     self.wait_beyond(reader.offset)
@@ -143,7 +136,7 @@ class OutputLog:
         self, *, follow: bool = True, tail: int | None = None, offset: int = 0
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
-        with _Reader(self.path, self._index) as reader:
+        with self._open() as reader:
             end = None if follow else self._size
             reader.seek(self._size, tail=tail, offset=offset)
             if tail is not None:
@@ -155,74 +148,42 @@ class OutputLog:
                     for chunk in reader.read(limit):
                         yield chunk
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     await self.await_beyond(reader.offset)
+
+    def _open(self) -> _Reader:
+        try:
+            return _Reader(self.path, self._index)
+        except FileNotFoundError:
+            raise OutputIncomplete(f"job {self.job_id}'s output log is gone") from None
+        except OSError as exc:  # the message says why, never where: the path is the server's
+            raise OutputIncomplete(
+                f"job {self.job_id}'s output log cannot be read: {exc.strerror}"
+            ) from None
+
+    def _finish(self, reader: _Reader) -> None:
+        """After the last chunk: say what is missing, if anything."""
+        problems = []
+        if reader.skipped:
+            where = ", ".join(f"{n} bytes at byte {at}" for at, n in reader.skipped[:3])
+            problems.append(f"its output log is damaged: {where} could not be read")
+            with self._cond:
+                first, self._damage_logged = not self._damage_logged, True
+            if first:
+                log.error("job %s: output log damaged (%s); served around it", self.job_id, where)
+        if self._incomplete and self._done:
+            problems.append(self._incomplete)
+        if problems:
+            raise OutputIncomplete(
+                f"job {self.job_id}: " + "; ".join(problems) + " (the rest of its output was sent)"
+            )
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# (a frame's file position, output bytes before it, output bytes in it) -> stop there?
-_Stop = Callable[[int, int, int], bool]
-
-
-class FrameIndex:
-    """Where output bytes sit in one log: marks (file position, output offset) at frame
-    boundaries, one every INDEX_STEP bytes of file, made as look-ups walk it. Frames run from
-    a few bytes to 1 MiB, so a look-up walks frame headers; with the marks each log is walked
-    once, and later look-ups walk at most INDEX_STEP bytes. Thread-safe: a log's readers
-    share it."""
-
-    def __init__(self) -> None:
-        self._positions = [0]
-        self._offsets = [0]
-        self._lock = threading.Lock()
-
-    def find_output(self, fd: int, offset: int, size: int) -> tuple[int, int] | None:
-        """Where output byte ``offset`` is in the first ``size`` bytes of the file: the
-        position of the frame holding it (``size`` when ``offset`` is all the output there
-        is) and the output offset that frame starts at; None if there is less output."""
-        with self._lock:
-            at = bisect.bisect_right(self._offsets, offset) - 1
-            start = self._positions[at], self._offsets[at]
-        position, before = self._walk(fd, *start, size, lambda _p, o, n: n > 0 and o + n > offset)
-        return (position, before) if position < size or before == offset else None
-
-    def output_before(self, fd: int, position: int) -> int:
-        """The output bytes before ``position``, a frame boundary."""
-        with self._lock:
-            at = bisect.bisect_right(self._positions, position) - 1
-            start = self._positions[at], self._offsets[at]
-        return self._walk(fd, *start, position, lambda p, _o, _n: p >= position)[1]
-
-    def _walk(self, fd: int, position: int, out: int, size: int, stop: _Stop) -> tuple[int, int]:
-        """Frame by frame from a boundary, up to ``size`` or the frame ``stop`` picks;
-        returns where it ended and the output bytes before that."""
-        while position + FRAME.size <= size:
-            window = os.pread(fd, min(INDEX_WINDOW, size - position), position)
-            at = 0
-            while at + FRAME.size <= len(window):
-                stream, length = FRAME.unpack_from(window, at)
-                counted = length if stream in OUTPUT_STREAMS else 0
-                if stop(position + at, out, counted):
-                    return position + at, out
-                self._mark(position + at, out)
-                at += OVERHEAD + length
-                out += counted
-            if at == 0:
-                raise OSError(f"output log {fd} is shorter than its committed size")
-            position += at
-        return position, out
-
-    def _mark(self, position: int, out: int) -> None:
-        if position >= self._positions[-1] + INDEX_STEP:
-            with self._lock:
-                if position >= self._positions[-1] + INDEX_STEP:
-                    self._positions.append(position)
-                    self._offsets.append(out)
 
 
 class _Reader:
@@ -235,6 +196,7 @@ class _Reader:
         self.offset = 0
         self.out = 0
         self._skip = 0  # bytes of the next frame's data to leave out (for tail and offset)
+        self.skipped: list[tuple[int, int]] = []  # (offset, bytes) of output lost to damage
 
     def __enter__(self) -> _Reader:
         return self
@@ -267,9 +229,12 @@ class _Reader:
         end = size
         wanted = lines  # newlines to pass, walking back: the one before each line we keep
         first = True
-        while end > 0:
+        while end >= OVERHEAD:
             (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
             start = end - OVERHEAD - length
+            if start < 0 or FRAME.unpack(os.pread(self._fd, FRAME.size, start))[1] != length:
+                self.offset, self._skip = end, 0  # damage: start after it
+                return
             (stream,) = os.pread(self._fd, 1, start)
             if stream not in OUTPUT_STREAMS:
                 end = start
@@ -296,7 +261,7 @@ class _Reader:
         if len(head) == FRAME.size:
             stream, length = FRAME.unpack(head)
             if length >= BIG_FRAME:  # read straight into its own bytes: one copy fewer
-                return self._read_big(stream, length)
+                return self._read_big(stream, length, limit)
         want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
         buf = memoryview(os.pread(self._fd, want, self.offset))
         chunks: list[OutputChunk] = []
@@ -308,8 +273,12 @@ class _Reader:
             end = pos + OVERHEAD + length
             if end > len(buf):
                 if pos == 0:  # a frame bigger than the window: read it whole
-                    return self._read_big(frame_stream, length)
+                    return self._read_big(frame_stream, length, limit)
                 break
+            if frame_stream > Stream.STDERR or TRAILER.unpack_from(buf, end - 4)[0] != length:
+                if pos == 0:
+                    return self._resync(limit)
+                break  # served up to here; the next read starts at the damage
             if frame_stream not in OUTPUT_STREAMS:
                 pos = end
                 continue
@@ -323,13 +292,15 @@ class _Reader:
                 pieces.append(data)
             pos = end
         if pos == 0:
-            raise OSError(f"output log {self._fd} is shorter than its committed size")
+            return self._resync(limit)  # a header cut short, or damaged
         if pieces:
             chunks.append(self._chunk(stream, b"".join(pieces)))
         self.offset += pos
         return chunks
 
-    def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
+    def _read_big(self, stream: int, length: int, limit: int) -> list[OutputChunk]:
+        if not self._checks_out(self.offset, stream, length, limit):
+            return self._resync(limit)
         if stream not in OUTPUT_STREAMS:
             self.offset += OVERHEAD + length
             return []
@@ -337,6 +308,53 @@ class _Reader:
         self._skip = 0
         self.offset += OVERHEAD + length
         return [self._chunk(stream, data)]
+
+    def _checks_out(self, at: int, stream: int, length: int, limit: int) -> bool:
+        """Whether the frame at ``at`` is one: a known stream, inside ``limit``, its trailer
+        repeating its length."""
+        end = at + OVERHEAD + length
+        if stream > Stream.STDERR or length > MAX_FRAME or end > limit:
+            return False
+        (trailer,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
+        return bool(trailer == length)
+
+    def _resync(self, limit: int) -> list[OutputChunk]:
+        """The frame at the offset is damaged: go on from the next frame that checks out (or
+        ``limit``), noting how much output was skipped. A damaged region inside the first
+        frame (the one its trailer says starts at byte 0) is the job's record: no output."""
+        start = self.offset
+        found = self._next_frame(start + 1, limit)
+        end = limit if found is None else found
+        lost = end - start
+        if end - start >= TRAILER.size:
+            (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
+            began = end - OVERHEAD - length
+            if began == 0:
+                lost = 0
+            elif began == start:  # one frame whose header was damaged: its data is lost
+                lost = length
+        if lost:
+            self.skipped.append((start, lost))
+        self.offset, self._skip = end, 0
+        return []
+
+    def _next_frame(self, start: int, limit: int) -> int | None:
+        """The first offset in [start, limit) where a frame that checks out begins."""
+        window = 64 * 1024
+        pos = start
+        while pos < limit:
+            buf = os.pread(self._fd, min(window, limit - pos), pos)
+            if not buf:
+                return None
+            for match in _STREAM_BYTE.finditer(buf):
+                at = pos + match.start()
+                head = os.pread(self._fd, FRAME.size, at)
+                if len(head) == FRAME.size:
+                    stream, length = FRAME.unpack(head)
+                    if self._checks_out(at, stream, length, limit):
+                        return at
+            pos += len(buf)
+        return None
 
     def position(self) -> OutputChunk:
         """An empty chunk at the output offset the reader is at."""
