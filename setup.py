@@ -1,6 +1,6 @@
 """The one compiled part: the jobs' init and its zygote, a small C program (jobmgr/worker/_pid1.c
-with the job's view in _sandbox.c, its privileges in _privilege.c, the launcher's messages in
-_order.c), linked with libseccomp.
+with the init's watch over the running job in _pid1_supervise.c, the job's view in _sandbox.c,
+its privileges in _privilege.c, the launcher's messages in _order.c), linked with libseccomp.
 
 It is a program, not an extension module: forked from a program that maps little, a job's
 slot copies a few page tables, not the launcher's whole Python heap (see _pid1.c). setuptools
@@ -21,7 +21,7 @@ from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
-SOURCES = ["_pid1.c", "_order.c", "_sandbox.c", "_privilege.c"]
+SOURCES = ["_pid1.c", "_pid1_supervise.c", "_order.c", "_sandbox.c", "_privilege.c"]
 LIBSECCOMP_MISSING = """\
 jobmgr needs libseccomp's headers and library to build its init (every job gets a seccomp
 filter made with it). Install them, then build again:
@@ -79,7 +79,7 @@ setup(
         Extension(
             "jobmgr.worker._pid1",
             sources=[f"jobmgr/worker/{name}" for name in SOURCES],
-            depends=["jobmgr/worker/_sandbox.h"],
+            depends=["jobmgr/worker/_sandbox.h", "jobmgr/worker/_pid1.h"],
             libraries=["seccomp"],
             extra_compile_args=["-O2", *WARNINGS],
         )

@@ -48,8 +48,9 @@ Feature: Nothing is lost when jobmgr-server crashes, restarts or runs out of dis
     And the job's processes are gone
     And the job's cgroups are gone
     When the admin runs jobmgr-client output JOB
-    Then it exits 0
+    Then it exits 1
     And its stdout is "hello\n"
+    And its stderr is one line containing "the job was lost: its supervisor (the job launcher) died"
 
   Scenario: Retention by count keeps the newest finished jobs and prunes the oldest
     Given the jobmgr-server program is running with flags "--retain count=2"

@@ -23,7 +23,7 @@ from harness.pki import ScenarioPKI, ServerFiles
 from harness.poll import eventually
 from harness.programs import program, program_env, run_program
 from jobmgr import pki
-from jobmgr.worker._outputlog import FRAME
+from jobmgr.worker._frames import FRAME
 from jobmgr.worker._timemarks import TIME_STREAM
 
 from ._cli_steps import ran, run_client, with_job

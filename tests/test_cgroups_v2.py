@@ -135,7 +135,7 @@ def _holds(cg: v2.Cgroup, count: int) -> bool:
 
 
 def _sigkill_each(procs_files: list[str]) -> None:
-    _kernfs.sigkill(_kernfs.read_pids(procs_files))
+    _kernfs.sigkill_members(procs_files)
 
 
 def test_pids_max_holds_a_fork_loop(driver: v2.Driver, spawn: Spawn) -> None:

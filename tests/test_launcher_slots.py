@@ -26,8 +26,8 @@ def test_slots_that_cannot_be_made_leave_no_fd_file_or_cgroup(
     eventually(lambda: len(os.listdir(spares)) == 4, what="the warm slots")
     fds_before = open_fds(process.pid)
     soft, hard = resource.prlimit(process.pid, resource.RLIMIT_NOFILE)
-    # A new slot needs ten descriptors (its log, its uid's lease and four pipes): with four to
-    # spare, making one fails part way.
+    # A new slot needs eleven descriptors (its log, its uid's lease, four pipes and one kept
+    # for its init's pidfd): with four to spare, making one fails part way.
     resource.prlimit(process.pid, resource.RLIMIT_NOFILE, (fds_before + 4, hard))
     started: list[str] = []
     refused: list[str] = []

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from jobmgr.worker import OffsetPastEnd
-from jobmgr.worker._outputlog import MAX_CHUNK, OutputLog, frame, valid_size
+from jobmgr.worker import OffsetPastEnd, OutputIncomplete
+from jobmgr.worker._frames import MAX_CHUNK, frame, seal
+from jobmgr.worker._outputlog import OutputLog
 from jobmgr.worker._status import OutputChunk, Stream
 
 OUT, ERR = Stream.STDOUT, Stream.STDERR
@@ -122,14 +123,28 @@ def test_asyncio_followers_wake_on_new_data(tmp_path: Path) -> None:
     assert asyncio.run(main()) == b"late"
 
 
-def test_valid_size_drops_a_half_written_frame(tmp_path: Path) -> None:
+def test_sealing_keeps_the_data_of_a_half_written_frame(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    write_log(path, [(OUT, b"whole")])
+    with open(path, "ab") as f:
+        f.write(frame(OUT, b"half of it")[0] + b"half")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        size = seal(fd)
+    finally:
+        os.close(fd)
+    assert size == path.stat().st_size
+    assert chunks(OutputLog(path, size, done=True)) == [(OUT, b"wholehalf")]
+
+
+def test_sealing_drops_a_header_cut_short(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     size = write_log(path, [(OUT, b"whole")])
     with open(path, "ab") as f:
-        f.write(frame(OUT, b"half of it")[0] + b"half")
-    fd = os.open(path, os.O_RDONLY)
+        f.write(frame(OUT, b"next")[0][:3])
+    fd = os.open(path, os.O_RDWR)
     try:
-        assert valid_size(fd) == size
+        assert seal(fd) == size == path.stat().st_size
     finally:
         os.close(fd)
 
@@ -144,11 +159,57 @@ def test_the_record_frame_is_never_handed_out(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     path.write_bytes(record_frame(job))
     size = write_log(path, [(OUT, b"one\n"), (ERR, b"two\n")])
-    write_result(path, job, result)
+    write_result(path, job, result, len(record_frame(job)))
     log = OutputLog(path, size, done=True)
     assert chunks(log) == [(OUT, b"one\n"), (ERR, b"two\n")]
     assert chunks(log, tail=5) == [(OUT, b"one\n"), (ERR, b"two\n")]
     assert read_record(path) == (job, result)
+
+
+def test_a_damaged_frame_is_skipped_to_the_next_that_checks_out_and_said(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.log"
+    write_log(path, [(OUT, b"one\n"), (OUT, b"two\n"), (ERR, b"three\n")])
+    second = len(b"".join(frame(OUT, b"one\n")))
+    with open(path, "r+b") as f:  # the second frame's header: another stream and length
+        f.seek(second)
+        f.write(b"\x07\xff\xff")
+    log = OutputLog(path, path.stat().st_size, done=True)
+    got = []
+    with pytest.raises(OutputIncomplete, match=f"4 bytes at byte {second} could not be read"):
+        for chunk in log.follow():
+            got.append((chunk.stream, chunk.data))
+    assert got == [(OUT, b"one\n"), (ERR, b"three\n")]
+
+
+def test_a_damaged_record_frame_costs_no_output(tmp_path: Path) -> None:
+    from jobmgr.worker import Limits
+    from jobmgr.worker._records import DamagedRecord, load_record, record_frame
+    from jobmgr.worker._shim import JobRecord
+
+    job = JobRecord("j", ("true",), "", Limits(), {}, None, 0.0)
+    path = tmp_path / "out.log"
+    path.write_bytes(bytes(32) + record_frame(job)[32:])
+    size = write_log(path, [(OUT, b"all\n"), (ERR, b"of it\n")])
+    assert isinstance(load_record(path), DamagedRecord)
+    log = OutputLog(path, size, done=True)
+    assert chunks(log) == [(OUT, b"all\n"), (ERR, b"of it\n")]
+    assert chunks(log, tail=1) == [(ERR, b"of it\n")]
+
+
+def test_a_lost_jobs_output_ends_with_the_reason_after_all_that_was_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [(OUT, b"kept\n")])
+    log = OutputLog(path)
+    log.advance(size, done=True, incomplete="the job was lost: its launcher died")
+    got = b""
+    with pytest.raises(OutputIncomplete, match="the job was lost: its launcher died"):
+        for chunk in log.follow():
+            got += chunk.data
+    assert got == b"kept\n"
 
 
 def test_reading_from_any_offset_gives_the_rest_of_the_output_exactly(
@@ -156,8 +217,8 @@ def test_reading_from_any_offset_gives_the_rest_of_the_output_exactly(
 ) -> None:
     # Small index steps and windows, so that marks, window edges and frames bigger than a
     # window all come up in a small file.
-    monkeypatch.setattr("jobmgr.worker._outputlog.INDEX_STEP", 100)
-    monkeypatch.setattr("jobmgr.worker._outputlog.INDEX_WINDOW", 64)
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_STEP", 100)
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_WINDOW", 64)
     path = tmp_path / "out.log"
     frames = [(OUT if i % 3 else ERR, bytes([65 + i % 26]) * (i % 50)) for i in range(200)]
     with open(path, "ab") as f:  # record frames (stream 0) count for nothing

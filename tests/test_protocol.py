@@ -29,13 +29,15 @@ from jobmgr.worker import (
     Worker,
     WorkerError,
 )
-from jobmgr.worker._outputlog import FRAME, RECORD_STREAM, TRAILER
+from jobmgr.worker._frames import FRAME, RECORD_STREAM, TRAILER
 from jobmgr.worker._records import read_record, record_frame, write_result
 from jobmgr.worker._shim import (
     PROTOCOL_VERSION,
     READY,
     SOCKET_NAME,
     STAGE_ERRORS,
+    AdoptReply,
+    AdoptRequest,
     FrameDecoder,
     HelloReply,
     HelloRequest,
@@ -45,11 +47,14 @@ from jobmgr.worker._shim import (
     InitReady,
     InitStarted,
     JobExited,
+    JobHandles,
     JobRecord,
     JobResult,
     LauncherBusy,
     OutputAdvanced,
     OutputTruncated,
+    PingReply,
+    PingRequest,
     ProtocolError,
     ReplyFrame,
     Request,
@@ -89,6 +94,8 @@ START = StartRequest(
     timeout=2.5,
     grace=5.0,
     output_cap=1 << 30,
+    request_id="4b1c7f1e-retry-me",
+    deadline=812345.5,
 )
 RESULT = JobResult(
     state=JobState.EXITED,
@@ -102,20 +109,30 @@ RESULT = JobResult(
     output_truncated=True,
     reason="",
 )
+ADOPTED = START.record("a", 1.5, cgroup_parent="p")
 REQUESTS: list[Request[Any]] = [
     START,
     StopRequest("5f0e0c55", 0.0),
     HelloRequest(PROTOCOL_VERSION),
     HelloRequest(PROTOCOL_VERSION, SLOTS),
+    HelloRequest(PROTOCOL_VERSION, SLOTS, handles=False),
     dataclasses.replace(START, root=True, mounts=(Mount("/srv/a", "/a", True),), rootfs="/r"),
     ShutdownRequest(5.0),
+    PingRequest(),
+    AdoptRequest(JobHandles("a", ("stdout", "init"), ADOPTED, 4150, 2.5, 5, 0)),
 ]
 REPLIES: list[tuple[Any, type[Any]]] = [
     (StartReply("5f0e0c55", 1764640000.25), StartReply),
     (StopReply(), StopReply),
     (StopReply(already_ended=True), StopReply),
     (HelloReply(PROTOCOL_VERSION, (RunningJob("a", 2079), RunningJob("b", 0))), HelloReply),
+    (
+        HelloReply(PROTOCOL_VERSION, (RunningJob("a", 9, ADOPTED),), "p"),
+        HelloReply,
+    ),
     (ShutdownReply(), ShutdownReply),
+    (PingReply(), PingReply),
+    (AdoptReply(4150), AdoptReply),
     (RequestFailed("command not found: 'nope'", StartStage.EXEC), StartReply),
     (RequestFailed("no job with id 'x'"), StopReply),
 ]
@@ -123,6 +140,7 @@ EVENTS = [
     OutputAdvanced("a", 1 << 40),
     OutputTruncated("a", "the output cap of 1024 bytes was reached"),
     JobExited("a", RESULT),
+    JobHandles("a", ("stdout", "stderr", "report", "init"), START.record("a", 1.5), 9, None, 5, 0),
     LauncherBusy(),
 ]
 
@@ -355,16 +373,18 @@ def test_a_record_frame_in_the_format_on_disk_is_read(tmp_path: Path) -> None:
 
 
 def test_the_record_frame_written_today_has_the_format_on_disk(tmp_path: Path) -> None:
-    # Today's record adds the job's host uid and its disk limit to the format above.
+    # Today's record adds the job's host uid, its disk limit, its cgroup parent and its
+    # request id to the format above.
     today = json.loads(RECORD_ON_DISK)
-    today["job"]["uid"] = 1879048200
+    today["job"] |= {"uid": 1879048200, "cgroup_parent": "", "request_id": ""}
     today["job"]["limits"]["disk_bytes"] = None
     log = tmp_path / "job.log"
     record = dataclasses.replace(RECORD, uid=1879048200)
     log.write_bytes(record_frame(record))
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
     assert body == today
-    write_result(log, record, dataclasses.replace(RESULT, output_truncated=False))
+    size = len(record_frame(record))
+    write_result(log, record, dataclasses.replace(RESULT, output_truncated=False), size)
     body = json.loads(log.read_bytes()[FRAME.size : -TRAILER.size])
     assert body == {**today, "result": json.loads(RESULT_ON_DISK)}
 
@@ -459,7 +479,8 @@ def test_a_launcher_answers_malformed_requests_with_the_reason_and_carries_on(
             refused = answer(frame(bad_limits)).open(StartReply)
             assert isinstance(refused, RequestFailed) and "limit pids" in refused.error
             hello = answer(encode_request(7, HelloRequest(PROTOCOL_VERSION))).open(HelloReply)
-            assert hello == HelloReply(PROTOCOL_VERSION, ())  # still serving, nothing started
+            # Still serving, nothing started.
+            assert hello == HelloReply(PROTOCOL_VERSION, (), parent)
             done = answer(encode_request(8, ShutdownRequest(0.0))).open(ShutdownReply)
             assert done == ShutdownReply()
         assert launcher.wait(timeout=30) == 0

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jobmgr.worker import Limits, Stream
+from jobmgr.worker._pidfd import ProcessHandle
 from jobmgr.worker._slot import TRANSITIONS, IllegalTransition, Slot, SlotState, transition
 from jobmgr.worker.cgroups import CgroupStats, Device
 
@@ -96,13 +97,13 @@ def test_a_slot_moves_only_through_the_table() -> None:
         slot.state = S.READY  # type: ignore[misc]
 
 
-def test_a_slot_is_gone_once_its_pipes_are_closed_and_its_init_reaped() -> None:
+def test_a_slot_is_gone_once_its_pipes_are_closed_and_its_init_ended() -> None:
     slot = new_slot()
     slot.pipes, slot.report_fd = {3: Stream.STDOUT, 4: Stream.STDERR}, 5
     assert not slot.gone
     slot.pipes, slot.report_fd = {}, None
     assert slot.gone  # no init was ever reported
-    slot.init_pid = 4242
+    slot.init = ProcessHandle(-1, 4242)  # its pidfd, once the mid reported its pid
     assert not slot.gone
-    slot.init_status = 0
+    slot.init.ended = True  # its pidfd became readable
     assert slot.gone

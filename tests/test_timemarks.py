@@ -12,7 +12,9 @@ import pytest
 from jobmgr.api import job_pb2
 from jobmgr.api._mapping import output_to_wire
 from jobmgr.worker._capture import LogWriter
-from jobmgr.worker._outputlog import OutputLog, frame
+from jobmgr.worker._errors import OutputIncomplete
+from jobmgr.worker._frames import frame, seal
+from jobmgr.worker._outputlog import OutputLog
 from jobmgr.worker._status import OutputChunk, Stream
 from jobmgr.worker._timemarks import MARK_INTERVAL, TIME_STREAM, mark_frame
 
@@ -70,8 +72,8 @@ def test_a_log_without_time_marks_reads_whole_and_since_selects_none_of_it(
 def test_a_reader_starting_inside_the_log_has_the_time_before_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("jobmgr.worker._outputlog.INDEX_STEP", 100)
-    monkeypatch.setattr("jobmgr.worker._outputlog.INDEX_WINDOW", 64)
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_STEP", 100)
+    monkeypatch.setattr("jobmgr.worker._frames.INDEX_WINDOW", 64)
     path = tmp_path / "out.log"
     items: list[tuple[Stream, bytes] | int] = []
     for i in range(60):
@@ -133,3 +135,32 @@ def test_captured_at_on_the_wire_is_what_protobuf_encodes() -> None:
         job_pb2.OutputResponse.FromString(next(output_to_wire(untimed))).HasField("captured_at")
         is False
     )
+
+
+def test_sealing_after_a_crash_keeps_time_marks_and_drops_one_cut_short(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    whole = write_log(path, [T0, (OUT, b"one\n"), T0 + 1, (ERR, b"two\n")])
+    with open(path, "ab") as f:
+        f.write(mark_frame(T0 + 2)[:10])  # the launcher died writing a mark
+    fd = os.open(path, os.O_RDWR)
+    try:
+        assert seal(fd) == whole  # marks are frames of ours, not damage
+    finally:
+        os.close(fd)
+    log = OutputLog(path, whole, done=True)
+    assert timed(log) == [(b"one\n", 0, T0), (b"two\n", 4, T0 + 1)]
+
+
+def test_a_reader_skipping_damage_finds_the_next_time_mark_and_keeps_its_time(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "out.log"
+    size = write_log(path, [T0, (OUT, b"one\n"), T0 + 1, (OUT, b"two\n"), T0 + 2, (ERR, b"3\n")])
+    data = bytearray(path.read_bytes())
+    data[17 + 9 + 4 + 17] = 0x7F  # the second output frame's stream byte: damage
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutputIncomplete, match="damaged: 4 bytes"):
+        got = []
+        for chunk in OutputLog(path, size, done=True).follow():
+            got.append((chunk.data, chunk.captured_at))
+    assert got == [(b"one\n", T0), (b"3\n", T0 + 2)]

@@ -19,6 +19,7 @@ from jobmgr.worker import (
     DEFAULT_ENV,
     CapacityError,
     CommandNotFound,
+    DeadlineExceeded,
     InvalidSpec,
     JobNotFound,
     JobSpec,
@@ -30,6 +31,7 @@ from jobmgr.worker import (
     NotExecutable,
     OffsetPastEnd,
     OutputChunk,
+    OutputIncomplete,
     Stream,
     WorkerError,
     WorkerUnavailable,
@@ -51,6 +53,8 @@ STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
     LaunchError: grpc.StatusCode.FAILED_PRECONDITION,
     CapacityError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     WorkerUnavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    OutputIncomplete: grpc.StatusCode.DATA_LOSS,
     WorkerError: grpc.StatusCode.INTERNAL,
 }
 
@@ -58,9 +62,12 @@ STATUS_CODES: dict[type[WorkerError], grpc.StatusCode] = {
 # REASON_KEY of the failed call: `jobmgr-client run` exits 127 for a command not found and 126
 # for one that cannot be executed, as a shell does. Subclasses take their closest ancestor's.
 REASON_KEY = "jobmgr-reason"
+# WORKER_UNAVAILABLE tells an UNAVAILABLE the server answered (its job launcher is down)
+# from a connection that failed.
 REASONS: dict[type[WorkerError], str] = {
     CommandNotFound: "COMMAND_NOT_FOUND",
     NotExecutable: "NOT_EXECUTABLE",
+    WorkerUnavailable: "WORKER_UNAVAILABLE",
 }
 
 STATES: dict[JobState, pb.JobState.ValueType] = {
@@ -145,6 +152,7 @@ def job_spec(request: pb.StartRequest, owner: str) -> JobSpec:
         run_as=request.run_as or None,
         mounts=[Mount(m.source, m.target, m.writable) for m in request.mounts],
         rootfs=request.rootfs or None,
+        request_id=request.request_id,
     )
 
 

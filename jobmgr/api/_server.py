@@ -4,6 +4,7 @@ JobManager service, standard health checking and server reflection; and its relo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,12 @@ def _add_job_manager(service: JobManagerService, server: grpc.aio.Server) -> Non
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
+def _health_status(available: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    if available:
+        return health_pb2.HealthCheckResponse.SERVING
+    return health_pb2.HealthCheckResponse.NOT_SERVING
+
+
 class BindError(RuntimeError):
     """The server could not listen on the address asked for."""
 
@@ -166,9 +173,26 @@ class JobServer:
             await server.stop(None)
             raise BindError(f"cannot watch the connections on {self.address}: {exc}") from None
         gate.start()
-        await health.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await health.set(SERVICE, _health_status(self._worker.available))
         self._server, self._health, self._gate = server, health, gate
+        self._follow_worker(asyncio.get_running_loop(), health)
         return port
+
+    def _follow_worker(self, loop: asyncio.AbstractEventLoop, health: HealthServicer) -> None:
+        """Health says SERVING while the worker's launcher serves, NOT_SERVING while not."""
+
+        async def set_both(status: health_pb2.HealthCheckResponse.ServingStatus.ValueType) -> None:
+            for service in (SERVICE, ""):  # "" is the server as a whole
+                await health.set(service, status)
+
+        def follow(available: bool) -> None:
+            status = _health_status(available)
+            try:
+                loop.call_soon_threadsafe(lambda: loop.create_task(set_both(status)))
+            except RuntimeError:
+                pass  # the server's loop is closed: nobody is asking any more
+
+        self._worker.watch_availability(follow)
 
     def reload(
         self,

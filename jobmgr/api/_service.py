@@ -10,6 +10,7 @@ place, ``_WorkerErrorsAsStatus``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 
@@ -83,7 +84,9 @@ class JobManagerService(pb_grpc.JobManagerServicer):
     ) -> pb.StartResponse:
         async with _WorkerErrorsAsStatus(context):
             spec = mapping.job_spec(request, owner=_caller(context).identity)
-            return pb.StartResponse(uuid=await self._worker.astart(spec))
+            remaining = context.time_remaining()  # the caller's deadline: past it, no launch
+            deadline = None if remaining is None else time.monotonic() + remaining
+            return pb.StartResponse(uuid=await self._worker.astart(spec, deadline=deadline))
 
     async def Stop(
         self, request: pb.StopRequest, context: grpc.aio.ServicerContext

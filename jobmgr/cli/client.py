@@ -127,6 +127,7 @@ def _start(client: Client, args: argparse.Namespace) -> int:
 def _stop(client: Client, args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    from jobmgr.client import JobState
     from jobmgr.client._errors import JobmgrError
 
     from . import _render
@@ -136,7 +137,9 @@ def _stop(client: Client, args: argparse.Namespace) -> int:
             status = client.stop(job_id, grace=args.grace)
         except JobmgrError as exc:
             return f"error: {exc.message}"
-        return f"stopped job {status.id}: {_render.outcome(status)}"
+        if status.state is JobState.STOPPED:
+            return f"stopped job {status.id}: {_render.outcome(status)}"
+        return f"job {status.id} had already ended: {_render.outcome(status)}"
 
     failed = 0
     with ThreadPoolExecutor(max_workers=min(len(args.ids), 16)) as pool:

@@ -27,7 +27,7 @@ from ._connection import (
     log,
     pick,
 )
-from ._errors import JobmgrError, from_rpc
+from ._errors import JobmgrError, answered, from_rpc
 from ._settings import Settings
 from ._types import JobSpec, JobState, JobStatus, OutputChunk, Stream
 
@@ -175,7 +175,11 @@ class AsyncClient:
         return reply
 
     async def _error(self, error: grpc.aio.AioRpcError) -> JobmgrError:
-        if not self._reached and error.code() == grpc.StatusCode.UNAVAILABLE:
+        if (
+            not self._reached
+            and error.code() == grpc.StatusCode.UNAVAILABLE
+            and not answered(error)
+        ):
             # Finding out why takes a connection and a handshake: off the event loop.
             return await asyncio.to_thread(self.endpoint.unreachable, error)
         return from_rpc(error)

@@ -26,7 +26,7 @@ from ._connection import (
     log,
     pick,
 )
-from ._errors import JobLost, JobmgrError, from_rpc
+from ._errors import JobLost, JobmgrError, answered, from_rpc
 from ._settings import Settings
 from ._types import JobSpec, JobState, JobStatus, OutputChunk, Stream
 
@@ -196,7 +196,11 @@ class Client:
         return reply
 
     def _error(self, error: grpc.RpcError) -> JobmgrError:
-        if not self._reached and error.code() == grpc.StatusCode.UNAVAILABLE:
+        if (
+            not self._reached
+            and error.code() == grpc.StatusCode.UNAVAILABLE
+            and not answered(error)
+        ):
             return self.endpoint.unreachable(error)
         return from_rpc(error)
 

@@ -34,9 +34,9 @@ def start_request(spec: JobSpec) -> pb.StartRequest:
     servers that know only the reference's cmd and args.
 
     Client.start and AsyncClient.start build every Start here and send it once: a Start whose
-    connection drops may have started the job, so it is never sent again blindly. The hook
-    for an idempotent Start is this function: it is where a request id goes (one uuid4 per
-    ``start`` call, the same on each retry of it), and with one set, ``start`` may retry."""
+    connection drops may have started the job, so it is never sent again blindly. Each
+    carries a request id of its own (128 random bits): a server that got it before answers
+    the same request sent again with the job the first one started, never a second."""
     argv = spec.argv_bytes()
     request = pb.StartRequest(
         argv=argv,
@@ -54,6 +54,7 @@ def start_request(spec: JobSpec) -> pb.StartRequest:
             pb.Mount(source=m.source, target=m.target, writable=m.writable) for m in spec.mounts
         ],
         rootfs=spec.rootfs or "",
+        request_id=os.urandom(16).hex(),
     )
     try:
         texts = [arg.decode() for arg in argv]

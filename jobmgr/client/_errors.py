@@ -74,7 +74,8 @@ class NotExecutable(CannotStart):
 
 
 class ServerBusy(JobmgrError):
-    """The server refuses new jobs for now (its max_running, a full disk)."""
+    """The server refuses new jobs for now (its max_running, a full disk), or any change to
+    a job while its job launcher is down (UNAVAILABLE, answered by the server itself)."""
 
 
 class ServerError(JobmgrError):
@@ -103,6 +104,7 @@ _BY_CODE: dict[str, type[JobmgrError]] = {
 _BY_REASON: dict[str, type[JobmgrError]] = {
     "COMMAND_NOT_FOUND": CommandNotFound,
     "NOT_EXECUTABLE": NotExecutable,
+    "WORKER_UNAVAILABLE": ServerBusy,
 }
 # Codes after which a stream is worth resuming: the connection went (or the server is
 # restarting), not the request. CANCELLED counts only when the client did not cancel.
@@ -113,6 +115,12 @@ def code_name(error: Any) -> str:
     """The status code's name of a grpc.RpcError (or grpc.aio.AioRpcError)."""
     code = error.code()
     return str(code.name) if code is not None else "UNKNOWN"
+
+
+def answered(error: Any) -> bool:
+    """Whether the server itself answered a failed call (it then says why, see REASON_KEY):
+    an UNAVAILABLE it answered is no failure to connect."""
+    return REASON_KEY in dict(error.trailing_metadata() or ())
 
 
 def from_rpc(error: Any) -> JobmgrError:

@@ -22,7 +22,7 @@ import os
 import termios
 from collections.abc import Callable
 
-from ._outputlog import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame
+from ._frames import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame
 from ._status import Stream
 from ._timemarks import TimeMarker
 
@@ -41,6 +41,16 @@ class LogWriter:
         self.truncated = False
         self._on_truncate = on_truncate
         self._marker = TimeMarker()
+
+    @classmethod
+    def resumed(
+        cls, fd: int, cap: int, on_truncate: Callable[[str], None], size: int, kept: int
+    ) -> LogWriter:
+        """A writer taking over a log of ``size`` bytes, ``kept`` of them output (a job
+        adopted from a dead launcher); ``fd`` is positioned at its end."""
+        writer = cls(fd, cap, on_truncate)
+        writer.size, writer._kept = size, kept
+        return writer
 
     def take(self, pipe: int, stream: Stream) -> bool | None:
         """Move what waits in ``pipe`` into the log: False at EOF, None if nothing was there."""

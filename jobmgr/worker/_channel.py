@@ -2,16 +2,21 @@
 
 Messages to a server that is slow to read queue here, so no job waits on it; when the server
 goes away the queue is dropped (everything that matters is on disk) and the next one may
-connect.
+connect. A message may carry file descriptors (see _fdpass): they are duplicated when it is
+queued, so the caller may close its own at once, and ride with the message's first byte.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from ._fdpass import FdQueue, close_all, receive, rights
 from ._shim import (
     Event,
     FrameDecoder,
@@ -21,34 +26,63 @@ from ._shim import (
     RequestFailed,
     encode_event,
     encode_reply,
+    fd_count,
 )
 
 
+@dataclass
+class _Segment:
+    """Queued bytes; ``fds`` (owned here) go with the first of them."""
+
+    data: bytearray
+    fds: list[int] = field(default_factory=list)
+
+
 class ServerChannel:
-    """Accepts the server on ``listener`` and hands each frame it sends to ``on_frame``."""
+    """Accepts the server on ``listener`` and hands each frame it sends, with the descriptors
+    that came with it, to ``on_frame``."""
 
     def __init__(
         self,
         sel: selectors.BaseSelector,
         listener: socket.socket,
-        on_frame: Callable[[dict[str, Any]], None],
+        on_frame: Callable[[dict[str, Any], list[int]], None],
     ) -> None:
         self._sel = sel
         self._on_frame = on_frame
         self._conn: socket.socket | None = None
         self._decoder = FrameDecoder()
-        self._outbox = bytearray()
+        self._received = FdQueue()
+        self._outbox: deque[_Segment] = deque()
         sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
 
     def send_reply(self, req: int, reply: Reply | RequestFailed) -> None:
         """Queue the answer to request ``req`` for the server, if one is connected."""
         if self._conn is not None:
-            self._outbox += encode_reply(req, reply)
+            self._queue(encode_reply(req, reply), [])
 
-    def send_event(self, event: Event) -> None:
-        """Queue ``event`` for the server, if one is connected."""
+    def send_event(self, event: Event, fds: list[int] | None = None) -> None:
+        """Queue ``event`` (with copies of ``fds``) for the server, if one is connected.
+        OSError (out of descriptors) if the copies cannot be made: nothing is queued."""
         if self._conn is not None:
-            self._outbox += encode_event(event)
+            copies: list[int] = []
+            try:
+                for fd in fds or []:
+                    copies.append(os.dup(fd))
+            except OSError:
+                close_all(copies)
+                raise
+            self._queue(encode_event(event, len(copies)), copies)
+
+    def _queue(self, data: bytes, fds: list[int]) -> None:
+        if fds or not self._outbox:
+            self._outbox.append(_Segment(bytearray(data), fds))
+        else:
+            self._outbox[-1].data += data
 
     def flush(self, blocking: bool = False) -> None:
         """Send what is queued, as far as the socket takes it now (or all, if ``blocking``)."""
@@ -58,8 +92,16 @@ class ServerChannel:
             self._conn.setblocking(True)
         try:
             while self._outbox:
-                sent = self._conn.send(self._outbox)
-                del self._outbox[:sent]
+                segment = self._outbox[0]
+                if segment.fds:
+                    sent = self._conn.sendmsg([segment.data], rights(segment.fds))
+                    close_all(segment.fds)
+                    segment.fds = []
+                else:
+                    sent = self._conn.send(segment.data)
+                del segment.data[:sent]
+                if not segment.data:
+                    self._outbox.popleft()
         except (BlockingIOError, InterruptedError):
             pass
         except OSError:
@@ -77,7 +119,7 @@ class ServerChannel:
         conn.setblocking(False)
         self._conn = conn
         self._decoder = FrameDecoder()
-        self._outbox.clear()
+        self._clear_outbox()
         self._sel.register(conn, selectors.EVENT_READ, self._on_ready)
 
     def _on_ready(self, mask: int) -> None:
@@ -87,25 +129,35 @@ class ServerChannel:
         if not mask & selectors.EVENT_READ or self._conn is None:
             return
         try:
-            data = self._conn.recv(1 << 20)
+            data, fds = receive(self._conn, 1 << 20)
         except (BlockingIOError, InterruptedError):
             return
+        except ProtocolError:
+            self._drop()
+            raise
         except OSError:
-            data = b""
+            data, fds = b"", []
+        self._received.add(fds)
         if not data:
             self._drop()
             return
         try:
-            frames = self._decoder.feed(data)
+            frames = [(fields, self._received.take(fd_count(fields))) for fields in
+                      self._decoder.feed(data)]
         except ProtocolError:
             self._drop()  # no way to find the next frame: this connection is done
             raise
-        for fields in frames:
-            self._on_frame(fields)
+        for fields, frame_fds in frames:
+            self._on_frame(fields, frame_fds)
 
     def _drop(self) -> None:
         if self._conn is not None:
             self._sel.unregister(self._conn)
             self._conn.close()
             self._conn = None
-            self._outbox.clear()
+            self._clear_outbox()
+            self._received.close()
+
+    def _clear_outbox(self) -> None:
+        while self._outbox:
+            close_all(self._outbox.popleft().fds)

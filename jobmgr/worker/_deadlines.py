@@ -1,4 +1,5 @@
-"""The launcher's timers: when to SIGKILL a job whose grace is over, when a job times out.
+"""The launcher's timers: when to SIGKILL a job whose grace is over, when to kill an init that
+did not end, when a job times out.
 
 The loop sleeps in select() until the next one is due, so a timer costs nothing while it waits.
 """
@@ -11,8 +12,9 @@ import time
 
 
 class Deadline(enum.IntEnum):
-    KILL = 1  # the grace period is over: SIGKILL what is left
-    TIMEOUT = 2  # the job's timeout: stop it, with its grace
+    KILL = 1  # the grace period is over: the init SIGKILLs what is left
+    FORCE = 2  # the init did not end after KILL: SIGKILL the init, and its namespace with it
+    TIMEOUT = 3  # the job's timeout: stop it, with its grace
 
 
 class Deadlines:

@@ -39,3 +39,12 @@ class CapacityError(WorkerError):
 
 class WorkerUnavailable(WorkerError):
     """The launcher process is gone or the worker has been closed."""
+
+
+class DeadlineExceeded(WorkerError):
+    """The caller's deadline passed before the job could be launched; it was not started."""
+
+
+class OutputIncomplete(WorkerError):
+    """A job's output lacks bytes the job wrote (it was lost, or its log is damaged); raised
+    after the rest of its output has been read, saying what is missing."""

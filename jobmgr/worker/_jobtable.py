@@ -14,7 +14,7 @@ from ._errors import JobNotFound
 from ._outputlog import OutputLog
 from ._records import log_path
 from ._shim import JobResult
-from ._status import JobStatus
+from ._status import JobState, JobStatus
 from ._store import JobStore
 
 
@@ -39,8 +39,8 @@ KEEP_ALL = Retention()
 class JobTable:
     """Every job known, thread-safe; each change is saved to ``store``.
 
-    The running set and the order of ends are kept in step with the table, so that a Start or
-    an exit costs the same with 100 000 jobs known as with ten.
+    The running set, the order of ends and the index of request ids are kept in step with
+    the table, so that a Start or an exit costs the same with 100 000 jobs known as with ten.
     """
 
     def __init__(self, store: JobStore, jobs_dir: Path, retention: Retention) -> None:
@@ -50,6 +50,8 @@ class JobTable:
         self._jobs: dict[str, JobEntry] = {}
         self._running: set[str] = set()
         self._ended: dict[str, float] = {}  # finished job -> ended_at, oldest first
+        self._by_request: dict[tuple[str, str], str] = {}  # (owner, request id) -> job id
+        self.damaged: dict[str, str] = {}  # job -> what is wrong with its record frame
         self._lock = threading.Lock()
 
     def get(self, job_id: str) -> JobEntry:
@@ -66,6 +68,12 @@ class JobTable:
     def entries(self) -> list[JobEntry]:
         with self._lock:
             return list(self._jobs.values())
+
+    def by_request(self, owner: str, request_id: str) -> JobEntry | None:
+        """The job ``owner`` started with ``request_id``, if any."""
+        with self._lock:
+            job_id = self._by_request.get((owner, request_id))
+            return None if job_id is None else self._jobs.get(job_id)
 
     def running(self) -> list[JobEntry]:
         with self._lock:
@@ -112,7 +120,9 @@ class JobTable:
             entry.status = result.applied_to(entry.status)
             self._track(entry.status)
         self.store.save(entry.status)
-        entry.log.advance(result.output_size, done=True)
+        lost = result.state is JobState.LOST
+        incomplete = f"the job was lost: {result.reason}" if lost else ""
+        entry.log.advance(result.output_size, done=True, incomplete=incomplete)
 
     def prune(self) -> None:
         """Drop the finished jobs the retention policy no longer keeps, oldest first."""
@@ -127,7 +137,9 @@ class JobTable:
                 if (count is None or len(self._ended) <= count) and ended_at >= cutoff:
                     break
                 del self._ended[oldest]
-                self._jobs.pop(oldest, None)
+                entry = self._jobs.pop(oldest, None)
+                if entry is not None and entry.status.request_id:
+                    self._by_request.pop((entry.status.owner, entry.status.request_id), None)
                 doomed.append(oldest)
         if doomed:
             self.store.delete(doomed)
@@ -135,7 +147,10 @@ class JobTable:
                 log_path(self.jobs_dir, job_id).unlink(missing_ok=True)
 
     def _track(self, status: JobStatus) -> None:
-        """Note a job's new status in the running set and the order of ends (lock held)."""
+        """Note a job's new status in the running set, the order of ends and the index of
+        request ids (lock held)."""
+        if status.request_id:
+            self._by_request[(status.owner, status.request_id)] = status.id
         if not status.terminated:
             self._running.add(status.id)
         elif status.id not in self._ended:

@@ -9,8 +9,13 @@ and containerd-shim do: a restarted server reconnects and adopts the jobs still 
                then one loop that takes requests and runs each step in turn
   _pool        spare slots kept warm, so a start finds its namespaces made
   _supervisor  every slot's pipes and init: output into logs, reaping, deadlines, results
+  _pidfd       processes by handle: the inits' and the zygote's pidfds
   _slot        a slot and its state machine
+  _reclaim     at the first hello: what a dead launcher left, finished and cleared
   _channel     the connection to the server; _shim is the contract spoken over it
+
+Nothing of what a dead launcher left is touched before the first hello: the server may hand
+back jobs to re-adopt, and only then is the rest finished as LOST and the first spare made.
 """
 
 from __future__ import annotations
@@ -25,20 +30,26 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ._capture import read_some
 from ._channel import ServerChannel
-from ._records import mark_lost
+from ._fdpass import close_all
+from ._reclaim import HEARTBEAT, reclaim
 from ._shim import (
     LOCK_NAME,
     PROTOCOL_VERSION,
     READY,
     SOCKET_NAME,
+    AdoptRequest,
+    DamagedLog,
     HelloReply,
     HelloRequest,
+    PingReply,
+    PingRequest,
     ProtocolError,
     Request,
     RequestFailed,
@@ -49,6 +60,7 @@ from ._shim import (
     StopRequest,
     decode_request,
 )
+from ._slot import JOB_STATES
 from ._supervisor import Supervisor
 from .cgroups import CgroupDriver, detect_driver
 
@@ -60,14 +72,24 @@ class Launcher:
     """The loop: requests from the server in, events out, one step at a time."""
 
     def __init__(
-        self, state_dir: Path, driver: CgroupDriver, spares: int, listener: socket.socket
+        self,
+        state_dir: Path,
+        driver: CgroupDriver,
+        spares: int,
+        listener: socket.socket,
+        last_seen: float | None,
     ) -> None:
+        self._state_dir = state_dir
         self._driver = driver
         self._sel = selectors.DefaultSelector()
         self._channel = ServerChannel(self._sel, listener, self._on_frame)
         self._supervisor = Supervisor(state_dir, driver, spares, self._sel, self._channel)
         self._shutting_down = False
         self._shutdown_waiters: list[int] = []
+        self._last_seen = last_seen  # the previous launcher's last heartbeat, if it died
+        self._reclaimed = False  # what a dead launcher left is dealt with at the first hello
+        self._reclaim_report: tuple[tuple[str, ...], tuple[DamagedLog, ...]] = ((), ())
+        self._heartbeat_at = 0.0
 
     def serve(self) -> None:
         wake_r, wake_w = os.pipe()
@@ -80,24 +102,36 @@ class Launcher:
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         self._sel.register(wake_r, selectors.EVENT_READ, lambda _: _drain(wake_r))
         supervisor = self._supervisor
-        supervisor.pool.refill()
         after_events = (
-            supervisor.reap,
+            supervisor.reap_strays,
             supervisor.fire_deadlines,
             supervisor.announce_sizes,
             self._channel.flush,
-            supervisor.pool.refill,
+            self._refill,
+            self._heartbeat,
         )
         while not (self._shutting_down and supervisor.idle):
-            for key, mask in self._sel.select(supervisor.next_deadline_in()):
+            due = supervisor.next_deadline_in()
+            for key, mask in self._sel.select(HEARTBEAT if due is None else min(due, HEARTBEAT)):
                 self._guarded(key.data, mask)
             for step in after_events:
                 self._guarded(step)
-        supervisor.pool.stop_zygote(reaped=supervisor.pool.zygote_pid in supervisor.unclaimed)
+        supervisor.pool.stop_zygote()
         for req in self._shutdown_waiters:
             self._channel.send_reply(req, ShutdownReply())
         self._driver.remove_parent()
         self._channel.flush(blocking=True)
+
+    def _refill(self) -> None:
+        if self._reclaimed:
+            self._supervisor.pool.refill()
+
+    def _heartbeat(self) -> None:
+        """Touch launcher.pid now and then: a successor dates its lost jobs by it."""
+        now = time.monotonic()
+        if now - self._heartbeat_at >= HEARTBEAT:
+            self._heartbeat_at = now
+            os.utime(self._state_dir / "launcher.pid")
 
     def _guarded(self, step: Callable[..., None], *args: Any) -> None:
         """Run one step of the loop; an unexpected error is logged, never fatal, since every
@@ -107,14 +141,24 @@ class Launcher:
         except Exception:
             log.exception("unexpected error, carrying on")
 
-    def _on_frame(self, fields: dict[str, Any]) -> None:
+    def _on_frame(self, fields: dict[str, Any], fds: list[int]) -> None:
         try:
             req, request = decode_request(fields)
         except ProtocolError as exc:
+            close_all(fds)
             log.error("a malformed request: %s", exc)
             if exc.req is not None:
                 self._channel.send_reply(exc.req, RequestFailed(str(exc)))
             return
+        if isinstance(request, AdoptRequest):
+            if len(fds) != len(request.handles.streams):
+                close_all(fds)
+                failure = RequestFailed("the descriptors do not match the handles named")
+                self._channel.send_reply(req, failure)
+            else:  # only before the first hello, which finishes the rest, may a job be new
+                self._supervisor.adopt(req, request.handles, fds, new=not self._reclaimed)
+            return
+        close_all(fds)
         try:
             self._on_request(req, request)
         except StartRefused as exc:
@@ -129,19 +173,36 @@ class Launcher:
                 self._supervisor.start(req, request)
             case StopRequest(id=job_id, grace=grace):
                 self._supervisor.stop(req, job_id, grace)
-            case HelloRequest(slots=slots):
+            case HelloRequest(slots=slots, handles=handles):
+                lost, damaged = self._reclaim()  # before any spare is made
                 if slots is not None:
                     self._supervisor.pool.configure(slots)
-                reply = HelloReply(PROTOCOL_VERSION, self._supervisor.running())
+                for slot in self._supervisor.jobs.values():
+                    if handles and slot.state in JOB_STATES:
+                        self._supervisor.send_handles(slot)
+                running = self._supervisor.running()
+                reply = HelloReply(PROTOCOL_VERSION, running, self._driver.parent, lost, damaged)
                 self._channel.send_reply(req, reply)
+            case PingRequest():
+                self._channel.send_reply(req, PingReply())
             case ShutdownRequest(grace=grace):
                 self._shutdown_waiters.append(req)
                 self._begin_shutdown(grace)
 
+    def _reclaim(self) -> tuple[tuple[str, ...], tuple[DamagedLog, ...]]:
+        """At the first hello: what a dead launcher left, finished (see _reclaim); the jobs
+        finished as LOST and the damaged logs, said in every later answer too (a server that
+        connects later logs the damage again: it is still there)."""
+        if not self._reclaimed:
+            self._reclaimed = True
+            keep = {job.id for job in self._supervisor.running()}
+            lost, damaged = reclaim(self._state_dir, self._driver, keep, self._last_seen)
+            self._reclaim_report = (tuple(lost), tuple(damaged))
+        return self._reclaim_report
+
     def _begin_shutdown(self, grace: float) -> None:
         self._shutting_down = True
-        self._supervisor.stop_all(grace, "stopped at server shutdown")
-        self._supervisor.pool.close()
+        self._supervisor.begin_shutdown(grace)
 
 
 def _drain(fd: int) -> None:
@@ -178,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     driver = detect_driver(args.cgroup_parent)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    launcher = Launcher(state, driver, args.warm_slots, listener)
-    mark_lost(state / "jobs", driver)  # before the first spare's cgroup is made, in serve()
+    launcher = Launcher(state, driver, args.warm_slots, listener, _last_seen(state))
     path = state / SOCKET_NAME
     path.unlink(missing_ok=True)
     listener.bind(str(path))
@@ -196,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
     path.unlink(missing_ok=True)
     (state / "launcher.pid").unlink(missing_ok=True)
     return 0
+
+
+def _last_seen(state: Path) -> float | None:
+    """When the previous launcher was last alive, if it died (a launcher that exits cleanly
+    removes launcher.pid)."""
+    try:
+        return (state / "launcher.pid").stat().st_mtime
+    except FileNotFoundError:
+        return None
 
 
 def _prctl(option: int, value: int) -> None:

@@ -10,6 +10,11 @@ Readers follow the file, not the job: each reads at its own pace from its own of
 slow one costs the job and the other readers nothing.  New data wakes waiters directly (a
 Condition for threads, futures for asyncio); nobody sleeps on a timer.
 
+A damaged log is read around its damage (see _logreader), and a reader that skipped output
+ends with OutputIncomplete, saying how much, after everything else. A log the worker knows to be
+incomplete (its job was lost) ends the same way, so a follower never mistakes a cut-off job
+for a finished one.
+
 An output offset counts the bytes of stdout and stderr together, in the order the log holds
 them (the order a whole read hands them out), record frames left out: the job's output as a
 reader that took all of it has it. A reader may start at any such offset (``FrameIndex``).
@@ -21,51 +26,38 @@ after a time.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import os
-import struct
+import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TypedDict
 
-from ._errors import OffsetPastEnd
-from ._status import OutputChunk, Stream
-from ._timemarks import MARK, TIME_STREAM
+from ._errors import InvalidSpec, OutputIncomplete
+from ._frames import FrameIndex
+from ._logreader import FrameReader
+from ._status import OutputChunk
 
-FRAME = struct.Struct("!BI")
-TRAILER = struct.Struct("!I")
-OVERHEAD = FRAME.size + TRAILER.size
-RECORD_STREAM = 0
-OUTPUT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR})
-MAX_CHUNK = 1024 * 1024  # what a reader hands out at once; also the launcher's frame size cap
-# Frames this large are read on their own (one copy fewer); smaller ones, which a launcher
-# keeping up with a fast job writes (128-512 KiB), are merged with their neighbours, since a
-# message per frame costs more than the copy: merged, a finished 1 GiB log streams about 1.5
-# times as fast.
-BIG_FRAME = 512 * 1024
-# The frame index keeps a mark every INDEX_STEP bytes of file (1024 for a 1 GiB log). It
-# walks headers a window at a time: one read covers thousands of small frames, and a big
-# frame costs one read.
-INDEX_STEP = 1024 * 1024
-INDEX_WINDOW = 64 * 1024
+log = logging.getLogger("jobmgr.worker")
 
 
-def frame(stream: Stream, data: bytes) -> list[bytes]:
-    """The pieces to writev() to append ``data`` as one frame."""
-    length = len(data)
-    return [FRAME.pack(stream, length), data, TRAILER.pack(length)]
+class OutputStart(TypedDict, total=False):
+    """Where a read of a job's output starts: at most one of these; none, its first byte."""
+
+    tail: int | None  # its last N lines
+    offset: int  # output byte N
+    since: int | None  # the first output captured at or after this, in ns since the epoch
 
 
-def valid_size(fd: int) -> int:
-    """Length of the longest prefix of whole frames (a crash may leave half of one)."""
-    size = os.fstat(fd).st_size
-    pos = 0
-    while pos + FRAME.size <= size:
-        _, length = FRAME.unpack(os.pread(fd, FRAME.size, pos))
-        if pos + OVERHEAD + length > size:
-            break
-        pos += OVERHEAD + length
-    return pos
+def check_start(start: OutputStart) -> OutputStart:
+    """``start``, checked: InvalidSpec for a negative one, or more than one."""
+    tail, offset, since = start.get("tail"), start.get("offset", 0), start.get("since")
+    if tail is not None and tail < 0:
+        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
+    if offset < 0:
+        raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
+    if sum((tail is not None, offset != 0, since is not None)) > 1:
+        raise InvalidSpec("give one of tail, offset and since: each says where output starts")
+    return start
 
 
 class OutputLog:
@@ -75,6 +67,8 @@ class OutputLog:
         self.path = path
         self._size = size
         self._done = done
+        self._incomplete = ""  # why the log lacks output the job wrote, when it does
+        self._damage_logged = False
         self._cond = threading.Condition()
         self._async_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._index = FrameIndex()
@@ -87,11 +81,17 @@ class OutputLog:
     def done(self) -> bool:
         return self._done
 
-    def advance(self, size: int, *, done: bool = False) -> None:
-        """The launcher committed frames up to ``size``; ``done``: nothing more will come."""
+    @property
+    def job_id(self) -> str:
+        return self.path.name.removesuffix(".log")
+
+    def advance(self, size: int, *, done: bool = False, incomplete: str = "") -> None:
+        """The launcher committed frames up to ``size``; ``done``: nothing more will come;
+        ``incomplete``: why output the job wrote is missing (readers end with that error)."""
         with self._cond:
             self._size = max(self._size, size)
             self._done = self._done or done
+            self._incomplete = self._incomplete or incomplete
             self._cond.notify_all()
             waiters, self._async_waiters = self._async_waiters, []
         for loop, fut in waiters:
@@ -130,11 +130,11 @@ class OutputLog:
         since: int | None = None,
     ) -> Iterator[OutputChunk]:
         """Every chunk from output byte ``offset`` (or the last ``tail`` lines, or the first
-        output captured at or after ``since``, in ns); with ``follow``, also what comes until
-        the log is done. OffsetPastEnd if the log holds less output than ``offset``. With
-        ``tail`` or ``since``, the first chunk is an empty one saying at which offset the
-        output starts, so that a reader of a silent job knows it too."""
-        with _Reader(self.path, self._index) as reader:
+        output captured at or after ``since``); with ``follow``, also what comes until the log
+        is done. OffsetPastEnd if the log holds less output than ``offset``. With ``tail`` or
+        ``since``, the first chunk is an empty one saying at which offset the output starts,
+        so that a reader of a silent job knows it too."""
+        with self._open() as reader:
             end = None if follow else self._size
             reader.seek(self._size, tail=tail, offset=offset, since=since)
             if tail is not None or since is not None:
@@ -145,6 +145,7 @@ class OutputLog:
                 if reader.offset < limit:
                     yield from reader.read(limit)
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     self.wait_beyond(reader.offset)
@@ -158,7 +159,7 @@ class OutputLog:
         since: int | None = None,
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of follow."""
-        with _Reader(self.path, self._index) as reader:
+        with self._open() as reader:
             end = None if follow else self._size
             reader.seek(self._size, tail=tail, offset=offset, since=since)
             if tail is not None or since is not None:
@@ -170,228 +171,39 @@ class OutputLog:
                     for chunk in reader.read(limit):
                         yield chunk
                 elif done or end is not None:
+                    self._finish(reader)
                     return
                 else:
                     await self.await_beyond(reader.offset)
+
+    def _open(self) -> FrameReader:
+        try:
+            return FrameReader(self.path, self._index)
+        except FileNotFoundError:
+            raise OutputIncomplete(f"job {self.job_id}'s output log is gone") from None
+        except OSError as exc:  # the message says why, never where: the path is the server's
+            raise OutputIncomplete(
+                f"job {self.job_id}'s output log cannot be read: {exc.strerror}"
+            ) from None
+
+    def _finish(self, reader: FrameReader) -> None:
+        """After the last chunk: say what is missing, if anything."""
+        problems = []
+        if reader.skipped:
+            where = ", ".join(f"{n} bytes at byte {at}" for at, n in reader.skipped[:3])
+            problems.append(f"its output log is damaged: {where} could not be read")
+            with self._cond:
+                first, self._damage_logged = not self._damage_logged, True
+            if first:
+                log.error("job %s: output log damaged (%s); served around it", self.job_id, where)
+        if self._incomplete and self._done:
+            problems.append(self._incomplete)
+        if problems:
+            raise OutputIncomplete(
+                f"job {self.job_id}: " + "; ".join(problems) + " (the rest of its output was sent)"
+            )
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# (a frame's file position, output bytes before it, output bytes in it, its time if it is a
-# time mark) -> stop there?
-_Stop = Callable[[int, int, int, int | None], bool]
-# Where a walk is: a frame boundary, the output bytes before it, the last time mark before it.
-Place = tuple[int, int, int | None]
-
-
-class FrameIndex:
-    """Where output bytes sit in one log: marks (file position, output offset, last capture
-    time) at frame boundaries, one every INDEX_STEP bytes of file, made as look-ups walk it.
-    Frames run from a few bytes to 1 MiB, so a look-up walks frame headers; with the marks
-    each log is walked once, and later look-ups walk at most INDEX_STEP bytes. Thread-safe: a
-    log's readers share it."""
-
-    def __init__(self) -> None:
-        self._places: list[Place] = [(0, 0, None)]
-        self._lock = threading.Lock()
-
-    def find_output(self, fd: int, offset: int, size: int) -> Place | None:
-        """Where output byte ``offset`` is in the first ``size`` bytes of the file: the
-        frame holding it (at ``size`` when ``offset`` is all the output there is), the output
-        offset that frame starts at and the time it was captured; None if there is less
-        output."""
-        with self._lock:
-            at = bisect.bisect_right([p[1] for p in self._places], offset) - 1
-            start = self._places[at]
-        place = self._walk(fd, start, size, lambda _p, o, n, _t: n > 0 and o + n > offset)
-        return place if place[0] < size or place[1] == offset else None
-
-    def find_time(self, fd: int, since: int, size: int) -> Place:
-        """The first time mark at or after ``since`` (ns) in the first ``size`` bytes of the
-        file, in log order; the end of them if there is none."""
-        with self._lock:
-            later = (i for i, p in enumerate(self._places) if p[2] is not None and p[2] >= since)
-            start = self._places[max(next(later, len(self._places)) - 1, 0)]
-        return self._walk(fd, start, size, lambda _p, _o, _n, t: t is not None and t >= since)
-
-    def place(self, fd: int, position: int) -> Place:
-        """The output bytes before ``position``, a frame boundary, and its capture time."""
-        with self._lock:
-            at = bisect.bisect_right([p[0] for p in self._places], position) - 1
-            start = self._places[at]
-        return self._walk(fd, start, position, lambda p, _o, _n, _t: p >= position)
-
-    def _walk(self, fd: int, start: Place, size: int, stop: _Stop) -> Place:
-        """Frame by frame from a boundary, up to ``size`` or the frame ``stop`` picks;
-        returns where it ended, the output bytes and the last time mark before that."""
-        position, out, when = start
-        while position + FRAME.size <= size:
-            window = os.pread(fd, min(INDEX_WINDOW, size - position), position)
-            at = 0
-            while at + FRAME.size <= len(window):
-                stream, length = FRAME.unpack_from(window, at)
-                counted = length if stream in OUTPUT_STREAMS else 0
-                mark = _mark_time(fd, window, position + at, at) if stream == TIME_STREAM else None
-                if stop(position + at, out, counted, mark):
-                    return position + at, out, when
-                self._note(position + at, out, when)
-                at += OVERHEAD + length
-                out += counted
-                when = when if mark is None else mark
-            if at == 0:
-                raise OSError(f"output log {fd} is shorter than its committed size")
-            position += at
-        return position, out, when
-
-    def _note(self, position: int, out: int, when: int | None) -> None:
-        if position >= self._places[-1][0] + INDEX_STEP:
-            with self._lock:
-                if position >= self._places[-1][0] + INDEX_STEP:
-                    self._places.append((position, out, when))
-
-
-def _mark_time(fd: int, window: bytes, position: int, at: int) -> int:
-    """The time in the time mark at file ``position`` (``at`` in ``window``)."""
-    data = window[at + FRAME.size : at + FRAME.size + MARK.size]
-    if len(data) < MARK.size:
-        data = os.pread(fd, MARK.size, position + FRAME.size)
-    (when,) = MARK.unpack(data)
-    return int(when)
-
-
-class _Reader:
-    """Parses frames from an output file, from a frame boundary up to a committed size;
-    ``out`` is the output offset of the next byte it hands out, ``when`` the capture time
-    of the last time mark it passed."""
-
-    def __init__(self, path: Path, index: FrameIndex) -> None:
-        self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self._index = index
-        self.offset = 0
-        self.out = 0
-        self.when: int | None = None
-        self._skip = 0  # bytes of the next frame's data to leave out (for tail and offset)
-
-    def __enter__(self) -> _Reader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self._fd)
-
-    def seek(self, size: int, *, tail: int | None, offset: int, since: int | None) -> None:
-        """Start at the last ``tail`` lines, at output byte ``offset``, or at the first
-        output captured at or after ``since``, of the first ``size`` bytes of the file."""
-        if tail is not None:
-            self._seek_tail(tail, size)
-            _, out, self.when = self._index.place(self._fd, self.offset)
-            self.out = out + self._skip
-        elif since is not None:
-            self.offset, self.out, self.when = self._index.find_time(self._fd, since, size)
-        elif offset:
-            found = self._index.find_output(self._fd, offset, size)
-            if found is None:
-                total = self._index.place(self._fd, size)[1]
-                raise OffsetPastEnd(
-                    f"offset {offset} is past the end of the job's output ({total} bytes)"
-                )
-            self.offset, start, self.when = found
-            self._skip = offset - start
-            self.out = offset
-
-    def _seek_tail(self, lines: int, size: int) -> None:
-        """Start at the last ``lines`` lines of the first ``size`` bytes, like ``tail -n``."""
-        if lines == 0:
-            self.offset = size
-            return
-        end = size
-        wanted = lines  # newlines to pass, walking back: the one before each line we keep
-        first = True
-        while end > 0:
-            (length,) = TRAILER.unpack(os.pread(self._fd, TRAILER.size, end - TRAILER.size))
-            start = end - OVERHEAD - length
-            (stream,) = os.pread(self._fd, 1, start)
-            if stream not in OUTPUT_STREAMS:
-                end = start
-                continue
-            data = os.pread(self._fd, length, start + FRAME.size)
-            stop = len(data)
-            if first and data.endswith(b"\n"):
-                stop -= 1  # a final newline ends the last line, it does not start one
-            first = False
-            while wanted:
-                stop = data.rfind(b"\n", 0, stop)
-                if stop < 0:
-                    break
-                wanted -= 1
-            if not wanted:
-                self.offset, self._skip = start, stop + 1
-                return
-            end = start
-        self.offset, self._skip = 0, 0
-
-    def read(self, limit: int) -> list[OutputChunk]:
-        """Chunks from the current offset up to ``limit``, adjacent same-stream frames merged."""
-        head = os.pread(self._fd, FRAME.size, self.offset)
-        if len(head) == FRAME.size:
-            stream, length = FRAME.unpack(head)
-            if length >= BIG_FRAME:  # read straight into its own bytes: one copy fewer
-                return self._read_big(stream, length)
-        want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
-        buf = memoryview(os.pread(self._fd, want, self.offset))
-        chunks: list[OutputChunk] = []
-        pieces: list[memoryview] = []
-        stream = 0
-        pos = 0
-        while pos + FRAME.size <= len(buf):
-            frame_stream, length = FRAME.unpack_from(buf, pos)
-            end = pos + OVERHEAD + length
-            if end > len(buf):
-                if pos == 0:  # a frame bigger than the window: read it whole
-                    return self._read_big(frame_stream, length)
-                break
-            if frame_stream not in OUTPUT_STREAMS:
-                if frame_stream == TIME_STREAM:  # what follows has a time of its own
-                    if pieces:
-                        chunks.append(self._chunk(stream, b"".join(pieces)))
-                        pieces = []
-                    (self.when,) = MARK.unpack_from(buf, pos + FRAME.size)
-                pos = end
-                continue
-            if frame_stream != stream and pieces:
-                chunks.append(self._chunk(stream, b"".join(pieces)))
-                pieces = []
-            stream = frame_stream
-            data = buf[pos + FRAME.size + self._skip : end - TRAILER.size]
-            self._skip = 0
-            if data:
-                pieces.append(data)
-            pos = end
-        if pos == 0:
-            raise OSError(f"output log {self._fd} is shorter than its committed size")
-        if pieces:
-            chunks.append(self._chunk(stream, b"".join(pieces)))
-        self.offset += pos
-        return chunks
-
-    def _read_big(self, stream: int, length: int) -> list[OutputChunk]:
-        if stream not in OUTPUT_STREAMS:
-            if stream == TIME_STREAM:
-                (self.when,) = MARK.unpack(os.pread(self._fd, MARK.size, self.offset + FRAME.size))
-            self.offset += OVERHEAD + length
-            return []
-        data = os.pread(self._fd, length - self._skip, self.offset + FRAME.size + self._skip)
-        self._skip = 0
-        self.offset += OVERHEAD + length
-        return [self._chunk(stream, data)]
-
-    def position(self) -> OutputChunk:
-        """An empty chunk at the output offset the reader is at."""
-        return OutputChunk(Stream.STDOUT, b"", self.out)
-
-    def _chunk(self, stream: int, data: bytes) -> OutputChunk:
-        chunk = OutputChunk(Stream(stream), data, self.out, self.when)
-        self.out += len(data)
-        return chunk

@@ -23,12 +23,12 @@
  *   the command in a new session, every signal at its default; an error on the way comes back
  *   here. It reports "started" or "error <stage> <message>".
  *
- * Signal and reaping rules, as in tini: SIGTERM, SIGINT and SIGHUP are forwarded to the job's
- * main process; every child that dies in the namespace is reaped; when the main process ends,
- * init reports "exit <wait status>" and exits with its code (128+N for signal N), and the
- * kernel SIGKILLs whatever is left in the namespace, daemons included. Signals are blocked
- * and taken with sigwaitinfo(), so no handler races the loop. Each report is one line in one
- * write (under PIPE_BUF); the launcher writes the order and reads the reports in _shim/pid1.py.
+ * Signal and reaping rules, as in tini: every child that dies in the namespace is reaped; when
+ * the job's main process ends, init reports "exit <wait status>" and exits with its code, and
+ * the kernel SIGKILLs whatever is left in the namespace, daemons included. Signals are blocked
+ * and taken with sigwaitinfo(), so no handler races the loop; which signal is forwarded and
+ * which is the launcher's stop is in _pid1_supervise.c. Each report is one line in one write
+ * (under PIPE_BUF); the launcher writes the order and reads the reports in _shim/pid1.py.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -48,12 +48,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "_pid1.h"
 #include "_sandbox.h"
 
 enum { FD_STDIN, FD_STDOUT, FD_STDERR, FD_ORDER, FD_REPORT, FD_LEASE, NFDS };
 #define MAX_PROCS_FILES 16
 
-static void report(int fd, const char *fmt, ...) {
+void report(int fd, const char *fmt, ...) {
     char line[4000];
     va_list ap;
     va_start(ap, fmt);
@@ -147,37 +148,10 @@ static _Noreturn void report_failure(int rep, const struct failure *f) {
     _exit(127);
 }
 
-static _Noreturn void supervise(pid_t job, const sigset_t *watched, int rep) {
-    for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(watched, &info);
-        if (sig < 0)
-            continue; /* EINTR */
-        if (sig != SIGCHLD) {
-            kill(job, sig);
-            continue;
-        }
-        for (;;) {
-            int status;
-            pid_t dead = waitpid(-1, &status, WNOHANG);
-            if (dead <= 0)
-                break;
-            if (dead == job) {
-                report(rep, "exit %d", status);
-                _exit(WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status));
-            }
-        }
-    }
-}
-
 static _Noreturn void run_init(const int *fds) {
     int rep = fds[FD_REPORT];
     sigset_t watched;
-    sigemptyset(&watched);
-    sigaddset(&watched, SIGCHLD);
-    sigaddset(&watched, SIGTERM);
-    sigaddset(&watched, SIGINT);
-    sigaddset(&watched, SIGHUP);
+    watched_signals(&watched);
     sigprocmask(SIG_SETMASK, &watched, NULL);
     if (read_setup(fds[FD_ORDER], &SETUP) < 0)
         fail(rep, "setup", "reading the slot's set-up");

@@ -26,7 +26,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ._errors import WorkerError
-from ._outputlog import MAX_CHUNK
+from ._frames import MAX_CHUNK
+from ._pidfd import ProcessHandle
 from ._shim import SlotSettings, StartRefused, StartStage, encode_setup
 from ._slot import SPARE_STATES, Slot, SlotState
 from ._spec import UNLIMITED
@@ -40,10 +41,16 @@ log = logging.getLogger("jobmgr.launcher")
 
 
 class WarmPool:
-    """The spare slots; ``watch`` hands each new one to whoever reads its pipes."""
+    """The spare slots; ``watch`` hands each new one to whoever reads its pipes, and
+    ``watch_zygote`` each zygote to whoever learns of its exit (through its pidfd)."""
 
     def __init__(
-        self, state_dir: Path, driver: CgroupDriver, size: int, watch: Callable[[Slot], None]
+        self,
+        state_dir: Path,
+        driver: CgroupDriver,
+        size: int,
+        watch: Callable[[Slot], None],
+        watch_zygote: Callable[[ProcessHandle], None],
     ) -> None:
         self.spares: dict[str, Slot] = {}
         self._driver = driver
@@ -59,9 +66,8 @@ class WarmPool:
         shutil.rmtree(self._dir, ignore_errors=True)  # a dead launcher's
         self._dir.mkdir(mode=0o700)
         self._devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._zygote, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.zygote_pid = _spawn_zygote(zygote_end)
-        zygote_end.close()
+        self._zygote, self.zygote = _spawn_zygote()
+        watch_zygote(self.zygote)
 
     def configure(self, settings: SlotSettings) -> None:
         """Make slots as ``settings`` say from now on; spares made otherwise are let go."""
@@ -117,11 +123,21 @@ class WarmPool:
                 spare.move(SlotState.DISCARDED)
                 close_order(spare)
 
-    def stop_zygote(self, reaped: bool) -> None:
-        """Close the zygote's socket, which ends it; wait for it unless already ``reaped``."""
+    def zygote_ended(self) -> None:
+        """The zygote exited: unless closing, start another, since every spare comes from it."""
         self._zygote.close()
-        if not reaped:
-            os.waitpid(self.zygote_pid, 0)
+        if self._closed:
+            return
+        log.error("the zygote exited (wait status %s); starting another", self.zygote.status)
+        self.zygote.close()
+        self._zygote, self.zygote = _spawn_zygote()
+
+    def stop_zygote(self) -> None:
+        """Close the zygote's socket, which ends it, and reap it."""
+        self._zygote.close()
+        if self.zygote.status is None:
+            os.waitid(os.P_PIDFD, self.zygote.fd, os.WEXITED)
+        self.zygote.close()
 
     def _make(self) -> Slot:
         if self.settings is None or self._leases is None:
@@ -146,6 +162,10 @@ class WarmPool:
             for fd in (out_w, err_w):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, MAX_CHUNK)
             os.write(order_w, encode_setup(lease.uid, lease.uid, self.settings))
+            # Held until the mid reports the init's pid, then closed for its pidfd to take:
+            # out of descriptors, a start is refused here, never left without a pidfd.
+            pidfd_room = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            undo.callback(os.close, pidfd_room)
             procs = b"\0".join(os.fsencode(procs) for procs in cgroup.procs_files)
             fds = [self._devnull, out_w, err_w, order_r, report_w, lease.fd]
             socket.send_fds(self._zygote, [procs], fds)
@@ -164,6 +184,7 @@ class WarmPool:
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},
             report_fd=report_r,
             order_fd=order_w,
+            pidfd_room=pidfd_room,
         )
         self.spares[slot_id] = spare
         self._watch(spare)
@@ -185,16 +206,20 @@ def refuse_if_full(exc: OSError) -> None:
         ) from exc
 
 
+def refuse_if_exhausted(exc: OSError) -> None:
+    """A full disk or no file descriptors left: refuse the start, saying which."""
+    refuse_if_full(exc)
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        message = f"the server has no file descriptors left for a new job: {exc}"
+        raise StartRefused(StartStage.DESCRIPTORS, message) from exc
+
+
 @contextlib.contextmanager
 def _refused_if_exhausted() -> Iterator[None]:
-    """A full disk or no file descriptors left: refuse the start, saying which."""
     try:
         yield
     except OSError as exc:
-        refuse_if_full(exc)
-        if exc.errno in (errno.EMFILE, errno.ENFILE):
-            message = f"the server has no file descriptors left for a new job: {exc}"
-            raise StartRefused(StartStage.DESCRIPTORS, message) from exc
+        refuse_if_exhausted(exc)
         raise
 
 
@@ -213,9 +238,13 @@ def _pipe(undo: contextlib.ExitStack) -> tuple[int, int]:
     return read_end, write_end
 
 
-def _spawn_zygote(sock: socket.socket) -> int:
-    """Run the zygote program that forks every slot (see _pid1.c), on its end of ``sock``."""
+def _spawn_zygote() -> tuple[socket.socket, ProcessHandle]:
+    """Run the zygote program that forks every slot (see _pid1.c): our end of its socket, and
+    its pidfd (taken before anything could reap it: only pidfds reap, see _pidfd)."""
     if not os.access(ZYGOTE, os.X_OK):
         raise WorkerError(f"{ZYGOTE} is missing or not executable: reinstall jobmgr")
-    sock.set_inheritable(True)
-    return os.posix_spawn(ZYGOTE, [str(ZYGOTE), str(sock.fileno())], {})
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.set_inheritable(True)
+    pid = os.posix_spawn(ZYGOTE, [str(ZYGOTE), str(theirs.fileno())], {})
+    theirs.close()
+    return ours, ProcessHandle.of_child(pid)

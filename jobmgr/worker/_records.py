@@ -12,18 +12,20 @@ it (re)connects.
 from __future__ import annotations
 
 import os
+import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from ._outputlog import FRAME, RECORD_STREAM, TRAILER, valid_size
+from ._frames import FRAME, OVERHEAD, RECORD_STREAM, TRAILER
 from ._shim import JobRecord, JobResult, ProtocolError, decode_record, encode_record
 from ._status import JobState
-from .cgroups import CgroupDriver, CgroupStats
+from .cgroups import CgroupStats
 
 LOG_SUFFIX = ".log"
 OOM_REASON = "the memory limit was exceeded and the OOM killer fired"
-LOST_REASON = "its supervisor (the launcher) died; what was left of it was killed"
 RESULT_ROOM = 2048  # a result is a few hundred bytes of JSON
+MAX_RECORD = 16 * 1024 * 1024  # far above any record: argv and env fit in a 4 MiB request
 
 
 def log_path(jobs_dir: Path, job_id: str) -> Path:
@@ -42,33 +44,77 @@ def record_frame(job: JobRecord) -> bytes:
     return FRAME.pack(RECORD_STREAM, len(body)) + body + TRAILER.pack(len(body))
 
 
-def read_record(log: Path) -> tuple[JobRecord, JobResult | None] | None:
-    """The job record and result (None while it runs) from a log; None if it has none that
-    can be read."""
+@dataclass(frozen=True)
+class DamagedRecord:
+    """A log whose record frame cannot be read; ``reason`` says what is wrong with it."""
+
+    reason: str
+
+
+Record = tuple[JobRecord, JobResult | None]
+
+
+def load_record(log: Path) -> Record | DamagedRecord:
+    """The job record and result (None while it runs) from the head of a log, or what is
+    wrong with it. Every log in jobs/ had its record written before it was moved there, so
+    one that cannot be read was damaged (or cut) since."""
     try:
         with open(log, "rb") as f:
             head = f.read(FRAME.size)
             if len(head) < FRAME.size:
-                return None
+                return DamagedRecord(f"the log is only {len(head)} bytes long")
             stream, length = FRAME.unpack(head)
-            if stream != RECORD_STREAM:
-                return None
+            if stream != RECORD_STREAM or length > MAX_RECORD:
+                return DamagedRecord(f"its first frame header is not a record's ({head.hex()})")
             return decode_record(f.read(length))
-    except (OSError, ProtocolError):
-        return None
+    except ProtocolError as exc:
+        return DamagedRecord(f"its record does not parse: {exc}")
+    except OSError as exc:
+        return DamagedRecord(f"it cannot be read: {exc.strerror}")
 
 
-def write_result(log: Path, job: JobRecord, result: JobResult) -> None:
-    """Put ``result`` into the record frame, in place."""
+def read_record(log: Path) -> Record | None:
+    """The job record and result from a log; None if it has none that can be read."""
+    record = load_record(log)
+    return None if isinstance(record, DamagedRecord) else record
+
+
+def write_result(log: Path, job: JobRecord, result: JobResult, frame_size: int) -> bool:
+    """Put ``result`` into the record frame of ``frame_size`` bytes at the head of ``log``,
+    rewriting the whole frame (header and trailer too), so a head damaged while the job ran
+    is mended from the record the caller holds. True if the head on disk was damaged."""
+    body_size = frame_size - OVERHEAD
+    body = encode_record(job, result)
+    if len(body) > body_size:
+        raise OSError(f"the result of {log.stem} does not fit its record frame")
+    frame = FRAME.pack(RECORD_STREAM, body_size) + body.ljust(body_size) + TRAILER.pack(body_size)
     fd = os.open(log, os.O_RDWR | os.O_CLOEXEC)
     try:
-        _, length = FRAME.unpack(os.pread(fd, FRAME.size, 0))
-        body = encode_record(job, result)
-        if len(body) > length:
-            raise OSError(f"the result of {log.stem} does not fit its record frame")
-        os.pwrite(fd, body.ljust(length), FRAME.size)
+        before = os.pread(fd, frame_size, 0)
+        os.pwrite(fd, frame, 0)
     finally:
         os.close(fd)
+    return not _same_frame(before, frame)
+
+
+def record_frame_size(log: Path) -> int:
+    """The size of a log's readable record frame, read from its header."""
+    with open(log, "rb") as f:
+        _, length = FRAME.unpack(f.read(FRAME.size))
+    return int(length) + OVERHEAD
+
+
+def _same_frame(before: bytes, after: bytes) -> bool:
+    """Whether ``before`` is a record frame of the same shape as ``after`` (the result part
+    of the body may differ)."""
+    body_size = len(after) - OVERHEAD
+    try:
+        header = FRAME.unpack_from(before)
+        (trailer,) = TRAILER.unpack_from(before, len(after) - TRAILER.size)
+        decode_record(before[FRAME.size : FRAME.size + body_size])
+    except (struct.error, ProtocolError):
+        return False
+    return header == (RECORD_STREAM, body_size) and trailer == body_size
 
 
 def ended_result(
@@ -100,45 +146,3 @@ def ended_result(
         output_truncated=output_truncated,
         reason=stop_reason or (OOM_REASON if stats.oom_killed else ""),
     )
-
-
-def mark_lost(jobs_dir: Path, driver: CgroupDriver) -> None:
-    """Record every job a dead launcher left unfinished as LOST; clear its cgroups.
-
-    Runs as a new launcher starts, so no process of those jobs can still be supervised.
-    """
-    jobs_dir.mkdir(mode=0o700, exist_ok=True)
-    for job_id in logged_jobs(jobs_dir):
-        log = log_path(jobs_dir, job_id)
-        record = read_record(log)
-        if record is None:
-            log.unlink(missing_ok=True)  # never got as far as starting
-            continue
-        job, result = record
-        if result is not None:
-            continue
-        result = JobResult(
-            state=JobState.LOST,
-            exit_code=None,
-            signal=None,
-            oom_killed=False,
-            ended_at=time.time(),
-            cpu_seconds=0.0,
-            peak_memory_bytes=0,
-            output_size=_cut_to_whole_frames(log),
-            reason=LOST_REASON,
-        )
-        write_result(log, job, result)
-    for name in driver.existing():
-        driver.open(name).destroy()
-
-
-def _cut_to_whole_frames(path: Path) -> int:
-    """Cut a log back to its whole frames (a crash may leave half of one); its new size."""
-    fd = os.open(path, os.O_RDWR)
-    try:
-        size = valid_size(fd)
-        os.ftruncate(fd, size)
-        return size
-    finally:
-        os.close(fd)

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 from ._capture import LogWriter
-from ._shim import JobRecord, StartRequest
+from ._pidfd import ProcessHandle
+from ._shim import InitExited, JobRecord, StartRequest
 from ._status import Stream
 from .cgroups import JobCgroup
 
@@ -37,7 +39,7 @@ class SlotState(enum.Enum):
     WARMING = "warming"  # its init is being made: cgroup joined, namespaces unshared
     READY = "ready"  # its init waits for an order
     STARTING = "starting"  # a start took it: limits set, record written, order sent
-    RUNNING = "running"  # the command runs
+    RUNNING = "running"  # the command runs, and the launcher holds its init's pidfd
     STOPPING = "stopping"  # a stop or a timeout asked it to end: SIGTERM, then SIGKILL
     DISCARDED = "discarded"  # given up without a job; its init is on its way out
     ENDED = "ended"  # pipes closed, init reaped, cgroup removed
@@ -82,8 +84,9 @@ class Job:
     start_req: int  # the start request's id, to answer
     record: JobRecord
     log: LogWriter | None = None  # once its record is written
-    stop_reason: str = ""
+    stop_reason: str = ""  # set once the launcher asked it to stop
     stop_waiters: list[int] = field(default_factory=list)  # stop requests to answer at its end
+    record_size: int = 0  # bytes of its record frame, the head of its log
 
 
 @dataclass(eq=False)
@@ -98,10 +101,11 @@ class Slot:
     pipes: dict[int, Stream]  # the job's stdout and stderr, while open
     report_fd: int | None  # the init's report lines, while open
     order_fd: int | None  # the init's order, until sent or given up
+    pidfd_room: int | None = None  # a descriptor kept free for the init's pidfd
     report_buf: bytes = b""  # a report line read in part
-    init_pid: int | None = None
-    init_status: int | None = None  # its wait status, once reaped
-    job_status: int | None = None  # the command's wait status, as the init reported it
+    init: ProcessHandle | None = None  # a pidfd of its init, once the mid reported its pid
+    started: bool = False  # the init reported that the command runs
+    exit_report: InitExited | None = None  # how the command ended, as the init reported it
     job: Job | None = None
     _state: SlotState = field(default=SlotState.WARMING, init=False)
 
@@ -113,6 +117,13 @@ class Slot:
         """Move to state ``to``, or raise IllegalTransition."""
         self._state = transition(self.id, self._state, to)
 
+    def release_pidfd_room(self) -> None:
+        """Free the descriptor kept for the init's pidfd (for the pidfd to take, or at the
+        slot's end)."""
+        if self.pidfd_room is not None:
+            os.close(self.pidfd_room)
+            self.pidfd_room = None
+
     @property
     def size(self) -> int:
         """Bytes of the job's log committed so far."""
@@ -120,7 +131,7 @@ class Slot:
 
     @property
     def gone(self) -> bool:
-        """True once nothing of it is alive: pipes closed and init reaped (if it had one)."""
+        """True once nothing of it is alive: pipes closed and init ended (if it had one)."""
         if self.pipes or self.report_fd is not None:
             return False
-        return self.init_pid is None or self.init_status is not None
+        return self.init is None or self.init.ended

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import pwd
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from ._errors import InvalidSpec
 
 MiB = 1024 * 1024
+MAX_REQUEST_ID = 200
 
 # What the kernel can take, and what leaves a job room to run: a pids limit of 1 would leave
 # none beside its init, a memory limit under 1 MiB none for anything at all.
@@ -161,6 +163,8 @@ class JobSpec:
     mounts:  host paths bound into the job's view (each allowed by the worker's Sandbox).
     rootfs:  a directory tree to use as the job's root instead of the host's (allowed by the
              worker's Sandbox); None: the host's root, read-only.
+    request_id: the caller's id for this start (up to 200 characters): a start retried with
+             the same id and owner returns the job the first one started, never a second.
     """
 
     argv: Sequence[str]
@@ -172,8 +176,14 @@ class JobSpec:
     run_as: str | None = None
     mounts: Sequence[Mount] = ()
     rootfs: str | None = None
+    request_id: str = ""
 
     def __post_init__(self) -> None:
+        if len(self.request_id) > MAX_REQUEST_ID:
+            raise InvalidSpec(
+                f"the request id is {len(self.request_id)} characters long; at most "
+                f"{MAX_REQUEST_ID} are kept (a UUID is 36)"
+            )
         if self.timeout is not None and not 0 < self.timeout < 10 * 365 * 86400:
             raise InvalidSpec(f"timeout must be a positive number of seconds, got {self.timeout}")
         if isinstance(self.argv, str | bytes):
@@ -210,3 +220,23 @@ DEFAULT_ENV: Mapping[str, str] = {
     "HOME": SCRATCH,
     "LANG": "C.UTF-8",
 }
+
+
+def resolve_user(
+    user: str | None, allowed: Collection[str] | None
+) -> tuple[int | None, int | None, bool]:
+    """(uid, gid, root) for ``user`` (a name or a uid), if ``allowed`` lets jobs run as it
+    (None allows any): None, None for a uid of the job's own, and root True for root (of a
+    user namespace of the job's own). InvalidSpec otherwise, saying why."""
+    if user is None:
+        return None, None, False
+    if allowed is not None and user not in allowed:
+        names = ", ".join(sorted(allowed)) or "none"
+        raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {names})")
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except (KeyError, OverflowError):
+        raise InvalidSpec(f"no such user: {user!r}") from None
+    if entry.pw_uid == 0:
+        return None, None, True
+    return entry.pw_uid, entry.pw_gid, False

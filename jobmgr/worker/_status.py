@@ -47,7 +47,9 @@ class JobStatus:
     signal is the number of the signal that ended it, else None.
     cpu_seconds and peak_memory_bytes are live while it runs and final afterwards.
     reason says why it ended when that is not plain (stopped, timed out, OOM, lost);
-    output_truncated is set once output was dropped (the output cap, or a full disk).
+    output_truncated is set once output was dropped (the output cap, or a full disk);
+    request_id is the id its client gave the Start (empty if none): a retried Start with the
+    same id, from the same owner, finds this job instead of starting another.
     """
 
     id: str
@@ -64,6 +66,7 @@ class JobStatus:
     peak_memory_bytes: int = 0
     reason: str = ""
     output_truncated: bool = False
+    request_id: str = ""
 
     @property
     def terminated(self) -> bool:

@@ -5,10 +5,15 @@ the head of each job's output log (see _records) is the hand-off for what happen
 server is connected; the worker folds it in here when it comes back.  A failed write (disk
 full) is logged and the record kept in memory: SQLite's journal keeps the file consistent
 either way.
+
+A database that fails ``PRAGMA quick_check`` as it is opened (damaged on disk, cut short) is
+moved aside, never deleted, with one log line, and a new one is made: every job's record is in
+its log too, so the worker rebuilds the table from the logs.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -38,14 +43,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     cpu_seconds REAL NOT NULL,
     peak_memory_bytes INTEGER NOT NULL,
     reason TEXT NOT NULL,
-    output_truncated INTEGER NOT NULL
+    output_truncated INTEGER NOT NULL,
+    request_id TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, started_at);
 """
 _COLUMNS = (
     *("id", "argv", "owner", "limits", "state", "started_at", "ended_at", "exit_code"),
     *("signal", "oom_killed", "cpu_seconds", "peak_memory_bytes", "reason", "output_truncated"),
+    "request_id",
 )
+DAMAGED_SUFFIX = ".damaged-"  # jobs.db.damaged-<UTC time>: a database moved aside
 
 
 class JobStore:
@@ -53,16 +61,18 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
-        # SQLite creates the file with the umask's mode (often 0644) and gives its WAL the
-        # database's mode: made here first, it is private from its first byte.
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # WAL with synchronous=NORMAL survives any process crash; only a power cut may lose
-        # the last commits, never corrupt the file.
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            aside = _move_aside(path)
+            log.error(
+                "%s is damaged (%s): moved aside to %s; rebuilding the job records from the"
+                " jobs' logs",
+                path.name,
+                exc,
+                aside.name,
+            )
+            self._db = _open(path)
 
     def load(self) -> list[JobStatus]:
         with self._lock:
@@ -96,6 +106,46 @@ class JobStore:
             log.error("job records could not be saved (kept in memory only): %s", exc)
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """The database at ``path``, made if new, checked, in WAL mode, with today's schema."""
+    # SQLite creates the file with the umask's mode (often 0644) and gives its WAL the
+    # database's mode: made here first, it is private from its first byte.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        rows = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+        if rows != ["ok"]:
+            lines = [line for row in rows for line in row.splitlines() if line.strip()]
+            problems = [line for line in lines if not line.startswith("***")] or lines
+            more = f", and {len(problems) - 1} more problems" if len(problems) > 1 else ""
+            raise sqlite3.DatabaseError(f"PRAGMA quick_check: {problems[0]}{more}")
+        # WAL with synchronous=NORMAL survives any process crash; only a power cut may lose
+        # the last commits, never corrupt the file.
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(jobs)")}
+        if "request_id" not in columns:  # a database made before request ids
+            db.execute("ALTER TABLE jobs ADD COLUMN request_id TEXT NOT NULL DEFAULT ''")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename the database and its WAL and shared-memory files (a WAL left behind would be
+    replayed into the new database) to ``<name>.damaged-<UTC time>``; the new name."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(path.name + DAMAGED_SUFFIX + stamp)
+    for suffix in ("-wal", "-shm", ""):
+        source = path.with_name(path.name + suffix)
+        if source.exists():
+            source.rename(aside.with_name(aside.name + suffix))
+    return aside
+
+
 def _to_row(s: JobStatus) -> tuple[object, ...]:
     return (
         s.id,
@@ -112,6 +162,7 @@ def _to_row(s: JobStatus) -> tuple[object, ...]:
         s.peak_memory_bytes,
         s.reason,
         int(s.output_truncated),
+        s.request_id,
     )
 
 
@@ -131,4 +182,5 @@ def _from_row(row: Any) -> JobStatus:
         peak_memory_bytes=row["peak_memory_bytes"],
         reason=row["reason"],
         output_truncated=bool(row["output_truncated"]),
+        request_id=row["request_id"],
     )

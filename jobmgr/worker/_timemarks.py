@@ -18,7 +18,7 @@ import time
 
 TIME_STREAM = 3
 MARK = struct.Struct("!q")  # a mark frame's data
-# The whole frame, in the log's frame format (see _outputlog): stream, length, data, length.
+# The whole frame, in the log's frame format (see _frames): stream, length, data, length.
 MARK_FRAME = struct.Struct("!BIqI")  # 17 bytes
 # Marks are this far apart at least: a fast job's chunks share one (at 1 GB/s, one mark per
 # MiB of output), a slow job gets one per write it makes.

@@ -1,27 +1,33 @@
-"""Worker: the library's front door. Keeps the job table; the launcher does the kernel work."""
+"""Worker: the library's front door. Keeps the job table; the launcher does the kernel work.
+
+The launcher is kept by _keeper: while it is down (dead, frozen, being replaced) starts and
+stops are refused with WorkerUnavailable, naming it; ``watch_availability`` tells the API
+layer, whose health check follows it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import fcntl
+import logging
 import os
-import pwd
 import threading
-import time
-from collections.abc import AsyncIterator, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Unpack
 
 from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host, hidden
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
 from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
+from ._keeper import LauncherKeeper
 from ._launcher_client import LauncherClient
-from ._outputlog import OutputLog
+from ._outputlog import OutputLog, OutputStart, check_start
 from ._records import log_path
+from ._retries import RetriedStarts
 from ._shim import (
-    ConnectionLost,
     Event,
     HelloReply,
     JobExited,
@@ -35,7 +41,7 @@ from ._shim import (
     StopReply,
     StopRequest,
 )
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, resolve_user
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -43,6 +49,7 @@ from .cgroups import CgroupDriver, detect_driver
 
 _REPLY_TIMEOUT = 60.0
 GiB = 1024**3
+log = logging.getLogger("jobmgr.worker")
 
 
 class Worker:
@@ -108,17 +115,26 @@ class Worker:
             user_namespaces=sandbox.user_namespaces,
             binds=bool(sandbox.mount_sources or sandbox.rootfs_dirs),
         )
-        self._lock = threading.Lock()  # guards _closed and _starting
+        self._lock = threading.Lock()  # guards _closed, _starting and the run-as policy
         self._closed = False
         self._starting = 0
+        self._availability: list[Callable[[bool], None]] = []
         try:
             self._driver: CgroupDriver = detect_driver(cgroup_parent)
             self._store = JobStore(self._state / "jobs.db")
             self._table = JobTable(self._store, self._jobs_dir, retention)
+            self._retries = RetriedStarts(self._table)
             load_history(self._table)
-            self._launcher, hello = self._connect(cgroup_parent, warm_slots)
-            adopt(self._table, hello.running)
-            self._table.prune()
+            self._keeper = LauncherKeeper(
+                self._state,
+                cgroup_parent,
+                warm_slots,
+                self._slots,
+                self._on_event,
+                self._on_hello,
+                self._on_availability,
+            )
+            self._keeper.connect()
         except BaseException:
             os.close(self._lock_fd)
             raise
@@ -140,23 +156,27 @@ class Worker:
         with self._lock:
             self._default_run_as, self._allowed_run_as = default_run_as, allowed
 
-    def start(self, spec: JobSpec) -> str:
+    def start(self, spec: JobSpec, *, deadline: float | None = None) -> str:
         """Start a job; returns its id once its command is running.
 
         Raises LaunchError if the command cannot be executed, InvalidSpec if the spec is bad
-        or asks for more than the maxima, CapacityError if too many jobs are running.
+        or asks for more than the maxima, CapacityError if too many jobs are running,
+        WorkerUnavailable while the launcher is down, DeadlineExceeded if ``deadline`` (a
+        ``time.monotonic()`` time) passed before the job could be launched: it then was not.
+        A spec with a request id that this owner used before gets that start's job.
         """
-        return _started(self._submit_start(spec).result(_REPLY_TIMEOUT))
+        return _started(self._submit_start(spec, deadline).result(_REPLY_TIMEOUT))
 
-    async def astart(self, spec: JobSpec) -> str:
+    async def astart(self, spec: JobSpec, *, deadline: float | None = None) -> str:
         """Asyncio form of start."""
-        return _started(await asyncio.wrap_future(self._submit_start(spec)))
+        return _started(await asyncio.wrap_future(self._submit_start(spec, deadline)))
 
     def stop(self, job_id: str, grace: float | None = None) -> JobStatus:
         """SIGTERM every process of the job, SIGKILL what is left after ``grace`` seconds.
 
-        Returns the final status once nothing of the job is alive. A finished job is
-        returned as it is.
+        Returns the final status once nothing of the job is alive: STOPPED, or, for a job that
+        ended by itself before the stop reached it, how it ended (EXITED with its code). A
+        finished job is returned as it is.
         """
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
@@ -167,8 +187,7 @@ class Worker:
         """Asyncio form of stop."""
         fut = self._submit_stop(job_id, grace)
         if fut is not None:
-            reply = await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace))
-            _stopped(reply)
+            _stopped(await asyncio.wait_for(asyncio.wrap_future(fut), self._stop_timeout(grace)))
         return self.status(job_id)
 
     def status(self, job_id: str) -> JobStatus:
@@ -194,35 +213,30 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self,
-        job_id: str,
-        *,
-        follow: bool = True,
-        tail: int | None = None,
-        offset: int = 0,
-        since: int | None = None,
+        self, job_id: str, *, follow: bool = True, **start: Unpack[OutputStart]
     ) -> Iterator[OutputChunk]:
-        """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
-        bytes are counted), its last ``tail`` lines, or what was captured at or after
-        ``since`` (ns since the epoch); with ``follow``, live until the job has ended. An
-        offset past the output there is raises OffsetPastEnd as it is read."""
-        _check_start(tail, offset, since)
-        log = self._table.get(job_id).log
-        return log.follow(follow=follow, tail=tail, offset=offset, since=since)
+        """The job's output from byte ``offset`` (see _outputlog), its last ``tail`` lines or
+        what was captured at or after ``since``; with ``follow``, live until the job has
+        ended. An offset past the output there is raises OffsetPastEnd as it is read."""
+        return self._table.get(job_id).log.follow(follow=follow, **check_start(start))
 
     def aoutput(
-        self,
-        job_id: str,
-        *,
-        follow: bool = True,
-        tail: int | None = None,
-        offset: int = 0,
-        since: int | None = None,
+        self, job_id: str, *, follow: bool = True, **start: Unpack[OutputStart]
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        _check_start(tail, offset, since)
-        log = self._table.get(job_id).log
-        return log.afollow(follow=follow, tail=tail, offset=offset, since=since)
+        return self._table.get(job_id).log.afollow(follow=follow, **check_start(start))
+
+    @property
+    def available(self) -> bool:
+        """Whether the launcher serves: False while it is down or being replaced."""
+        return self._keeper.available
+
+    def watch_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback`` with ``available`` now and at every change (from a thread of
+        the worker's: it must not block)."""
+        with self._lock:
+            self._availability.append(callback)
+        callback(self._keeper.available)
 
     def close(self) -> None:
         """Stop every running job (with the default grace) and shut the launcher down."""
@@ -230,15 +244,18 @@ class Worker:
             if self._closed:
                 return
             self._closed = True
+        launcher = self._keeper.close()
         try:
-            fut = self._launcher.request(ShutdownRequest(self._default_grace))
-            fut.result(self._stop_timeout(None))
+            if launcher is not None:
+                fut = launcher.request(ShutdownRequest(self._default_grace))
+                fut.result(self._stop_timeout(None))
         except WorkerError:
             pass
         finally:
-            self._launcher.close()
-            if self._launcher.process is not None:
-                self._launcher.process.wait(timeout=30)
+            if launcher is not None:
+                launcher.close()
+                if launcher.process is not None:
+                    launcher.process.wait(timeout=30)
             self._store.close()
             os.close(self._lock_fd)
 
@@ -248,41 +265,49 @@ class Worker:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, cgroup_parent: str, warm_slots: int) -> tuple[LauncherClient, HelloReply]:
-        """Reach the state dir's launcher, starting one if none runs.
+    @property
+    def _launcher(self) -> LauncherClient:
+        """The current launcher connection (tests look at its process)."""
+        client = self._keeper.client
+        if client is None:
+            raise WorkerUnavailable("the job launcher is not running")
+        return client
 
-        A launcher killed a moment ago may still accept a connection and then drop it; the
-        next attempt finds its socket refused and starts a new one.
-        """
-        for attempt in range(3):
-            client = LauncherClient(self._state, cgroup_parent, warm_slots, self._on_event)
+    def _on_hello(self, reply: HelloReply) -> None:
+        adopt(self._table, reply)
+        self._table.prune()
+
+    def _on_availability(self, available: bool) -> None:
+        with self._lock:
+            callbacks = list(self._availability)
+        for callback in callbacks:
             try:
-                return client, client.hello(_REPLY_TIMEOUT, self._slots)
-            except WorkerUnavailable:
-                client.close()
-                if attempt == 2:
-                    raise
-                time.sleep(0.2)
-            except BaseException:
-                client.close()
-                raise
-        raise AssertionError("unreachable")
+                callback(available)
+            except Exception:
+                log.exception("an availability callback failed")
 
     # ---- requests ---------------------------------------------------------------------------
 
-    def _submit_start(self, spec: JobSpec) -> Future[StartReply | RequestFailed]:
+    def _submit_start(
+        self, spec: JobSpec, deadline: float | None
+    ) -> Future[StartReply | RequestFailed]:
         limits = spec.limits.merged_over(self._default_limits)
         if spec.limits.disk_bytes is None:
             limits = limits.disk_within_memory()
         if self._max_limits is not None:
             limits.check_within(self._max_limits)
         limits.check_disk_fits()
-        uid, gid, root = self._resolve_user(spec.run_as or self._default_run_as)
+        uid, gid, root = resolve_user(spec.run_as or self._default_run_as, self._allowed_run_as)
         mounts = tuple(self._sandbox.check_mount(m, uid is not None) for m in spec.mounts)
         rootfs = None if spec.rootfs is None else self._sandbox.check_rootfs(spec.rootfs)
+        key = (spec.owner, spec.request_id)
         with self._lock:
             if self._closed:
                 raise WorkerUnavailable("the worker is closed: the server is shutting down")
+            if spec.request_id:
+                again = self._retries.earlier(key)
+                if again is not None:
+                    return again
             running = self._starting + self._table.running_count()
             if self._max_running is not None and running >= self._max_running:
                 raise CapacityError(
@@ -303,39 +328,36 @@ class Worker:
             root=root,
             mounts=mounts,
             rootfs=rootfs,
+            request_id=spec.request_id,
+            deadline=deadline,
         )
 
         def register(reply: StartReply | RequestFailed) -> None:
-            # On the event thread, before any output or exit event of the new job.
+            # On the event thread, before any output or exit event of the new job. One step
+            # under the lock: a start counted twice (or not at all) would misstate the cap.
             with self._lock:
+                if not isinstance(reply, RequestFailed):
+                    status = request.record(reply.id, reply.started_at).status()
+                    output = OutputLog(log_path(self._jobs_dir, reply.id))
+                    self._table.add(JobEntry(status, output))
                 self._starting -= 1
-            if isinstance(reply, RequestFailed):
-                return
-            status = request.record(reply.id, reply.started_at).status()
-            self._table.add(JobEntry(status, OutputLog(log_path(self._jobs_dir, reply.id))))
 
         try:
-            return self._launcher.request(request, on_reply=register)
+            fut = self._keeper.request(request, on_reply=register)
         except BaseException:
             with self._lock:
                 self._starting -= 1
             raise
+        fut.add_done_callback(self._unanswered)
+        if spec.request_id:
+            self._retries.track(key, fut)
+        return fut
 
-    def _resolve_user(self, user: str | None) -> tuple[int | None, int | None, bool]:
-        """(uid, gid, root) for ``user``: None, None for a uid of the job's own, and root True
-        for root (of a user namespace of the job's own)."""
-        if user is None:
-            return None, None, False
-        if self._allowed_run_as is not None and user not in self._allowed_run_as:
-            allowed = ", ".join(sorted(self._allowed_run_as)) or "none"
-            raise InvalidSpec(f"jobs may not run as {user!r} here (allowed: {allowed})")
-        try:
-            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except (KeyError, OverflowError):
-            raise InvalidSpec(f"no such user: {user!r}") from None
-        if entry.pw_uid == 0:
-            return None, None, True
-        return entry.pw_uid, entry.pw_gid, False
+    def _unanswered(self, fut: Future[StartReply | RequestFailed]) -> None:
+        """A start that ended without a reply (its launcher died first) counts no more."""
+        if fut.exception() is not None:
+            with self._lock:
+                self._starting -= 1
 
     def _submit_stop(
         self, job_id: str, grace: float | None
@@ -346,7 +368,7 @@ class Worker:
         if entry.status.terminated:
             return None
         grace = self._default_grace if grace is None else grace
-        return self._launcher.request(StopRequest(job_id, grace))
+        return self._keeper.request(StopRequest(job_id, grace))
 
     def _stop_timeout(self, grace: float | None) -> float:
         return (self._default_grace if grace is None else grace) + _REPLY_TIMEOUT
@@ -364,9 +386,6 @@ class Worker:
             case JobExited(id=job_id, result=result):
                 self._table.record_exit(job_id, result)
                 self._table.prune()
-            case ConnectionLost():
-                for entry in self._table.entries():  # wake followers: nothing more can come
-                    entry.log.advance(entry.log.size, done=True)
 
 
 def _started(reply: StartReply | RequestFailed) -> str:
@@ -378,12 +397,3 @@ def _started(reply: StartReply | RequestFailed) -> str:
 def _stopped(reply: StopReply | RequestFailed) -> None:
     if isinstance(reply, RequestFailed):
         raise WorkerError(reply.error)
-
-
-def _check_start(tail: int | None, offset: int, since: int | None) -> None:
-    if tail is not None and tail < 0:
-        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
-    if offset < 0:
-        raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
-    if sum((tail is not None, offset != 0, since is not None)) > 1:
-        raise InvalidSpec("give one of tail, offset and since: each says where output starts")

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tjob.proto\x12\x03job\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x06Limits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x18\n\x0bio_read_bps\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0cio_write_bps\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x11\n\x04pids\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x17\n\ndisk_bytes\x18\x06 \x01(\x03H\x05\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x0e\n\x0c_io_read_bpsB\x0f\n\r_io_write_bpsB\x07\n\x05_pidsB\r\n\x0b_disk_bytes\"9\n\x05Mount\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x10\n\x08writable\x18\x03 \x01(\x08\"\x9e\x02\n\x0cStartRequest\x12\x0b\n\x03\x63md\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x1b\n\x06limits\x18\x03 \x01(\x0b\x32\x0b.job.Limits\x12\'\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1a.job.StartRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06run_as\x18\x07 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x08 \x03(\x0c\x12\x1a\n\x06mounts\x18\t \x03(\x0b\x32\n.job.Mount\x12\x0e\n\x06rootfs\x18\n \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\rStartResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"E\n\x0bStopRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x0cStopResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.job.StatusResponse\"\x1d\n\rStatusRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"\xb7\x03\n\x0eStatusResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nterminated\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.job.JobState\x12\x0c\n\x04\x61rgv\x18\x06 \x03(\t\x12\r\n\x05owner\x18\x07 \x01(\t\x12\x1b\n\x06limits\x18\x08 \x01(\x0b\x32\x0b.job.Limits\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06signal\x18\x0b \x01(\x05\x12\x12\n\noom_killed\x18\x0c \x01(\x08\x12\x13\n\x0b\x63pu_seconds\x18\r \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x0e \x01(\x03\x12\x0e\n\x06reason\x18\x0f \x01(\t\x12\x18\n\x10output_truncated\x18\x10 \x01(\x08\x12\x12\n\nargv_bytes\x18\x11 \x03(\x0c\x12\x18\n\x10\x61rgv_abbreviated\x18\x12 \x01(\x08\"\x87\x01\n\rOutputRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x11\n\tno_follow\x18\x02 \x01(\x08\x12\x11\n\x04tail\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_tail\"\x91\x01\n\x0eOutputResponse\x12\x0e\n\x06output\x18\x01 \x01(\x0c\x12\x1b\n\x06stream\x18\x02 \x01(\x0e\x32\x0b.job.Stream\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12/\n\x0b\x63\x61ptured_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x0bListRequest\x12\x1c\n\x05state\x18\x01 \x01(\x0e\x32\r.job.JobState\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x11\n\tid_prefix\x18\x05 \x01(\t\"J\n\x0cListResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.job.StatusResponse\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x15\n\x11JOB_STATE_STOPPED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x12\n\x0eJOB_STATE_LOST\x10\x05*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\x32\xfe\x01\n\nJobManager\x12.\n\x05Start\x12\x11.job.StartRequest\x1a\x12.job.StartResponse\x12+\n\x04Stop\x12\x10.job.StopRequest\x1a\x11.job.StopResponse\x12\x31\n\x06Status\x12\x12.job.StatusRequest\x1a\x13.job.StatusResponse\x12\x33\n\x06Output\x12\x12.job.OutputRequest\x1a\x13.job.OutputResponse0\x01\x12+\n\x04List\x12\x10.job.ListRequest\x1a\x11.job.ListResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\tjob.proto\x12\x03job\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x01\n\x06Limits\x12\x10\n\x03\x63pu\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0cmemory_bytes\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x18\n\x0bio_read_bps\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0cio_write_bps\x18\x04 \x01(\x03H\x03\x88\x01\x01\x12\x11\n\x04pids\x18\x05 \x01(\x03H\x04\x88\x01\x01\x12\x17\n\ndisk_bytes\x18\x06 \x01(\x03H\x05\x88\x01\x01\x42\x06\n\x04_cpuB\x0f\n\r_memory_bytesB\x0e\n\x0c_io_read_bpsB\x0f\n\r_io_write_bpsB\x07\n\x05_pidsB\r\n\x0b_disk_bytes\"9\n\x05Mount\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x10\n\x08writable\x18\x03 \x01(\x08\"\xb2\x02\n\x0cStartRequest\x12\x0b\n\x03\x63md\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x03(\t\x12\x1b\n\x06limits\x18\x03 \x01(\x0b\x32\x0b.job.Limits\x12\'\n\x03\x65nv\x18\x04 \x03(\x0b\x32\x1a.job.StartRequest.EnvEntry\x12\x0b\n\x03\x63wd\x18\x05 \x01(\t\x12*\n\x07timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06run_as\x18\x07 \x01(\t\x12\x0c\n\x04\x61rgv\x18\x08 \x03(\x0c\x12\x1a\n\x06mounts\x18\t \x03(\x0b\x32\n.job.Mount\x12\x0e\n\x06rootfs\x18\n \x01(\t\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\rStartResponse\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"E\n\x0bStopRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12(\n\x05grace\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"0\n\x0cStopResponse\x12 \n\x03job\x18\x01 \x01(\x0b\x32\x13.job.StatusResponse\"\x1d\n\rStatusRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\"\xb7\x03\n\x0eStatusResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nterminated\x18\x02 \x01(\x08\x12\x11\n\texit_code\x18\x03 \x01(\x05\x12\x0c\n\x04uuid\x18\x04 \x01(\t\x12\x1c\n\x05state\x18\x05 \x01(\x0e\x32\r.job.JobState\x12\x0c\n\x04\x61rgv\x18\x06 \x03(\t\x12\r\n\x05owner\x18\x07 \x01(\t\x12\x1b\n\x06limits\x18\x08 \x01(\x0b\x32\x0b.job.Limits\x12.\n\nstarted_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06signal\x18\x0b \x01(\x05\x12\x12\n\noom_killed\x18\x0c \x01(\x08\x12\x13\n\x0b\x63pu_seconds\x18\r \x01(\x01\x12\x19\n\x11peak_memory_bytes\x18\x0e \x01(\x03\x12\x0e\n\x06reason\x18\x0f \x01(\t\x12\x18\n\x10output_truncated\x18\x10 \x01(\x08\x12\x12\n\nargv_bytes\x18\x11 \x03(\x0c\x12\x18\n\x10\x61rgv_abbreviated\x18\x12 \x01(\x08\"\x87\x01\n\rOutputRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x11\n\tno_follow\x18\x02 \x01(\x08\x12\x11\n\x04tail\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x07\n\x05_tail\"\x91\x01\n\x0eOutputResponse\x12\x0e\n\x06output\x18\x01 \x01(\x0c\x12\x1b\n\x06stream\x18\x02 \x01(\x0e\x32\x0b.job.Stream\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12/\n\x0b\x63\x61ptured_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x0bListRequest\x12\x1c\n\x05state\x18\x01 \x01(\x0e\x32\r.job.JobState\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x11\n\tid_prefix\x18\x05 \x01(\t\"J\n\x0cListResponse\x12!\n\x04jobs\x18\x01 \x03(\x0b\x32\x13.job.StatusResponse\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x93\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_STATE_RUNNING\x10\x01\x12\x14\n\x10JOB_STATE_EXITED\x10\x02\x12\x15\n\x11JOB_STATE_STOPPED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x12\n\x0eJOB_STATE_LOST\x10\x05*F\n\x06Stream\x12\x16\n\x12STREAM_UNSPECIFIED\x10\x00\x12\x11\n\rSTREAM_STDOUT\x10\x01\x12\x11\n\rSTREAM_STDERR\x10\x02\x32\xfe\x01\n\nJobManager\x12.\n\x05Start\x12\x11.job.StartRequest\x1a\x12.job.StartResponse\x12+\n\x04Stop\x12\x10.job.StopRequest\x1a\x11.job.StopResponse\x12\x31\n\x06Status\x12\x12.job.StatusRequest\x1a\x13.job.StatusResponse\x12\x33\n\x06Output\x12\x12.job.OutputRequest\x1a\x13.job.OutputResponse0\x01\x12+\n\x04List\x12\x10.job.ListRequest\x1a\x11.job.ListResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,36 +35,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTREQUEST_ENVENTRY']._loaded_options = None
   _globals['_STARTREQUEST_ENVENTRY']._serialized_options = b'8\001'
-  _globals['_JOBSTATE']._serialized_start=1772
-  _globals['_JOBSTATE']._serialized_end=1919
-  _globals['_STREAM']._serialized_start=1921
-  _globals['_STREAM']._serialized_end=1991
+  _globals['_JOBSTATE']._serialized_start=1792
+  _globals['_JOBSTATE']._serialized_end=1939
+  _globals['_STREAM']._serialized_start=1941
+  _globals['_STREAM']._serialized_end=2011
   _globals['_LIMITS']._serialized_start=84
   _globals['_LIMITS']._serialized_end=316
   _globals['_MOUNT']._serialized_start=318
   _globals['_MOUNT']._serialized_end=375
   _globals['_STARTREQUEST']._serialized_start=378
-  _globals['_STARTREQUEST']._serialized_end=664
-  _globals['_STARTREQUEST_ENVENTRY']._serialized_start=622
-  _globals['_STARTREQUEST_ENVENTRY']._serialized_end=664
-  _globals['_STARTRESPONSE']._serialized_start=666
-  _globals['_STARTRESPONSE']._serialized_end=695
-  _globals['_STOPREQUEST']._serialized_start=697
-  _globals['_STOPREQUEST']._serialized_end=766
-  _globals['_STOPRESPONSE']._serialized_start=768
-  _globals['_STOPRESPONSE']._serialized_end=816
-  _globals['_STATUSREQUEST']._serialized_start=818
-  _globals['_STATUSREQUEST']._serialized_end=847
-  _globals['_STATUSRESPONSE']._serialized_start=850
-  _globals['_STATUSRESPONSE']._serialized_end=1289
-  _globals['_OUTPUTREQUEST']._serialized_start=1292
-  _globals['_OUTPUTREQUEST']._serialized_end=1427
-  _globals['_OUTPUTRESPONSE']._serialized_start=1430
-  _globals['_OUTPUTRESPONSE']._serialized_end=1575
-  _globals['_LISTREQUEST']._serialized_start=1577
-  _globals['_LISTREQUEST']._serialized_end=1693
-  _globals['_LISTRESPONSE']._serialized_start=1695
-  _globals['_LISTRESPONSE']._serialized_end=1769
-  _globals['_JOBMANAGER']._serialized_start=1994
-  _globals['_JOBMANAGER']._serialized_end=2248
+  _globals['_STARTREQUEST']._serialized_end=684
+  _globals['_STARTREQUEST_ENVENTRY']._serialized_start=642
+  _globals['_STARTREQUEST_ENVENTRY']._serialized_end=684
+  _globals['_STARTRESPONSE']._serialized_start=686
+  _globals['_STARTRESPONSE']._serialized_end=715
+  _globals['_STOPREQUEST']._serialized_start=717
+  _globals['_STOPREQUEST']._serialized_end=786
+  _globals['_STOPRESPONSE']._serialized_start=788
+  _globals['_STOPRESPONSE']._serialized_end=836
+  _globals['_STATUSREQUEST']._serialized_start=838
+  _globals['_STATUSREQUEST']._serialized_end=867
+  _globals['_STATUSRESPONSE']._serialized_start=870
+  _globals['_STATUSRESPONSE']._serialized_end=1309
+  _globals['_OUTPUTREQUEST']._serialized_start=1312
+  _globals['_OUTPUTREQUEST']._serialized_end=1447
+  _globals['_OUTPUTRESPONSE']._serialized_start=1450
+  _globals['_OUTPUTRESPONSE']._serialized_end=1595
+  _globals['_LISTREQUEST']._serialized_start=1597
+  _globals['_LISTREQUEST']._serialized_end=1713
+  _globals['_LISTRESPONSE']._serialized_start=1715
+  _globals['_LISTRESPONSE']._serialized_end=1789
+  _globals['_JOBMANAGER']._serialized_start=2014
+  _globals['_JOBMANAGER']._serialized_end=2268
 # @@protoc_insertion_point(module_scope)

@@ -211,6 +211,7 @@ class StartRequest(_message.Message):
     ARGV_FIELD_NUMBER: _builtins.int
     MOUNTS_FIELD_NUMBER: _builtins.int
     ROOTFS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     cmd: _builtins.str
     """(reference) the program, looked up in PATH; no shell involved"""
     cwd: _builtins.str
@@ -222,7 +223,12 @@ class StartRequest(_message.Message):
     rootfs: _builtins.str
     """A directory tree to use as the job's root (read-only) instead of the host's; the
     server's configuration lists the allowed ones. Empty: the host's root.
-    Numbers 11-15 are kept for further per-job settings.
+    """
+    request_id: _builtins.str
+    """The client's id for this Start (up to 200 characters; a UUID is best). A Start retried
+    with the same id, by the same client identity, returns the job the first one started
+    (or is still starting), never a second one. Empty: every Start is a new job.
+    Numbers 12-15 are kept for further per-job settings.
     """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -265,10 +271,11 @@ class StartRequest(_message.Message):
         argv: _abc.Iterable[_builtins.bytes] | None = ...,
         mounts: _abc.Iterable[Global___Mount] | None = ...,
         rootfs: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "mounts", b"mounts", "rootfs", b"rootfs", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "argv", b"argv", "cmd", b"cmd", "cwd", b"cwd", "env", b"env", "limits", b"limits", "mounts", b"mounts", "request_id", b"request_id", "rootfs", b"rootfs", "run_as", b"run_as", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

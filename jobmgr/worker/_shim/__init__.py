@@ -2,7 +2,8 @@
 init: every message as a frozen dataclass, encoded and decoded only here.
 
   messages  the vocabulary: requests, replies, events, the job's record and result, the
-            start stages and the one table from stage to error, the socket's constants
+            socket's constants
+  stages    where a start can fail, and the one table from stage to the worker's error
   codec     length-prefixed JSON on the socket, and the record frame's body on disk
   pid1      the order the init (_pid1.c) reads and the report lines it writes
 
@@ -22,38 +23,43 @@ from .codec import (
     encode_record,
     encode_reply,
     encode_request,
+    fd_count,
 )
 from .messages import (
     LOCK_NAME,
     PROTOCOL_VERSION,
     READY,
     SOCKET_NAME,
-    STAGE_ERRORS,
+    AdoptReply,
+    AdoptRequest,
     ConnectionLost,
+    DamagedLog,
     Event,
     HelloReply,
     HelloRequest,
     JobExited,
+    JobHandles,
     JobRecord,
     JobResult,
     LauncherBusy,
     OutputAdvanced,
     OutputTruncated,
+    PingReply,
+    PingRequest,
     Reply,
     Request,
-    RequestFailed,
     RunningJob,
     ShutdownReply,
     ShutdownRequest,
     SlotSettings,
-    StartRefused,
     StartReply,
     StartRequest,
-    StartStage,
     StopReply,
     StopRequest,
 )
 from .pid1 import (
+    KILL_SIGNAL,
+    STOP_SIGNAL,
     InitExited,
     InitFailed,
     InitPid,
@@ -64,14 +70,20 @@ from .pid1 import (
     encode_setup,
     parse_report,
 )
+from .stages import STAGE_ERRORS, RequestFailed, StartRefused, StartStage
 
 __all__ = [
+    "KILL_SIGNAL",
     "LOCK_NAME",
     "PROTOCOL_VERSION",
     "READY",
     "SOCKET_NAME",
     "STAGE_ERRORS",
+    "STOP_SIGNAL",
+    "AdoptReply",
+    "AdoptRequest",
     "ConnectionLost",
+    "DamagedLog",
     "Event",
     "FrameDecoder",
     "HelloReply",
@@ -83,11 +95,14 @@ __all__ = [
     "InitReport",
     "InitStarted",
     "JobExited",
+    "JobHandles",
     "JobRecord",
     "JobResult",
     "LauncherBusy",
     "OutputAdvanced",
     "OutputTruncated",
+    "PingReply",
+    "PingRequest",
     "ProtocolError",
     "Reply",
     "ReplyFrame",
@@ -112,5 +127,6 @@ __all__ = [
     "encode_reply",
     "encode_request",
     "encode_setup",
+    "fd_count",
     "parse_report",
 ]

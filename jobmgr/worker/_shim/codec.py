@@ -3,9 +3,10 @@
 On the socket a frame is a 4-byte big-endian length and a JSON object: a request
 ``{"op": name, "req": n, ...fields}``, a reply ``{"ev": "reply", "req": n, "ok": bool,
 ...fields}`` (the reply type, or RequestFailed when ``ok`` is false), an event ``{"ev": name,
-...fields}``. JSON keeps the launcher free of any parser it would have to trust; a string that
-came from non-UTF-8 bytes (an argv item, a file name) travels as surrogate escapes, which json
-writes as ``\\udcXX`` and reads back exactly.
+...fields}``. A frame that carries file descriptors (see _fdpass) says how many in ``"fds"``.
+JSON keeps the launcher free of any parser it would have to trust; a string that came from
+non-UTF-8 bytes (an argv item, a file name) travels as surrogate escapes, which json writes as
+``\\udcXX`` and reads back exactly.
 
 A message's fields are its dataclass fields, read back against their annotations: a frame that
 does not fit raises ProtocolError here, never a KeyError in a handler. A field with a default
@@ -33,8 +34,8 @@ from .messages import (
     JobResult,
     Reply,
     Request,
-    RequestFailed,
 )
+from .stages import RequestFailed
 
 HEADER = struct.Struct("!I")
 MAX_MESSAGE = 64 * 1024 * 1024
@@ -94,8 +95,12 @@ def _json_object(body: bytes) -> dict[str, Any]:
 # ---- requests, replies, events ------------------------------------------------------------
 
 
-def encode_request(req: int, request: Request[Any]) -> bytes:
-    return frame({"op": REQUEST_NAMES[type(request)], "req": req, **to_wire(request)})
+FDS = "fds"  # how many descriptors came with a frame
+
+
+def encode_request(req: int, request: Request[Any], fds: int = 0) -> bytes:
+    fields = {"op": REQUEST_NAMES[type(request)], "req": req, **to_wire(request)}
+    return frame({**fields, FDS: fds} if fds else fields)
 
 
 def decode_request(fields: dict[str, Any]) -> tuple[int, Request[Any]]:
@@ -118,8 +123,17 @@ def encode_reply(req: int, reply: Reply | RequestFailed) -> bytes:
     return frame({"ev": "reply", "req": req, "ok": ok, **to_wire(reply)})
 
 
-def encode_event(event: Event) -> bytes:
-    return frame({"ev": EVENT_NAMES[type(event)], **to_wire(event)})
+def encode_event(event: Event, fds: int = 0) -> bytes:
+    fields = {"ev": EVENT_NAMES[type(event)], **to_wire(event)}
+    return frame({**fields, FDS: fds} if fds else fields)
+
+
+def fd_count(fields: dict[str, Any]) -> int:
+    """How many descriptors came with a frame (0 for most)."""
+    count = fields.get(FDS, 0)
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 253:
+        raise ProtocolError(f"a frame carries a bad descriptor count: {count!r}")
+    return count
 
 
 @dataclass(frozen=True)

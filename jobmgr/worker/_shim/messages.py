@@ -1,29 +1,20 @@
 """Every message the worker (in the server) and its launcher exchange, and what they mean.
 
 Requests go from the worker to the launcher; each is answered once, by the reply its
-``reply_type`` names or by RequestFailed. Events go from the launcher unasked. A job's record
-and result travel in messages and also sit on disk, in the record frame at the head of its
-log (see _records). Every field is part of the contract: a field added later gets a default,
-so a reader that has it still reads a writer that does not (see codec).
+``reply_type`` names or by RequestFailed (see stages). Events go from the launcher unasked.
+A job's record and result travel in messages and also sit on disk, in the record frame at
+the head of its log (see _records). Every field is part of the contract: a field added later
+gets a default, so a reader that has it still reads a writer that does not (see codec).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._errors import (
-    CapacityError,
-    CommandNotFound,
-    InvalidSpec,
-    LaunchError,
-    NotExecutable,
-    WorkerError,
-)
 from .._spec import Limits, Mount
 from .._status import JobState, JobStatus
 
@@ -58,6 +49,10 @@ class JobRecord:
     cwd: str | None
     started_at: float
     uid: int | None = None  # the host uid it runs as (a root job's namespace maps root to it)
+    # Where its cgroup is (``<parent>/<id>``), so a launcher started later with another
+    # parent still clears the right one.
+    cgroup_parent: str = ""
+    request_id: str = ""  # the client's id for its Start, so a retried Start finds it
 
     def status(self) -> JobStatus:
         """The job as it is while it runs."""
@@ -68,6 +63,7 @@ class JobRecord:
             limits=self.limits,
             state=JobState.RUNNING,
             started_at=self.started_at,
+            request_id=self.request_id,
         )
 
 
@@ -123,19 +119,47 @@ class StopReply:
 
 @dataclass(frozen=True)
 class RunningJob:
-    """A job the launcher supervises, and how much of its log is committed."""
+    """A job the launcher supervises, how much of its log is committed, and its record (held
+    in memory, so a job whose record frame on disk was damaged is still known)."""
 
     id: str
     size: int
+    record: JobRecord | None = None
 
 
 @dataclass(frozen=True)
 class HelloReply:
-    """Answers HelloRequest: the launcher's protocol version and the jobs it runs (starting ones
-    with size 0), so a worker that (re)connects can adopt them."""
+    """Answers HelloRequest: the launcher's protocol version, the jobs it runs (starting ones
+    with size 0), so a worker that (re)connects can adopt them, and the cgroup parent it was
+    started for. A launcher's first answer also names the jobs it finished as LOST
+    (``reclaimed``) and the logs whose record frame it found damaged (see _reclaim)."""
 
     version: int
     running: tuple[RunningJob, ...]
+    cgroup_parent: str = ""
+    reclaimed: tuple[str, ...] = ()
+    damaged: tuple[DamagedLog, ...] = ()
+
+
+@dataclass(frozen=True)
+class DamagedLog:
+    """A job's log whose record frame cannot be read, and what is wrong with it."""
+
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PingReply:
+    """Answers PingRequest: the launcher's loop is turning."""
+
+
+@dataclass(frozen=True)
+class AdoptReply:
+    """Answers AdoptRequest: the launcher supervises the job now; its log is committed up to
+    ``size`` bytes."""
+
+    size: int
 
 
 @dataclass(frozen=True)
@@ -143,67 +167,7 @@ class ShutdownReply:
     """Answers ShutdownRequest once every job has ended; the launcher then exits."""
 
 
-class StartStage(enum.Enum):
-    """Where a start failed. The init writes the first six (``error <stage> <message>``,
-    see _pid1.c), the launcher the others."""
-
-    USER = "user"  # switching to the job's user
-    CWD = "cwd"  # entering the job's working directory
-    NOT_FOUND = "notfound"  # the command is not in PATH (ENOENT)
-    EXEC = "exec"  # executing the command failed otherwise (EACCES, ENOEXEC, ...)
-    MOUNT = "mount"  # a mount or root filesystem the request asked for
-    SETUP = "setup"  # the slot: its cgroup, namespaces, view, init or order
-    LIMITS = "limits"  # the kernel refused the job's limits
-    SPACE = "space"  # the state directory is full
-    DESCRIPTORS = "descriptors"  # the launcher has no file descriptors left
-    UIDS = "uids"  # every uid of the range belongs to a live job
-
-
-# The one place a failed start becomes the worker's error: what the caller did wrong
-# (LaunchError, InvalidSpec), what the server lacks (CapacityError), or neither.
-STAGE_ERRORS: Mapping[StartStage, type[WorkerError]] = MappingProxyType(
-    {
-        StartStage.USER: LaunchError,
-        StartStage.CWD: LaunchError,
-        StartStage.NOT_FOUND: CommandNotFound,
-        StartStage.EXEC: NotExecutable,
-        StartStage.MOUNT: LaunchError,
-        StartStage.SETUP: WorkerError,
-        StartStage.LIMITS: InvalidSpec,
-        StartStage.SPACE: CapacityError,
-        StartStage.DESCRIPTORS: CapacityError,
-        StartStage.UIDS: CapacityError,
-    }
-)
-
-
-@dataclass(frozen=True)
-class RequestFailed:
-    """Answers any request the launcher could not carry out; ``stage`` is set for a start."""
-
-    error: str
-    stage: StartStage | None = None
-
-    def start_error(self) -> WorkerError:
-        """The worker's error for a start that failed so (see STAGE_ERRORS)."""
-        error_class = STAGE_ERRORS[self.stage or StartStage.SETUP]
-        if error_class is WorkerError:
-            return WorkerError(f"starting the job failed: {self.error}")
-        return error_class(self.error)
-
-
-class StartRefused(Exception):
-    """The launcher turns a start down before its init is given an order."""
-
-    def __init__(self, stage: StartStage, message: str) -> None:
-        super().__init__(message)
-        self.stage = stage
-
-    def failure(self) -> RequestFailed:
-        return RequestFailed(str(self), self.stage)
-
-
-Reply = StartReply | StopReply | HelloReply | ShutdownReply
+Reply = StartReply | StopReply | HelloReply | ShutdownReply | PingReply | AdoptReply
 
 
 # ---- requests -----------------------------------------------------------------------------
@@ -217,7 +181,10 @@ class StartRequest(Request[StartReply]):
     user namespace mapped to it; a named user's ``uid``/``gid`` run it as that user (never
     root). ``grace`` is the SIGTERM-to-SIGKILL time when ``timeout`` stops it;
     ``output_cap`` bytes of output are kept at most (0: no cap). ``mounts`` and ``rootfs``
-    have been checked against the worker's Sandbox and resolved on the host.
+    have been checked against the worker's Sandbox and resolved on the host. ``request_id``
+    is the client's id for this Start, kept in the record. ``deadline`` is when the caller
+    stops waiting, on the host's CLOCK_MONOTONIC (``time.monotonic()``, the same in every
+    process): a start that reaches the launcher past it is refused, never launched.
     """
 
     argv: tuple[str, ...]
@@ -233,12 +200,17 @@ class StartRequest(Request[StartReply]):
     root: bool = False
     mounts: tuple[Mount, ...] = ()
     rootfs: str | None = None
+    request_id: str = ""
+    deadline: float | None = None
 
     def reply_type(self) -> type[StartReply]:
         return StartReply
 
-    def record(self, job_id: str, started_at: float, uid: int | None = None) -> JobRecord:
-        """The record of the job this request starts (as host uid ``uid``)."""
+    def record(
+        self, job_id: str, started_at: float, uid: int | None = None, cgroup_parent: str = ""
+    ) -> JobRecord:
+        """The record of the job this request starts (as host uid ``uid``, in a cgroup
+        under ``cgroup_parent``)."""
         return JobRecord(
             id=job_id,
             argv=self.argv,
@@ -248,6 +220,8 @@ class StartRequest(Request[StartReply]):
             cwd=self.cwd,
             started_at=started_at,
             uid=uid,
+            cgroup_parent=cgroup_parent,
+            request_id=self.request_id,
         )
 
 
@@ -282,13 +256,35 @@ class SlotSettings:
 class HelloRequest(Request[HelloReply]):
     """The first request of a connection: who speaks which version, and what runs. The
     launcher makes slots only once a hello has said how (``slots``); a hello that says it
-    otherwise lets the spares made before go."""
+    otherwise lets the spares made before go. ``handles``: send the running jobs' JobHandles
+    before the answer."""
 
     version: int
     slots: SlotSettings | None = None
+    handles: bool = True
 
     def reply_type(self) -> type[HelloReply]:
         return HelloReply
+
+
+@dataclass(frozen=True)
+class PingRequest(Request[PingReply]):
+    """Answered at once: the worker sends one every half second to tell a launcher that
+    stopped answering (frozen, or stuck) from one that is merely quiet."""
+
+    def reply_type(self) -> type[PingReply]:
+        return PingReply
+
+
+@dataclass(frozen=True)
+class AdoptRequest(Request[AdoptReply]):
+    """Supervise a job a dead launcher ran, from the copies of its handles the worker kept
+    (see JobHandles); sent, with those descriptors, before a new launcher's first hello."""
+
+    handles: JobHandles
+
+    def reply_type(self) -> type[AdoptReply]:
+        return AdoptReply
 
 
 @dataclass(frozen=True)
@@ -329,6 +325,44 @@ class JobExited:
 
 
 @dataclass(frozen=True)
+class JobHandles:
+    """Copies of a running job's handles, sent with the descriptors themselves (SCM_RIGHTS),
+    one per name in ``streams`` ("stdout", "stderr", "report": the read ends of its pipes;
+    "init": a pidfd of its init), and what a launcher needs to take the job over.
+
+    The worker keeps them while the job runs: the pipes stay open through a launcher's death
+    (its job writes on, into the pipe, instead of dying of SIGPIPE), and a new launcher is
+    given them back (AdoptRequest). Sent when a job starts and, for every running job, before
+    the answer to a hello.
+    """
+
+    id: str
+    streams: tuple[str, ...]
+    record: JobRecord
+    record_size: int  # bytes of its record frame, the head of its log
+    timeout: float | None  # what the start asked for that its record does not hold
+    grace: float
+    output_cap: int
+
+    def request(self) -> StartRequest:
+        """The start this job came from, as far as supervising it needs."""
+        job = self.record
+        return StartRequest(
+            argv=job.argv,
+            owner=job.owner,
+            limits=job.limits,
+            env=job.env,
+            cwd=job.cwd,
+            uid=None,
+            gid=None,
+            timeout=self.timeout,
+            grace=self.grace,
+            output_cap=self.output_cap,
+            request_id=job.request_id,
+        )
+
+
+@dataclass(frozen=True)
 class LauncherBusy:
     """Sent instead of serving: another server holds this launcher's one connection."""
 
@@ -338,17 +372,25 @@ class ConnectionLost:
     """Made by the worker's own end, never sent: the connection to the launcher is gone."""
 
 
-Event = OutputAdvanced | OutputTruncated | JobExited | LauncherBusy | ConnectionLost
+Event = OutputAdvanced | OutputTruncated | JobExited | JobHandles | LauncherBusy | ConnectionLost
 
 # The names messages travel under: a request as {"op": name, ...}, an event as {"ev": name}.
 REQUEST_NAMES: Mapping[type[Request[Any]], str] = MappingProxyType(
-    {StartRequest: "start", StopRequest: "stop", HelloRequest: "hello", ShutdownRequest: "shutdown"}
+    {
+        StartRequest: "start",
+        StopRequest: "stop",
+        HelloRequest: "hello",
+        ShutdownRequest: "shutdown",
+        PingRequest: "ping",
+        AdoptRequest: "adopt",
+    }
 )
 EVENT_NAMES: Mapping[type[Event], str] = MappingProxyType(
     {
         OutputAdvanced: "output",
         OutputTruncated: "truncated",
         JobExited: "exit",
+        JobHandles: "handles",
         LauncherBusy: "busy",
     }
 )

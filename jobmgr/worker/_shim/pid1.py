@@ -4,20 +4,29 @@ Both messages go down the init's order pipe as NUL-terminated fields (parsed by 
 the slot's set-up as the slot is made, ``<length>\\n`` then ``uid gid disk binds nhidden
 hidden...``; the order when a start takes the slot, ``mode uid gid disk userns cwd argc
 argv... envc env... nbinds (source target rw)... nmasks masks... rootfs``, after which the
-pipe is closed. The
-init reports one line per event on its report pipe: ``pid N`` (from the mid child, the init's
-host pid), ``ready``, ``started``, ``error <stage> <message>`` and ``exit <wait status>``.
+pipe is closed. The init reports one line per event on its report pipe: ``pid N`` (from the
+mid child, the init's host pid), ``ready``, ``started``, ``error <stage> <message>`` and
+``exit <wait status>`` (followed by `` stopped`` when the launcher's stop reached the job
+before it ended).
+
+The launcher's stops travel as signals to the init, through its pidfd: STOP_SIGNAL asks it to
+SIGTERM every process of the job, KILL_SIGNAL to SIGKILL them (see _pid1_supervise.c).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .._spec import Mount
 from .codec import ProtocolError
-from .messages import SlotSettings, StartRequest, StartStage
+from .messages import SlotSettings, StartRequest
+from .stages import StartStage
+
+STOP_SIGNAL = signal.SIGTERM  # sent from outside its namespace: SIGTERM every process of the job
+KILL_SIGNAL = signal.SIGUSR1  # sent from outside its namespace: SIGKILL every process of the job
 
 
 def encode_setup(uid: int, gid: int, slots: SlotSettings) -> bytes:
@@ -90,9 +99,11 @@ class InitFailed:
 
 @dataclass(frozen=True)
 class InitExited:
-    """The command ended with this wait status; the init exits with it."""
+    """The command ended with this wait status; the init exits with it. ``stopped``: a stop
+    signal reached the job before it ended (else it ended by itself)."""
 
     wait_status: int
+    stopped: bool = False
 
 
 InitReport = InitPid | InitReady | InitStarted | InitFailed | InitExited
@@ -105,7 +116,10 @@ def parse_report(line: bytes) -> InitReport:
         if kind == b"pid":
             return InitPid(int(value))
         if kind == b"exit":
-            return InitExited(int(value))
+            status, _, flag = value.partition(b" ")
+            if flag not in (b"", b"stopped"):
+                raise ValueError(flag)
+            return InitExited(int(status), stopped=flag == b"stopped")
     except ValueError:
         raise ProtocolError(f"the init reported {line!r}") from None
     if kind == b"ready":

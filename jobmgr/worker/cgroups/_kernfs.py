@@ -111,13 +111,34 @@ def read_pids(procs_files: Iterable[str]) -> list[int]:
     return sorted(pids)
 
 
-def sigkill(pids: Iterable[int]) -> None:
-    """SIGKILL each PID; ones that exited meanwhile are fine."""
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            continue
+def sigkill_members(procs_files: Sequence[str]) -> None:
+    """SIGKILL every process the cgroup lists, each through a pidfd checked against the list.
+
+    A number read from cgroup.procs may name another process by the time it is used (its
+    process exited and the number was reused). So a pidfd is opened for each number first,
+    the list is read again, and the signal goes through the pidfd only to the numbers still
+    listed: a process its pidfd shows alive after that second read held its number all along.
+    """
+    handles: dict[int, int] = {}
+    try:
+        for pid in read_pids(procs_files)[:_KILL_BATCH]:
+            try:
+                handles[pid] = os.pidfd_open(pid)
+            except OSError:
+                continue  # gone already, or not a process leader
+        listed = set(read_pids(procs_files))
+        for pid, fd in handles.items():
+            if pid in listed:
+                try:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+    finally:
+        for fd in handles.values():
+            os.close(fd)
+
+
+_KILL_BATCH = 512  # pidfds open at once; kill_until_empty repeats for the rest
 
 
 def kill_until_empty(procs_files: Sequence[str], kill_round: Callable[[], None]) -> None:

@@ -29,7 +29,7 @@ from ._kernfs import (
     make_dirs,
     read_pids,
     read_stats,
-    sigkill,
+    sigkill_members,
     write_device_rules,
     write_text,
 )
@@ -130,7 +130,7 @@ class Cgroup:
 
     def kill_all(self) -> None:
         """SIGKILL every process in the cgroup, including ones forking meanwhile."""
-        kill_until_empty(self._procs_files, lambda: sigkill(read_pids(self._procs_files)))
+        kill_until_empty(self._procs_files, lambda: sigkill_members(self._procs_files))
 
     def stats(self) -> CgroupStats:
         """CPU time, peak memory and whether the OOM killer fired, read now."""

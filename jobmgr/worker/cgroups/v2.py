@@ -39,7 +39,7 @@ from ._kernfs import (
     read_pids,
     read_stats,
     read_text,
-    sigkill,
+    sigkill_members,
     write_device_rules,
     write_text,
 )
@@ -150,7 +150,7 @@ class Cgroup:
         if os.path.exists(self._kill_file):
             write_text(self._kill_file, "1")
         else:
-            sigkill(self.pids())
+            sigkill_members([os.path.join(d, "cgroup.procs") for d in self._tree()])
 
     def stats(self) -> CgroupStats:
         """CPU time, peak memory and whether the OOM killer fired, read now."""
