@@ -165,25 +165,59 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     Then it exits 1
     And its stderr is one line containing "the server's certificate is not signed by the CA in"
 
-  # ---- run's exit status: the job's, or what happened to it ------------------------------------
+  # ---- run's exit status and its ending line: the job's, or what happened to it ------------
+  # However run ends, its last line on stderr says so, in one form: "jobmgr-client: job ID
+  # HOW[: WHY]". JOB8 stands for the first 8 hex digits of the job's id.
 
-  Scenario: run exits 127 for a command that is not found
+  Scenario: run of a job that exits by itself keeps its output its own and says how it ended
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- sh -c 'echo hello; echo oops >&2; exit 3'
+    Then it exits 3
+    And its stdout is "hello\n"
+    And its stderr is "oops\n" and then the line "jobmgr-client: job JOB8 exited with code 3"
+
+  Scenario: run --quiet leaves the ending line out when the job exits by itself
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run --quiet -- sh -c 'echo hello; echo oops >&2; exit 3'
+    Then it exits 3
+    And its stdout is "hello\n" and its stderr is "oops\n"
+
+  Scenario: The ending line starts a line of its own after a job's unfinished last line
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- sh -c 'printf oops >&2'
+    Then it exits 0
+    And its stderr is "oops\n" and then the line "jobmgr-client: job JOB8 exited with code 0"
+
+  Scenario: run exits 128 + the signal that ended the job, and says which
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run -- sh -c 'kill -9 $$'
+    Then it exits 137
+    And its last line on stderr is "jobmgr-client: job JOB8 killed by signal 9 (SIGKILL)"
+
+  Scenario: run --quiet still says that the OOM killer ended the job
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client run --quiet --memory 32M -- python3 -c 'print(len(str(7) * (128 * 1024 * 1024)))'
+    Then it exits 137
+    And its stderr is only the line "jobmgr-client: job JOB8 OOM-killed by signal 9 (SIGKILL): the memory limit was exceeded and the OOM killer fired"
+
+  Scenario: run exits 127 for a command that is not found, and says no job started
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run -- no-such-command
     Then it exits 127
-    And its stderr is one line containing "command not found"
+    And its stderr is only a line starting with "jobmgr-client: job failed to start: command not found"
 
-  Scenario: run exits 126 for a file that cannot be executed
+  Scenario: run exits 126 for a file that cannot be executed, and says no job started
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run -- /etc/passwd
     Then it exits 126
-    And its stderr is one line containing "is not executable"
+    And its stderr is only a line starting with "jobmgr-client: job failed to start: "
+    And its stderr contains "is not executable"
 
-  Scenario: run exits 125 when jobmgr refuses the job
+  Scenario: run exits 125 when jobmgr refuses the job, and says no job started
     Given the jobmgr-server program is running
     When the user runs jobmgr-client run -- true
     Then it exits 125
-    And its stderr is one line containing "may not call /job.JobManager/Start"
+    And its stderr is only a line starting with "jobmgr-client: job failed to start: role 'user' may not call /job.JobManager/Start"
 
   Scenario: A usage error of run exits 125, and of any other command 2
     Given the jobmgr-server program is running
@@ -193,18 +227,14 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     Then it exits 2
     When the admin runs jobmgr-client list --state sleeping
     Then it exits 2
+    When the admin runs jobmgr-client start --quiet -- true
+    Then it exits 2
 
-  Scenario: run exits 128 + the signal that ended the job, and says so
-    Given the jobmgr-server program is running
-    When the admin runs jobmgr-client run -- sh -c 'kill -9 $$'
-    Then it exits 137
-    And its stderr contains "FAILED by signal 9"
-
-  Scenario: run whose stdout closes (| head -1) stops the job and exits 141
+  Scenario: run whose stdout closes (| head -1) stops the job, exits 141 and says why
     Given the jobmgr-server program is running
     When the admin pipes jobmgr-client run -- sh -c 'while :; do echo y; sleep 0.01; done' into a reader of one line
     Then it exits 141 within 20 seconds
-    And its stderr contains "stdout was closed"
+    And its last line on stderr is "jobmgr-client: job JOB8 stopped by signal 15 (SIGTERM): stdout was closed"
     And jobmgr-client status says the job is STOPPED
 
   Scenario: SIGTERM to run stops the job, prints its last words and exits 143
@@ -213,7 +243,7 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     When the follower gets SIGTERM
     Then the follower exits 143 within 20 seconds
     And the follower's stdout is "started\nbye\n"
-    And the follower's stderr contains "STOPPED with code 4"
+    And the follower's last line on stderr is "jobmgr-client: job JOB8 stopped, exited with code 4: jobmgr-client got SIGTERM"
     And jobmgr-client status says the job is STOPPED
 
   Scenario: --stop-on-interrupt prints what the job wrote in its grace period and exits as it did
@@ -222,15 +252,33 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     When the follower gets Ctrl-C
     Then the follower exits 4 within 20 seconds
     And the follower's stdout is "started\nbye\n"
-    And the follower's stderr contains "STOPPED with code 4"
+    And the follower's last line on stderr is "jobmgr-client: job JOB8 stopped, exited with code 4: Ctrl-C (--stop-on-interrupt)"
 
-  Scenario: The reattach hint after Ctrl-C keeps the flags that reach the server
+  Scenario: Ctrl-C detaches from run, and the reattach hint keeps the flags that reach the server
     Given the jobmgr-server program is running
     And the admin is following "sh -c 'echo started; exec sleep 60'" with jobmgr-client run
     When the follower gets Ctrl-C
     Then the follower exits 130 within 10 seconds
+    And the follower's last line on stderr starts with "jobmgr-client: job JOB8 detached, still running: reattach with: "
     And the follower's stderr names the server's --port in "output JOB"
     And jobmgr-client status says the job is RUNNING
+
+  Scenario: run of a job whose launcher dies says the job is lost, and exits 125
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'echo started; exec sleep 600'" with jobmgr-client run
+    When the server and its launcher are killed with SIGKILL, and the server started again on the same port
+    Then the follower exits 125 within 60 seconds
+    And the follower's last line on stderr starts with "jobmgr-client: job JOB8 lost: "
+    And the follower's last line on stderr contains "launcher"
+
+  Scenario: run that cannot get the server back says the job may still be running, and exits 125
+    Given the jobmgr-server program is running
+    And the admin is following "sh -c 'echo started; exec sleep 600'" with jobmgr-client --reconnect-for 2s run
+    When the server is killed with SIGKILL
+    Then the follower exits 125 within 30 seconds
+    And the follower's last line on stderr starts with "jobmgr-client: job JOB8 unknown, may still be running: lost the connection to jobmgr-server"
+    When the server is started again on the same port
+    Then jobmgr-client status says the job is RUNNING
 
   # ---- resume: a dropped connection loses and repeats nothing ----------------------------------
 
@@ -242,6 +290,46 @@ Feature: The jobmgr-server, jobmgr-client and jobmgr-certs programs
     Then the follower exits 4 within 60 seconds
     And the follower's stdout is lines "line 0" to "line 399"
     And the follower's stderr contains "lost the connection"
+    And the follower's last line on stderr is "jobmgr-client: job JOB8 exited with code 4"
+
+  # ---- output timestamps: when the server captured each line -----------------------------------
+
+  Scenario: output --timestamps puts before each line the time the server captured it
+    Given the jobmgr-server program is running
+    When the admin notes the time and runs jobmgr-client start -- sh -c 'echo one; sleep 2; echo two >&2; sleep 2; echo three'
+    Then it exits 0 and prints the new job's id
+    When the admin runs jobmgr-client output --timestamps JOB
+    Then it exits 0
+    And its stdout and stderr are the lines "one", "two" and "three", each after an RFC 3339 time
+    And those times are at least a second apart, in order, between the start and now
+
+  Scenario: output --since 3s shows only what the job printed in the last 3 seconds
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'echo old; sleep 5; echo new'
+    Then it exits 0 and prints the new job's id
+    When the job has written "old\nnew\n"
+    And the admin runs jobmgr-client output --since 3s JOB
+    Then it exits 0
+    And its stdout is "new\n"
+
+  Scenario: Output a server logged without capture times still reads, without times
+    Given the jobmgr-server program is running
+    When the admin runs jobmgr-client start -- sh -c 'echo one; echo two >&2'
+    Then it exits 0 and prints the new job's id
+    When I wait until the job has ended
+    And the server is killed with SIGKILL
+    And the job's log is rewritten without its time marks, as a server without capture times wrote it
+    And the server is started again on the same port
+    And the admin runs jobmgr-client output JOB
+    Then it exits 0
+    And its stdout is "one\n" and its stderr is "two\n"
+    When the admin runs jobmgr-client output --timestamps JOB
+    Then it exits 0
+    And its stdout is "- one\n"
+    And its stderr is "- two\n" and then the line "jobmgr-client: lines shown after '-' have no capture time: a jobmgr-server without capture times logged them"
+    When the admin runs jobmgr-client output --since 1h JOB
+    Then it exits 0
+    And its stdout is ""
 
   # ---- ids and listing -------------------------------------------------------------------------
 

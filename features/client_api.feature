@@ -78,6 +78,13 @@ Feature: jobmgr.client, the Python client library
     Then output from offset 6 gives "o\n" of stderr at 6, then "three\n" of stdout at 8
     And output with tail 1 gives "three\n" and leaves the reader at offset 14
 
+  Scenario: Each chunk of output carries captured_at, when the server took it from the job
+    Given the jobmgr-server program is running
+    And a program has a Client for it with the admin certificate
+    When the program notes the time, starts "sh -c 'echo one; sleep 2; echo two >&2'" and waits for it
+    Then output gives "one\n" and "two\n", each with an aware captured_at, at least a second apart, between the noted time and now
+    And output since the second chunk's captured_at gives "two\n" alone
+
   Scenario: AsyncClient does the same in asyncio
     Given the jobmgr-server program is running
     When an asyncio program with an AsyncClient for it runs "sh -c 'echo hi; exit 6'" and lists the jobs

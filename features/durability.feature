@@ -106,7 +106,8 @@ Feature: Nothing is lost when jobmgr-server crashes, restarts or runs out of dis
     Then jobmgr-client status says the job EXITED with code 7
     When the admin runs jobmgr-client run -- echo too late
     Then it exits 125
-    And its stderr is one line containing "No space left on device"
+    And its stderr is only a line starting with "jobmgr-client: job failed to start: "
+    And its stderr contains "No space left on device"
     When the state dir's disk is given its space back
     And the admin runs jobmgr-client run -- echo still working
     Then it exits 0

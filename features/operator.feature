@@ -35,7 +35,8 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run -- sh -c 'echo out; echo err >&2; exit <code>'
     Then it exits <code>
-    And its stdout is "out\n" and its stderr is "err\n"
+    And its stdout is "out\n"
+    And its stderr is "err\n" and then the line "jobmgr-client: job JOB8 exited with code <code>"
 
     Examples:
       | code |
@@ -47,7 +48,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     When the admin runs jobmgr-client start --follow -- sh -c 'echo hello; exit 3'
     Then it exits 3
     And its stdout is "hello\n"
-    And its stderr is empty
+    And its stderr is only the line "jobmgr-client: job JOB8 exited with code 3"
 
   Scenario: A followed job killed from another client gives 128 + 9
     Given the jobmgr-server program is running
@@ -56,14 +57,14 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Then it exits 0
     And the follower exits 137 within 10 seconds
     And the follower's stdout is "started\n"
-    And the follower's stderr contains "STOPPED by signal 9"
+    And the follower's last line on stderr is "jobmgr-client: job JOB8 stopped by signal 9 (SIGKILL): stopped on request"
 
   Scenario: Ctrl-C detaches from a followed job, which goes on running
     Given the jobmgr-server program is running
     And the admin is following "sh -c 'echo started; exec sleep 60'" with jobmgr-client run
     When the follower gets Ctrl-C
     Then the follower exits 130 within 10 seconds
-    And the follower's stderr contains "detached; job JOB is still running"
+    And the follower's last line on stderr starts with "jobmgr-client: job JOB8 detached, still running"
     And the follower's stderr contains " output JOB"
     And jobmgr-client status says the job is RUNNING
 
@@ -124,7 +125,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     Given the jobmgr-server program is running
     When the admin runs jobmgr-client run --timeout 1s -- sleep 60
     Then it exits 143 within 10 seconds
-    And its stderr contains "STOPPED by signal 15 (timed out after"
+    And its last line on stderr starts with "jobmgr-client: job JOB8 stopped by signal 15 (SIGTERM): timed out after 1."
 
   Scenario: Jobs run as a uid of their own by default, as nobody when they ask, and may not run as root
     Given the jobmgr-server program is running
@@ -136,7 +137,7 @@ Feature: Operating jobmgr: following jobs, per-job settings and server policy
     And its stdout is "65534\n"
     When the admin runs jobmgr-client run --run-as root -- id -u
     Then it exits 125
-    And its stderr is one line: "error: jobs may not run as 'root' here (allowed: nobody)"
+    And its stderr is only the line "jobmgr-client: job failed to start: jobs may not run as 'root' here (allowed: nobody)"
 
   Scenario: A server configured to allow root runs a job as root of its own user namespace when asked
     Given the jobmgr-server program is running with this configuration:

@@ -88,18 +88,24 @@ def followers() -> Iterator[list[Follower]]:
         follower.finish(10)
 
 
-@given(parsers.re(f'the {KIND} is following "(?P<command>.+)" with jobmgr-client run(?P<flags>.*)'))
+@given(
+    parsers.re(
+        f'the {KIND} is following "(?P<command>.+)" with jobmgr-client (?P<options>.*?)run'
+        "(?P<flags>.*)"
+    )
+)
 def _following(
     server_process: ServerProgram,
     scenario: Scenario,
     followers: list[Follower],
     kind: str,
     command: str,
+    options: str,
     flags: str,
 ) -> None:
     scenario.server = server_process
-    argv = [*program("jobmgr-client"), *server_process.client_args(kind), "run"]
-    argv += [*shlex.split(flags), "--", *shlex.split(command)]
+    argv = [*program("jobmgr-client"), *server_process.client_args(kind), *shlex.split(options)]
+    argv += ["run", *shlex.split(flags), "--", *shlex.split(command)]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=program_env()
     )
@@ -152,6 +158,91 @@ def _crash_and_restart(scenario: Scenario) -> None:
     time.sleep(1)  # a client following the job finds the door closed at least once
     server.argv += ["--port", str(port)]  # the last --port wins: the one clients know
     server.start()
+
+
+@when("the server is killed with SIGKILL")
+def _crash(scenario: Scenario) -> None:
+    scenario.program.kill9()  # the launcher and the job live on
+
+
+@when("the server is started again on the same port")
+def _restart(scenario: Scenario) -> None:
+    server = scenario.program
+    server.argv += ["--port", str(server.port)]  # the last --port wins: the one clients know
+    server.start()
+
+
+@when(
+    "the server and its launcher are killed with SIGKILL, and the server started again on the "
+    "same port"
+)
+def _crash_with_launcher(scenario: Scenario) -> None:
+    server = scenario.program
+    port = server.port
+    server.kill9_with_launcher()
+    server.argv += ["--port", str(port)]
+    server.start()
+
+
+# ---- run's ending line ------------------------------------------------------------------------
+
+
+def ending(scenario: Scenario, text: str) -> str:
+    """``text`` with JOB8 as the first 8 hex digits of the scenario's job: the last one the
+    server started, when the scenario has not named one."""
+    if "JOB8" in text:
+        if not scenario.job:
+            jobs = scenario.server.stub("admin").List(job_pb2.ListRequest(), timeout=10).jobs
+            scenario.job = jobs[-1].uuid
+        text = text.replace("JOB8", scenario.job[:8])
+    return with_job(scenario, text)
+
+
+def _split_last_line(stderr: bytes) -> tuple[bytes, str]:
+    """What came before run's last line on stderr, and that line."""
+    assert stderr.endswith(b"\n"), stderr
+    before, _, last = stderr[:-1].rpartition(b"\n")
+    return (before + b"\n" if before else b""), last.decode()
+
+
+@then(parsers.parse('its stderr is "{text}" and then the line "{line}"'))
+def _stderr_then_line(scenario: Scenario, text: str, line: str) -> None:
+    stderr = ran(scenario).stderr
+    assert stderr == unescape(text).encode() + ending(scenario, line).encode() + b"\n", stderr
+
+
+@then(parsers.parse('its stderr is only the line "{line}"'))
+def _stderr_only_line(scenario: Scenario, line: str) -> None:
+    assert ran(scenario).stderr.decode() == ending(scenario, line) + "\n", ran(scenario).stderr
+
+
+@then(parsers.parse('its stderr is only a line starting with "{start}"'))
+def _stderr_only_line_starting(scenario: Scenario, start: str) -> None:
+    stderr = ran(scenario).stderr.decode()
+    assert stderr.startswith(ending(scenario, start)) and stderr.count("\n") == 1, stderr
+
+
+@then(parsers.parse('its last line on stderr is "{line}"'))
+def _last_line(scenario: Scenario, line: str) -> None:
+    assert _split_last_line(ran(scenario).stderr)[1] == ending(scenario, line), ran(scenario)
+
+
+@then(parsers.parse('its last line on stderr starts with "{start}"'))
+def _last_line_starts(scenario: Scenario, start: str) -> None:
+    last = _split_last_line(ran(scenario).stderr)[1]
+    assert last.startswith(ending(scenario, start)), last
+
+
+@then(parsers.parse('the follower\'s last line on stderr {how} "{text}"'))
+def _follower_last_line(scenario: Scenario, how: str, text: str) -> None:
+    last = _split_last_line(bytes(scenario.notes["follower"].stderr))[1]
+    wanted = ending(scenario, text)
+    checks = {
+        "is": last == wanted,
+        "starts with": last.startswith(wanted),
+        "contains": wanted in last,
+    }
+    assert checks[how], last
 
 
 # ---- when -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shlex
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from harness.pki import ScenarioPKI, ServerFiles
 from harness.poll import eventually
 from harness.programs import program, program_env, run_program
 from jobmgr import pki
+from jobmgr.worker._frames import FRAME
+from jobmgr.worker._timemarks import TIME_STREAM
 
 from ._cli_steps import ran, run_client, with_job
 from .fixtures_scenario import Scenario
@@ -404,3 +408,58 @@ def _bash_completes(scenario: Scenario, tmp_path: Path, line: str, words: str) -
     )
     done = subprocess.run(["bash", "-c", test], capture_output=True, timeout=30, check=False)
     assert done.stdout.decode().strip() == words, done
+
+
+# ---- output timestamps ------------------------------------------------------------------------
+
+
+@when(parsers.re(r"^the admin notes the time and runs jobmgr-client (?P<arguments>.+)$"))
+def _noted_and_runs(scenario: Scenario, arguments: str) -> None:
+    scenario.notes["noted"] = datetime.now(UTC)
+    run_client(scenario, "admin", arguments)
+
+
+@then(
+    parsers.parse(
+        'its stdout and stderr are the lines "{first}", "{second}" and "{third}", each after '
+        "an RFC 3339 time"
+    )
+)
+def _stamped_lines(scenario: Scenario, first: str, second: str, third: str) -> None:
+    done = ran(scenario)
+    lines = done.stdout.decode().splitlines() + done.stderr.decode().splitlines()
+    stamped = []
+    for line in lines:
+        when, _, text = line.partition(" ")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", when), line
+        stamped.append((datetime.fromisoformat(when), text))
+    stamped.sort()
+    assert [text for _, text in stamped] == [first, second, third], stamped
+    assert done.stderr.decode() == next(line for line in lines if second in line) + "\n"
+    scenario.notes["times"] = [when for when, _ in stamped]
+
+
+@then("those times are at least a second apart, in order, between the start and now")
+def _times_apart(scenario: Scenario) -> None:
+    times: list[datetime] = scenario.notes["times"]
+    # The job sleeps 2 s between lines; its first line may wait on a busy launcher a while.
+    assert scenario.notes["noted"] <= times[0] and times[-1] <= datetime.now(UTC), times
+    assert all((b - a).total_seconds() >= 1 for a, b in itertools.pairwise(times))
+
+
+@when(
+    "the job's log is rewritten without its time marks, as a server without capture times wrote it"
+)
+def _strip_time_marks(scenario: Scenario) -> None:
+    path = scenario.program.state_dir / "jobs" / f"{scenario.job}.log"
+    data, kept, marks, at = path.read_bytes(), bytearray(), 0, 0
+    while at < len(data):
+        stream, length = FRAME.unpack_from(data, at)
+        end = at + FRAME.size + length + 4
+        if stream == TIME_STREAM:
+            marks += 1
+        else:
+            kept += data[at:end]
+        at = end
+    assert marks >= 1, "the log had no time marks to take out"
+    path.write_bytes(bytes(kept))

@@ -9,7 +9,7 @@ import shlex
 import subprocess
 import sys
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +379,40 @@ def _floor_set(scenario: Scenario) -> None:
 @then(parsers.parse("GRPC_SSL_CIPHER_SUITES is not set and tls13_floor_active() is false"))
 def _floor_not_set(scenario: Scenario) -> None:
     assert scenario.notes["fresh"] == [None, False], scenario.notes["fresh"]
+
+
+# ---- capture times ----------------------------------------------------------------------------
+
+
+@when(
+    parsers.parse('the program notes the time, starts "{command}" and waits for it'),
+)
+def _noted_starts_and_waits(scenario: Scenario, command: str) -> None:
+    scenario.notes["noted"] = datetime.now(UTC)
+    _starts_and_waits(scenario, command)
+
+
+@then(
+    parsers.parse(
+        'output gives "{first}" and "{second}", each with an aware captured_at, at least a '
+        "second apart, between the noted time and now"
+    )
+)
+def _captured(scenario: Scenario, first: str, second: str) -> None:
+    chunks = list(_client(scenario).output(scenario.job))
+    assert [c.data for c in chunks] == [unescape(first).encode(), unescape(second).encode()]
+    times = [c.captured_at for c in chunks]
+    assert all(t is not None and t.tzinfo is not None for t in times), times
+    one, two = times
+    assert one is not None and two is not None
+    assert scenario.notes["noted"] <= one and two <= datetime.now(UTC), times
+    assert (two - one).total_seconds() >= 1, times  # the job slept 2 s between them
+    scenario.notes["chunks"] = chunks
+
+
+@then(parsers.parse('output since the second chunk\'s captured_at gives "{text}" alone'))
+def _since_second(scenario: Scenario, text: str) -> None:
+    second = scenario.notes["chunks"][1]
+    reader = _client(scenario).output(scenario.job, since=second.captured_at)
+    got = [(c.data, c.offset) for c in reader]
+    assert got == [(unescape(text).encode(), second.offset)], got

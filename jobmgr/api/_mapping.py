@@ -179,6 +179,15 @@ def output_tail(request: pb.OutputRequest) -> int | None:
     return request.tail
 
 
+def output_since(request: pb.OutputRequest) -> int | None:
+    """The capture time (ns since the epoch) an OutputRequest starts at; None for none."""
+    if not request.HasField("since"):
+        return None
+    if not 0 <= request.since.nanos < 1_000_000_000:
+        raise InvalidSpec(f"since.nanos must be 0-999999999, got {request.since.nanos}")
+    return int(request.since.ToNanoseconds())
+
+
 def limits_from_proto(message: pb.Limits) -> Limits:
     """Limits with the unset fields left to the server's defaults."""
     given = {name: getattr(message, name) for name in _LIMIT_FIELDS if message.HasField(name)}
@@ -276,11 +285,23 @@ def output_to_wire(chunk: OutputChunk) -> Iterator[bytes]:
         yield _OFFSET_TAG + _varint(chunk.offset) if chunk.offset else b""
         return
     stream = _STREAM_FIELD[chunk.stream]
+    when = _captured_at(chunk.captured_at)
     for start in range(0, len(data), OUTPUT_MESSAGE_BYTES):
         piece = data[start : start + OUTPUT_MESSAGE_BYTES]
         offset = chunk.offset + start
         where = _OFFSET_TAG + _varint(offset) if offset else b""
-        yield b"".join((_OUTPUT_TAG, _varint(len(piece)), piece, stream, where))
+        yield b"".join((_OUTPUT_TAG, _varint(len(piece)), piece, stream, where, when))
+
+
+def _captured_at(nanoseconds: int | None) -> bytes:
+    """Field 5, a Timestamp, encoded; nothing for no time (or one before 1970)."""
+    if nanoseconds is None or nanoseconds < 0:
+        return b""
+    seconds, nanos = divmod(nanoseconds, 1_000_000_000)
+    body = (b"\x08" + _varint(seconds) if seconds else b"") + (
+        b"\x10" + _varint(nanos) if nanos else b""
+    )
+    return _CAPTURED_AT_TAG + _varint(len(body)) + body
 
 
 def _varint(value: int) -> bytes:
@@ -294,6 +315,7 @@ def _varint(value: int) -> bytes:
 
 _OUTPUT_TAG = b"\x0a"  # field 1 (output), length-delimited
 _OFFSET_TAG = b"\x20"  # field 4 (offset), a varint
+_CAPTURED_AT_TAG = b"\x2a"  # field 5 (captured_at), a Timestamp: length-delimited
 # Field 2 (stream), a varint; Stream's values are the wire's.
 _STREAM_FIELD = {stream: bytes((0x10, int(stream))) for stream in Stream}
 TRUNCATION_NOTICE = pb.OutputResponse(truncated=True).SerializeToString()

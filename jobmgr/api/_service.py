@@ -114,6 +114,7 @@ class JobManagerService(pb_grpc.JobManagerServicer):
                 follow=not request.no_follow,
                 tail=mapping.output_tail(request),
                 offset=request.offset,
+                since=mapping.output_since(request),
             )
             async for chunk in chunks:
                 for message in mapping.output_to_wire(chunk):

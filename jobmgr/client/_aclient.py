@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -126,10 +127,16 @@ class AsyncClient:
         return pick(job_id, prefix, ids)
 
     async def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: datetime | None = None,
     ) -> AsyncOutputReader:
         return AsyncOutputReader(
-            self, await self.resolve(job_id), follow=follow, tail=tail, offset=offset
+            self, await self.resolve(job_id), follow=follow, tail=tail, offset=offset, since=since
         )
 
     async def wait(self, job_id: str) -> JobStatus:
@@ -217,14 +224,21 @@ class AsyncOutputReader:
     ``status`` and ``truncated``; ``aclose`` ends the call."""
 
     def __init__(
-        self, client: AsyncClient, job_id: str, *, follow: bool, tail: int | None, offset: int
+        self,
+        client: AsyncClient,
+        job_id: str,
+        *,
+        follow: bool,
+        tail: int | None,
+        offset: int,
+        since: datetime | None = None,
     ) -> None:
         self.job_id = job_id
         self.offset = offset
         self.truncated = False
         self.status: JobStatus | None = None
         self._client = client
-        self._chunks = self._read(follow, tail)
+        self._chunks = self._read(follow, tail, since)
 
     def __aiter__(self) -> AsyncOutputReader:
         return self
@@ -235,19 +249,17 @@ class AsyncOutputReader:
     async def aclose(self) -> None:
         await self._chunks.aclose()
 
-    async def _read(self, follow: bool, tail: int | None) -> AsyncGenerator[OutputChunk, None]:
+    async def _read(
+        self, follow: bool, tail: int | None, since: datetime | None
+    ) -> AsyncGenerator[OutputChunk, None]:
         client = self._client
         backoff = Backoff(client._reconnect_for)
         while True:
-            request = job_pb2.OutputRequest(uuid=self.job_id, no_follow=not follow)
-            if tail is not None:
-                request.tail = tail
-            else:
-                request.offset = self.offset
+            request = convert.output_request(self.job_id, follow, tail, since, self.offset)
             call = client._stub.Output(request)
             try:
                 async for message in call:
-                    client._reached, tail = True, None
+                    client._reached, tail, since = True, None, None
                     self.truncated = self.truncated or message.truncated
                     chunk = convert.chunk(message, self.offset)
                     self.offset = chunk.offset + len(chunk.data)

@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -137,13 +138,23 @@ class Client:
         return pick(job_id, prefix, ids)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        offset: int = 0,
+        since: datetime | None = None,
     ) -> OutputReader:
         """The job's output, chunk by chunk, from byte ``offset`` (or from its last ``tail``
-        lines); with ``follow``, until the job has ended. A stream that drops is resumed from
+        lines, or from what the server captured at or after ``since``: output a server
+        without capture times logged is never selected so); with ``follow``, until the job
+        has ended. A stream that drops is resumed from
         the first byte not yet handed out, for up to ``reconnect_for`` seconds: each byte
         comes exactly once."""
-        return OutputReader(self, self.resolve(job_id), follow=follow, tail=tail, offset=offset)
+        return OutputReader(
+            self, self.resolve(job_id), follow=follow, tail=tail, offset=offset, since=since
+        )
 
     def wait(self, job_id: str) -> JobStatus:
         """Block until the job has ended; its final status."""
@@ -245,14 +256,21 @@ class OutputReader(Iterator[OutputChunk]):
     of the output (its output cap, or a full disk). ``close`` ends the call."""
 
     def __init__(
-        self, client: Client, job_id: str, *, follow: bool, tail: int | None, offset: int
+        self,
+        client: Client,
+        job_id: str,
+        *,
+        follow: bool,
+        tail: int | None,
+        offset: int,
+        since: datetime | None = None,
     ) -> None:
         self.job_id = job_id
         self.offset = offset
         self.truncated = False
         self.status: JobStatus | None = None
         self._client = client
-        self._chunks = self._read(follow, tail)
+        self._chunks = self._read(follow, tail, since)
 
     def __iter__(self) -> OutputReader:
         return self
@@ -263,19 +281,17 @@ class OutputReader(Iterator[OutputChunk]):
     def close(self) -> None:
         self._chunks.close()
 
-    def _read(self, follow: bool, tail: int | None) -> Generator[OutputChunk, None, None]:
+    def _read(
+        self, follow: bool, tail: int | None, since: datetime | None
+    ) -> Generator[OutputChunk, None, None]:
         client = self._client
         backoff = Backoff(client._reconnect_for)
         while True:
-            request = job_pb2.OutputRequest(uuid=self.job_id, no_follow=not follow)
-            if tail is not None:  # until a message says where the tail starts
-                request.tail = tail
-            else:
-                request.offset = self.offset
+            request = convert.output_request(self.job_id, follow, tail, since, self.offset)
             call = client._stub.Output(request)
             try:
                 for message in call:
-                    client._reached, tail = True, None
+                    client._reached, tail, since = True, None, None
                     self.truncated = self.truncated or message.truncated
                     chunk = convert.chunk(message, self.offset)
                     self.offset = chunk.offset + len(chunk.data)

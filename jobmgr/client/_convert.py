@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from jobmgr.api import job_pb2 as pb
@@ -102,13 +102,36 @@ def status(message: pb.StatusResponse) -> JobStatus:
     )
 
 
+def output_request(
+    job_id: str, follow: bool, tail: int | None, since: datetime | None, offset: int
+) -> pb.OutputRequest:
+    """The request for a job's output from ``tail`` or ``since`` until a message has said
+    at which offset that starts (then None), else from ``offset``."""
+    request = pb.OutputRequest(uuid=job_id, no_follow=not follow)
+    if tail is not None:
+        request.tail = tail
+    elif since is not None:
+        request.since.FromNanoseconds(round(since.timestamp() * 1e6) * 1000)
+    else:
+        request.offset = offset
+    return request
+
+
 def chunk(message: pb.OutputResponse, expected: int) -> OutputChunk:
     """An output message as a chunk; ``expected`` is the offset its bytes start at unless
     the message says otherwise (0 is not sent)."""
     stream = Stream.STDERR if message.stream == pb.STREAM_STDERR else Stream.STDOUT
-    return OutputChunk(stream, message.output, message.offset or expected)
+    when = _floor_time(message.captured_at) if message.HasField("captured_at") else None
+    return OutputChunk(stream, message.output, message.offset or expected, when)
 
 
 def _time(stamp: object) -> datetime:
     seconds = stamp.seconds + stamp.nanos / 1e9  # type: ignore[attr-defined]
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def _floor_time(stamp: object) -> datetime:
+    """A Timestamp to the microsecond at or before it: given back as ``since``, it selects
+    the output it came with."""
+    seconds, nanos = stamp.seconds, stamp.nanos  # type: ignore[attr-defined]
+    return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=nanos // 1000)

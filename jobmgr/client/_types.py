@@ -131,8 +131,12 @@ class JobStatus:
 @dataclass(frozen=True)
 class OutputChunk:
     """Bytes the job wrote to one stream; ``offset`` is where the first of them sits in the
-    job's output: stdout and stderr together, in the order the server captured them."""
+    job's output: stdout and stderr together, in the order the server captured them.
+    ``captured_at`` is when the server took the first of them from the job's pipe (its
+    clock, UTC, at most a millisecond early); None for output a server without capture times
+    logged."""
 
     stream: Stream
     data: bytes
     offset: int
+    captured_at: datetime | None = None

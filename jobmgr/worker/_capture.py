@@ -8,6 +8,9 @@ whose memory must be faulted in again: 1 GiB into fresh page cache costs 0.35-0.
 
 The output cap and a failing disk (full, or erroring) stop keeping output, never the job:
 the pipes are still drained and the log is cut back to whole frames.
+
+An output frame goes with a time mark before it, in the same system call, when the clock has
+moved a millisecond since the last one (see _timemarks): no extra call, 17 bytes a mark.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 
 from ._frames import FRAME, MAX_CHUNK, OVERHEAD, TRAILER, frame
 from ._status import Stream
+from ._timemarks import TimeMarker
 
 SPLICE_MIN = 64 * 1024  # below this, read() + writev() costs less than three syscalls
 SPLICE_PIECE = 64 * 1024
@@ -36,6 +40,7 @@ class LogWriter:
         self._kept = 0
         self.truncated = False
         self._on_truncate = on_truncate
+        self._marker = TimeMarker()
 
     @classmethod
     def resumed(
@@ -61,7 +66,8 @@ class LogWriter:
         return True
 
     def _splice(self, pipe: int, stream: Stream, length: int) -> None:
-        header, trailer = FRAME.pack(stream, length), TRAILER.pack(length)
+        mark = self._marker.before_output()
+        header, trailer = mark + FRAME.pack(stream, length), TRAILER.pack(length)
         try:
             ok = os.write(self.fd, header) == len(header)
             ok = ok and _splice_all(pipe, self.fd, length)
@@ -72,7 +78,7 @@ class LogWriter:
         if not ok:
             self._cut_back("writing output failed: disk full")
             return
-        self._commit(length)
+        self._commit(length, len(mark))
 
     def _append(self, stream: Stream, data: bytes) -> None:
         if self.truncated:
@@ -83,7 +89,8 @@ class LogWriter:
             self.give_up(f"the output cap of {self._cap} bytes was reached")
             if not data:
                 return
-        pieces = frame(stream, data)
+        mark = self._marker.before_output()
+        pieces = [mark, *frame(stream, data)] if mark else frame(stream, data)
         try:
             written = os.writev(self.fd, pieces)
         except OSError as exc:
@@ -92,10 +99,10 @@ class LogWriter:
         if written != sum(len(piece) for piece in pieces):
             self._cut_back("writing output failed: disk full")
             return
-        self._commit(len(data))
+        self._commit(len(data), len(mark))
 
-    def _commit(self, length: int) -> None:
-        self.size += OVERHEAD + length
+    def _commit(self, length: int, marks: int) -> None:
+        self.size += marks + OVERHEAD + length
         self._kept += length
 
     def _cut_back(self, reason: str) -> None:

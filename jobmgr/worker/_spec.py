@@ -240,15 +240,3 @@ def resolve_user(
     if entry.pw_uid == 0:
         return None, None, True
     return entry.pw_uid, entry.pw_gid, False
-
-
-def check_start(tail: int | None, offset: int) -> tuple[int | None, int]:
-    """Where a read of a job's output starts: its last ``tail`` lines, or output byte
-    ``offset``; InvalidSpec for a negative one, or both."""
-    if tail is not None and tail < 0:
-        raise InvalidSpec(f"tail must be >= 0 lines, got {tail}")
-    if offset < 0:
-        raise InvalidSpec(f"offset must be >= 0 bytes, got {offset}")
-    if tail is not None and offset:
-        raise InvalidSpec("give tail or offset, not both: a tail starts where the last lines do")
-    return tail, offset

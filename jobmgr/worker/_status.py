@@ -29,11 +29,14 @@ class Stream(enum.IntEnum):
 class OutputChunk:
     """Bytes the job wrote to one stream, in the order they were written; ``offset`` is where
     the first of them sits in the job's output (stdout and stderr together, see
-    _outputlog.FrameIndex)."""
+    _outputlog.FrameIndex); ``captured_at`` when the launcher took the first of them from
+    the job's pipe, in ns since the epoch (None in a log written without capture times, see
+    _timemarks)."""
 
     stream: Stream
     data: bytes
     offset: int = 0
+    captured_at: int | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Unpack
 
 from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host, hidden
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
@@ -23,7 +24,7 @@ from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
 from ._keeper import LauncherKeeper
 from ._launcher_client import LauncherClient
-from ._outputlog import OutputLog
+from ._outputlog import OutputLog, OutputStart, check_start
 from ._records import log_path
 from ._retries import RetriedStarts
 from ._shim import (
@@ -40,7 +41,7 @@ from ._shim import (
     StopReply,
     StopRequest,
 )
-from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, check_start, resolve_user
+from ._spec import DEFAULT_ENV, DEFAULT_LIMITS, JobSpec, Limits, resolve_user
 from ._statedir import make_private
 from ._status import JobState, JobStatus, OutputChunk
 from ._store import JobStore
@@ -212,20 +213,18 @@ class Worker:
         return sorted((e.status for e in entries), key=lambda s: s.started_at)
 
     def output(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self, job_id: str, *, follow: bool = True, **start: Unpack[OutputStart]
     ) -> Iterator[OutputChunk]:
-        """The job's output from byte ``offset`` (0: its first; see _outputlog for how output
-        bytes are counted) or its last ``tail`` lines; with ``follow``, live until the job
-        has ended. An offset past the output there is raises OffsetPastEnd as it is read."""
-        tail, offset = check_start(tail, offset)
-        return self._table.get(job_id).log.follow(follow=follow, tail=tail, offset=offset)
+        """The job's output from byte ``offset`` (see _outputlog), its last ``tail`` lines or
+        what was captured at or after ``since``; with ``follow``, live until the job has
+        ended. An offset past the output there is raises OffsetPastEnd as it is read."""
+        return self._table.get(job_id).log.follow(follow=follow, **check_start(start))
 
     def aoutput(
-        self, job_id: str, *, follow: bool = True, tail: int | None = None, offset: int = 0
+        self, job_id: str, *, follow: bool = True, **start: Unpack[OutputStart]
     ) -> AsyncIterator[OutputChunk]:
         """Asyncio form of output."""
-        tail, offset = check_start(tail, offset)
-        return self._table.get(job_id).log.afollow(follow=follow, tail=tail, offset=offset)
+        return self._table.get(job_id).log.afollow(follow=follow, **check_start(start))
 
     @property
     def available(self) -> bool:

@@ -474,6 +474,7 @@ class OutputRequest(_message.Message):
     NO_FOLLOW_FIELD_NUMBER: _builtins.int
     TAIL_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
     uuid: _builtins.str
     """(reference)"""
     no_follow: _builtins.bool
@@ -486,8 +487,16 @@ class OutputRequest(_message.Message):
     delivers them), counting only bytes the server kept. A client that lost its stream
     resumes with the offset of the first byte it did not get, and so receives every byte
     exactly once. Not with tail; past the end of what the server holds: OUT_OF_RANGE.
-    Numbers 5-7 are kept for further output selection.
     """
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start at the first output the server captured at or after this time (see
+        OutputResponse.captured_at); the first message then says, with its offset, where that is.
+        Output from a log written without capture times (by an older server) has none and is
+        never selected. Not with tail or offset.
+        Numbers 6-7 are kept for further output selection.
+        """
+
     def __init__(
         self,
         *,
@@ -495,10 +504,11 @@ class OutputRequest(_message.Message):
         no_follow: _builtins.bool = ...,
         tail: _builtins.int | None = ...,
         offset: _builtins.int = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "tail", b"tail"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "since", b"since", "tail", b"tail"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "offset", b"offset", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tail", b"_tail", "no_follow", b"no_follow", "offset", b"offset", "since", b"since", "tail", b"tail", "uuid", b"uuid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__tail: _TypeAlias = _typing.Literal["tail"]  # noqa: Y015
     _WhichOneofArgType__tail: _TypeAlias = _typing.Literal["_tail", b"_tail"]  # noqa: Y015
@@ -514,6 +524,7 @@ class OutputResponse(_message.Message):
     STREAM_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    CAPTURED_AT_FIELD_NUMBER: _builtins.int
     output: _builtins.bytes
     """(reference) the bytes, as the job wrote them"""
     stream: Global___Stream.ValueType
@@ -525,8 +536,15 @@ class OutputResponse(_message.Message):
     offset: _builtins.int
     """Where this message's first byte sits in the job's output (see OutputRequest.offset):
     after a tail, a client learns from it where to resume.
-    Numbers 5-7 are kept for further output metadata.
     """
+    @_builtins.property
+    def captured_at(self) -> _timestamp_pb2.Timestamp:
+        """When the server took this message's first byte from the job's pipe (its clock; at most
+        a millisecond early). Unset for output a server without capture times logged, and on
+        messages with no output.
+        Numbers 6-7 are kept for further output metadata.
+        """
+
     def __init__(
         self,
         *,
@@ -534,10 +552,11 @@ class OutputResponse(_message.Message):
         stream: Global___Stream.ValueType = ...,
         truncated: _builtins.bool = ...,
         offset: _builtins.int = ...,
+        captured_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["offset", b"offset", "output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["captured_at", b"captured_at", "offset", b"offset", "output", b"output", "stream", b"stream", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
