@@ -48,6 +48,9 @@ static int jobfs = -1; /* the job's private tmpfs; its "mask" and "mask-file", e
                         * once bound, cover what is hidden */
 
 #define STAGING "/tmp" /* where the skeleton is built, in the init's copy of the host's view */
+#define SOURCES "/.jobmgr-sources" /* in the view's root: where older kernels need the sources */
+static int attached; /* `host` and `jobfs` are mounted under SOURCES (see attach_sources) */
+static int entered;  /* the skeleton is the root */
 #define SCRATCH "/scratch"
 #define TMPFS_FLAGS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 
@@ -104,12 +107,89 @@ static int new_tmpfs(const char *mode, unsigned long long size, unsigned long lo
     return mnt;
 }
 
+/* Make the view's root writable (0) or read-only again (1). */
+static int root_readonly(int readonly) {
+    return setattr_(AT_FDCWD, "/", 0, readonly ? MOUNT_ATTR_RDONLY : 0,
+                    readonly ? 0 : MOUNT_ATTR_RDONLY);
+}
+
+/* ---- where binds come from: `host` and `jobfs`, detached, or attached on older kernels ---
+ * Before Linux 6.15, open_tree(OPEN_TREE_CLONE) and mount(MS_BIND) copy only a mount of the
+ * caller's own mount namespace (check_mnt in the kernel's __do_loopback): a detached tree, as
+ * open_tree and fsmount make, cannot be a source there, and every clone from it fails with
+ * EINVAL (measured: Debian's 6.1 refuses, 6.18 allows). A 9p, initramfs or overlay root
+ * changes nothing; the kernel's version does. On such a kernel the first refused clone
+ * attaches both trees under SOURCES in the skeleton, where they are the namespace's own, and
+ * detach_sources lets them go before the job starts: the job never sees them. Newer kernels
+ * keep the detached path, which costs no mount, unmount or directory in the view. */
+static int attach_sources(void) {
+    static const char *const POINTS[] = {STAGING SOURCES, STAGING SOURCES "/host",
+                                         STAGING SOURCES "/jobfs"};
+    for (size_t i = 0; i < sizeof POINTS / sizeof POINTS[0]; i++)
+        if (mkdir(POINTS[i], 0700) < 0)
+            return problem("making", POINTS[i]);
+    if (move_mount_(host, "", AT_FDCWD, POINTS[1], MOVE_MOUNT_F_EMPTY_PATH) < 0 ||
+        move_mount_(jobfs, "", AT_FDCWD, POINTS[2], MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        return problem("attaching the sources at", STAGING SOURCES);
+    attached = 1;
+    return 0;
+}
+
+/* Take the attached sources along into a new root at `stage` (a root of the job's own). */
+static int carry_sources(const char *stage) {
+    char path[128];
+    const char *const names[] = {"", "/host", "/jobfs"};
+    for (size_t i = 0; attached && i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s%s%s", stage, SOURCES, names[i]);
+        if (mkdir(path, 0700) < 0)
+            return problem("making", path);
+        if (i > 0 && move_mount_(i == 1 ? host : jobfs, "", AT_FDCWD, path,
+                                 MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return problem("moving the sources to", path);
+    }
+    return 0;
+}
+
+/* Unmount the attached sources (`which`: "/host", or NULL for both, and their directories):
+ * the fds stay usable, and nothing of them is left in the view. */
+static int detach_sources(const char *which) {
+    if (!attached)
+        return 0;
+    const char *const names[] = {"/host", "/jobfs"};
+    char path[64];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (which != NULL && strcmp(which, names[i]) != 0)
+            continue;
+        snprintf(path, sizeof path, "%s%s", SOURCES, names[i]);
+        if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL) /* EINVAL: already gone */
+            return problem("unmounting", path);
+    }
+    if (which != NULL)
+        return 0;
+    int rc = root_readonly(0);
+    for (size_t i = 0; rc == 0 && i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s%s", SOURCES, names[i]);
+        rc = rmdir(path);
+    }
+    if (rc == 0)
+        rc = rmdir(SOURCES);
+    if (root_readonly(1) < 0 || rc < 0)
+        return problem("removing", SOURCES);
+    attached = 0;
+    return 0;
+}
+
 /* Mount a clone of `name` under `from` (recursively) at `target`, with attributes set. */
 static int bind_clone(int from, const char *name, int recursive, unsigned long long set,
                       unsigned long long clear, const char *target) {
     unsigned flags = OPEN_TREE_CLONE | (recursive ? AT_RECURSIVE : 0) |
                      (name[0] == '\0' ? AT_EMPTY_PATH : 0);
     int tree = open_tree_(from, name, flags);
+    if (tree < 0 && errno == EINVAL && !attached && !entered) {
+        if (attach_sources() < 0)
+            return -1;
+        tree = open_tree_(from, name, flags);
+    }
     if (tree < 0)
         return problem("cloning", name);
     int rc = 0;
@@ -224,7 +304,8 @@ static int enter(const char *target) {
     if (chdir(target) < 0 || syscall(SYS_pivot_root, ".", ".") < 0 ||
         umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
         return problem("entering", target);
-    return setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, 0);
+    entered = 1;
+    return root_readonly(1);
 }
 
 /* ---- the warm steps ------------------------------------------------------------------------ */
@@ -360,6 +441,8 @@ int view_hidden(void) {
     /* No order will bind a host path: the host's clone goes now, while the slot warms.
      * Dropping it waits for an RCU grace period (about 1 ms here, little CPU). */
     if (!SETUP.binds) {
+        if (detach_sources("/host") < 0)
+            return -1;
         close(host);
         host = -1;
     }
@@ -392,9 +475,9 @@ static int enter_rootfs(const char *rootfs, struct failure *f) {
     int tree = resolve(host, rootfs + 1, O_PATH | O_DIRECTORY);
     if (tree < 0)
         return failed(f, "mount", "the root filesystem '%.300s' cannot be opened", rootfs);
-    if (setattr_(AT_FDCWD, "/", 0, 0, MOUNT_ATTR_RDONLY) < 0 || mkdir(stage, 0755) < 0 ||
+    if (root_readonly(0) < 0 || mkdir(stage, 0755) < 0 ||
         mount("jobmgr", stage, "tmpfs", MS_NOSUID, "mode=0755,size=1m") < 0 ||
-        skeleton(tree, stage, 0) < 0 || make_dev(STAGED_DEV) < 0)
+        skeleton(tree, stage, 0) < 0 || make_dev(STAGED_DEV) < 0 || carry_sources(stage) < 0)
         return failed(f, "mount", "building the job's root from '%.300s'%s", rootfs,
                       view_problem);
     close(tree);
@@ -418,10 +501,10 @@ static int bind_target(const struct bind *b, int is_dir, struct failure *f) {
     if (errno != ENOENT || slash != b->target)
         return failed(f, "mount", "the mount target '%.300s' is not in the job's view",
                       b->target);
-    int rc = setattr_(AT_FDCWD, "/", 0, 0, MOUNT_ATTR_RDONLY);
+    int rc = root_readonly(0);
     if (rc == 0)
         rc = is_dir ? mkdir(b->target, 0755) : mknod(b->target, S_IFREG | 0644, 0);
-    if (setattr_(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, 0) < 0 || rc < 0)
+    if (root_readonly(1) < 0 || rc < 0)
         return failed(f, "setup", "making the mount target '%.300s'", b->target);
     return 0;
 }
@@ -462,6 +545,8 @@ int view_order(const struct order *o, struct failure *f) {
     for (char **p = o->masks; *p != NULL; p++)
         if (cover(*p, 1) < 0)
             return failed(f, "setup", "covering a host socket%s", view_problem);
+    if (detach_sources(NULL) < 0)
+        return failed(f, "setup", "letting go of the view's sources%s", view_problem);
     return 0;
 }
 
