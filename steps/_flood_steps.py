@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from pytest_bdd import given, parsers, then, when
 
+from harness import speed
 from harness.figures import percentile, report
 from harness.procs import usage
 from harness.programs import REPO_ROOT, program_env
@@ -167,12 +168,14 @@ def _served_under_flood(scenario: Scenario) -> None:
     server = scenario.program
     took = _admin_pairs(server, 50, every=0.2)
     p50, p99 = percentile(took, 50), percentile(took, 99)
+    # 1 s on the development host; a slower or busier machine gets proportionally longer.
+    bound = 1.0 * speed.factor()
     report(
         f"flood: admin Start+Status p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
-        f"(quiet p99 {scenario.notes['quiet_p99'] * 1000:.0f} ms); flood at start "
-        f"{scenario.notes['flood_ready']}; server during: {scenario.notes['during']}"
+        f"(quiet p99 {scenario.notes['quiet_p99'] * 1000:.0f} ms, bound {bound:.2f} s); "
+        f"flood at start {scenario.notes['flood_ready']}; server during: {scenario.notes['during']}"
     )
-    assert p99 <= 1.0, f"p99 {p99:.2f} s over 50 pairs"
+    assert p99 <= bound, f"p99 {p99:.2f} s over 50 pairs, bound {bound:.2f} s"
 
 
 @then("once the flood is gone the server's open file descriptors and RSS are within 10% of before")
