@@ -60,6 +60,7 @@ class WarmPool:
         # A spare that cannot even warm up would fail every start: none is made until a start
         # (which then reports the reason) succeeds again.
         self._broken = False
+        self._taken: list[Slot] = []  # slots starts took, until their inits answer
         self.settings: SlotSettings | None = None
         self._leases: UidLeases | None = None
         self._dir = state_dir / "spares"
@@ -84,8 +85,17 @@ class WarmPool:
         self.refill()
 
     def refill(self) -> None:
-        """Make spares until there are ``size`` (none while broken, closed or unconfigured)."""
+        """Make spares until there are ``size`` (none while broken, closed or unconfigured).
+
+        None is made while a start waits for its init to answer, unless no spare is left: the
+        answer comes within a few ms, and a spare made meanwhile (its cgroup, device rules
+        and pipes here, a fork and new namespaces in the zygote: 1-2 ms of CPU) would hold
+        back reading it, and so the start's reply.
+        """
         if self._closed or self._broken or self.settings is None:
+            return
+        self._taken = [slot for slot in self._taken if slot.state is SlotState.STARTING]
+        if self._taken and any(spare.state in SPARE_STATES for spare in self.spares.values()):
             return
         try:
             for _ in range(self._size - len(self.spares)):
@@ -99,6 +109,7 @@ class WarmPool:
         ready = [s for s in spares if s.state is SlotState.READY]
         spare = (ready or spares or [self._make()])[0]
         del self.spares[spare.id]
+        self._taken.append(spare)
         return spare
 
     def started(self) -> None:
