@@ -87,15 +87,17 @@ class WarmPool:
     def refill(self) -> None:
         """Make spares until there are ``size`` (none while broken, closed or unconfigured).
 
-        None is made while a start waits for its init to answer, unless no spare is left: the
-        answer comes within a few ms, and a spare made meanwhile (its cgroup, device rules
-        and pipes here, a fork and new namespaces in the zygote: 1-2 ms of CPU) would hold
-        back reading it, and so the start's reply.
+        While a start waits for its init to answer, none is made unless fewer than half are
+        left (a burst of starts still finds spares): the answer comes within a few ms, and a
+        spare made meanwhile (its cgroup, device rules and pipes here, a fork and new
+        namespaces in the zygote: about 1 ms of CPU each) would hold back reading it, and so
+        the start's reply.
         """
         if self._closed or self._broken or self.settings is None:
             return
         self._taken = [slot for slot in self._taken if slot.state is SlotState.STARTING]
-        if self._taken and any(spare.state in SPARE_STATES for spare in self.spares.values()):
+        left = sum(1 for spare in self.spares.values() if spare.state in SPARE_STATES)
+        if self._taken and 2 * left >= self._size:
             return
         try:
             for _ in range(self._size - len(self.spares)):
