@@ -54,6 +54,7 @@ class ServerChannel:
         self._decoder = FrameDecoder()
         self._received = FdQueue()
         self._outbox: deque[_Segment] = deque()
+        self._events = 0  # what the selector watches the connection for
         sel.register(listener, selectors.EVENT_READ, lambda _: self._accept(listener))
 
     @property
@@ -61,9 +62,13 @@ class ServerChannel:
         return self._conn is not None
 
     def send_reply(self, req: int, reply: Reply | RequestFailed) -> None:
-        """Queue the answer to request ``req`` for the server, if one is connected."""
+        """Send the answer to request ``req`` to the server, if one is connected: at once (as
+        far as the socket takes it), since a caller waits for it; queued until the loop's turn
+        ends, it would wait for whatever else that turn holds (other slots' reports, a job's
+        end with its cgroups removed, the warm pool's refill)."""
         if self._conn is not None:
             self._queue(encode_reply(req, reply), [])
+            self.flush()
 
     def send_event(self, event: Event, fds: list[int] | None = None) -> None:
         """Queue ``event`` (with copies of ``fds``) for the server, if one is connected.
@@ -108,7 +113,9 @@ class ServerChannel:
             self._drop()
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self._outbox else 0)
-        self._sel.modify(self._conn, events, self._on_ready)
+        if events != self._events:
+            self._sel.modify(self._conn, events, self._on_ready)
+            self._events = events
 
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
@@ -121,6 +128,7 @@ class ServerChannel:
         self._decoder = FrameDecoder()
         self._clear_outbox()
         self._sel.register(conn, selectors.EVENT_READ, self._on_ready)
+        self._events = selectors.EVENT_READ
 
     def _on_ready(self, mask: int) -> None:
         assert self._conn is not None

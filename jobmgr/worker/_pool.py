@@ -60,6 +60,7 @@ class WarmPool:
         # A spare that cannot even warm up would fail every start: none is made until a start
         # (which then reports the reason) succeeds again.
         self._broken = False
+        self._taken: list[Slot] = []  # slots starts took, until their inits answer
         self.settings: SlotSettings | None = None
         self._leases: UidLeases | None = None
         self._dir = state_dir / "spares"
@@ -84,8 +85,19 @@ class WarmPool:
         self.refill()
 
     def refill(self) -> None:
-        """Make spares until there are ``size`` (none while broken, closed or unconfigured)."""
+        """Make spares until there are ``size`` (none while broken, closed or unconfigured).
+
+        While a start waits for its init to answer, none is made unless fewer than half are
+        left (a burst of starts still finds spares): the answer comes within a few ms, and a
+        spare made meanwhile (its cgroup, device rules and pipes here, a fork and new
+        namespaces in the zygote: about 1 ms of CPU each) would hold back reading it, and so
+        the start's reply.
+        """
         if self._closed or self._broken or self.settings is None:
+            return
+        self._taken = [slot for slot in self._taken if slot.state is SlotState.STARTING]
+        left = sum(1 for spare in self.spares.values() if spare.state in SPARE_STATES)
+        if self._taken and 2 * left >= self._size:
             return
         try:
             for _ in range(self._size - len(self.spares)):
@@ -99,6 +111,7 @@ class WarmPool:
         ready = [s for s in spares if s.state is SlotState.READY]
         spare = (ready or spares or [self._make()])[0]
         del self.spares[spare.id]
+        self._taken.append(spare)
         return spare
 
     def started(self) -> None:

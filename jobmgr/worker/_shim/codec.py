@@ -21,7 +21,7 @@ import json
 import struct
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -178,10 +178,19 @@ def decode_record(body: bytes) -> tuple[JobRecord, JobResult | None]:
 
 
 # ---- dataclasses to JSON values and back --------------------------------------------------
+#
+# Each class and annotation is turned once into a reader (a function of the JSON value alone),
+# so a message is checked by plain calls, without looking at its annotations again; a reader
+# says where a value misfits only when one does, by the path its callers add on the way out.
+# A Start costs the worker and the launcher a handful of messages each, all on its path.
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def to_wire(value: Any) -> Any:
     """A message (or any of its fields) as JSON values."""
+    if type(value) in _SCALARS:
+        return value
     if dataclasses.is_dataclass(value):
         return {name: to_wire(getattr(value, name)) for name in _schema(type(value)).hints}
     if isinstance(value, enum.Enum):
@@ -195,54 +204,146 @@ def to_wire(value: Any) -> Any:
 
 def from_wire(cls: type[T], fields: object, where: str = "") -> T:
     """An instance of dataclass ``cls`` from JSON values, every field checked."""
-    where = where or cls.__name__
+    try:
+        return _read_dataclass(cls, fields)  # type: ignore[no-any-return]
+    except _Misfit as misfit:
+        raise ProtocolError(f"{where or cls.__name__}{misfit.where}: {misfit}") from None
+
+
+class _Misfit(Exception):
+    """A value that does not fit its annotation; ``where`` is its path below the message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.where = ""
+
+    def inside(self, step: str) -> _Misfit:
+        self.where = step + self.where
+        return self
+
+
+Reader = Callable[[object], Any]
+
+
+def _read_dataclass(cls: type, fields: object) -> Any:
     if not isinstance(fields, dict):
-        raise ProtocolError(f"{where}: expected an object, got {type(fields).__name__}")
-    schema = _schema(cls)
+        raise _Misfit(f"expected an object, got {type(fields).__name__}")
     values = {}
-    for name, hint in schema.hints.items():
+    for name, read, optional in _plan(cls):
         if name in fields:
-            values[name] = _read(hint, fields[name], f"{where}.{name}")
-        elif name not in schema.optional:
-            raise ProtocolError(f"{where}: {name} is missing")
+            try:
+                values[name] = read(fields[name])
+            except _Misfit as misfit:
+                raise misfit.inside(f".{name}") from None
+        elif not optional:
+            raise _Misfit(f"{name} is missing")
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:  # InvalidSpec is a ValueError: limits out of range
-        raise ProtocolError(f"{where}: {exc}") from None
+        raise _Misfit(str(exc)) from None
 
 
-def _read(hint: Any, value: object, where: str) -> Any:
+_PLANS: dict[type, tuple[tuple[str, Reader, bool], ...]] = {}
+
+
+def _plan(cls: type) -> tuple[tuple[str, Reader, bool], ...]:
+    """Each field of ``cls``: its name, its reader, and whether a frame may leave it out."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        schema = _schema(cls)
+        where = cls.__name__
+        plan = _PLANS[cls] = tuple(
+            (name, _reader(hint, f"{where}.{name}"), name in schema.optional)
+            for name, hint in schema.hints.items()
+        )
+    return plan
+
+
+def _reader(hint: Any, where: str) -> Reader:
+    """The reader of values annotated ``hint``; TypeError if no such value can travel."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         (inner,) = (arg for arg in args if arg is not type(None))
-        return _read(inner, value, where)
+        return _optional(_reader(inner, where)) if type(None) in args else _reader(inner, where)
     if origin is tuple:
-        items = _of_type(value, list, where)
-        return tuple(_read(args[0], item, f"{where}[{i}]") for i, item in enumerate(items))
+        return _tuple_of(_reader(args[0], f"{where}[]"))
     if origin in (Mapping, dict):
-        pairs = _of_type(value, dict, where)
-        return {key: _read(args[1], item, f"{where}[{key!r}]") for key, item in pairs.items()}
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (str, int, float, bool):
-        if isinstance(value, bool) is not (hint is bool):
-            raise ProtocolError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return _of_type(value, hint, where)
+        return _mapping_of(_reader(args[1], f"{where}[]"))
+    if hint is float:
+        return _read_float
+    if hint in (str, int, bool):
+        return _scalar(hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise ProtocolError(f"{where}: {value!r} is not a {hint.__name__}") from None
+        return _enum(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return from_wire(hint, value, where)
+        return lambda value: _read_dataclass(hint, value)
     raise TypeError(f"{where}: a {hint} cannot travel in a message")
 
 
-def _of_type(value: object, kind: type[T], where: str) -> T:
+def _optional(read: Reader) -> Reader:
+    return lambda value: None if value is None else read(value)
+
+
+def _tuple_of(read: Reader) -> Reader:
+    def read_tuple(value: object) -> tuple[Any, ...]:
+        items = _of_type(value, list)
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(read(item))
+            except _Misfit as misfit:
+                raise misfit.inside(f"[{i}]") from None
+        return tuple(out)
+
+    return read_tuple
+
+
+def _mapping_of(read: Reader) -> Reader:
+    def read_mapping(value: object) -> dict[Any, Any]:
+        pairs = _of_type(value, dict)
+        out = {}
+        for key, item in pairs.items():
+            try:
+                out[key] = read(item)
+            except _Misfit as misfit:
+                raise misfit.inside(f"[{key!r}]") from None
+        return out
+
+    return read_mapping
+
+
+def _read_float(value: object) -> float:
+    if type(value) is float:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return _scalar(float)(value)  # type: ignore[no-any-return]
+
+
+def _scalar(kind: type) -> Reader:
+    def read_scalar(value: object) -> Any:
+        if type(value) is kind:
+            return value
+        if isinstance(value, bool) is not (kind is bool):
+            raise _Misfit(f"expected {kind.__name__}, got {value!r}")
+        return _of_type(value, kind)
+
+    return read_scalar
+
+
+def _enum(kind: type[enum.Enum]) -> Reader:
+    def read_enum(value: object) -> enum.Enum:
+        try:
+            return kind(value)
+        except ValueError:
+            raise _Misfit(f"{value!r} is not a {kind.__name__}") from None
+
+    return read_enum
+
+
+def _of_type(value: object, kind: type[T]) -> T:
     if not isinstance(value, kind):
-        raise ProtocolError(f"{where}: expected {kind.__name__}, got {value!r}")
+        raise _Misfit(f"expected {kind.__name__}, got {value!r}")
     return value
 
 
