@@ -166,8 +166,11 @@ int cover(const char *path, int sockets_only) {
         return errno == ENOENT || errno == ENOTDIR ? 0 : problem("looking at", path);
     if (sockets_only && !S_ISSOCK(st.st_mode))
         return 0;
-    return bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
-                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
+    int rc = bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
+                        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
+    /* Gone between the lstat and the mount (a host socket removed as its service restarts):
+     * as when it was not there at all. */
+    return rc < 0 && errno == ENOENT ? 0 : rc;
 }
 
 /* Make the skeleton at `target` the root: the old one is let go entirely. */
