@@ -4,6 +4,7 @@ bench share to drive jobmgr from outside is the harness/ package."""
 
 # Before anything imports grpc: jobmgr.api sets the TLS 1.3 floor, which grpc reads only once.
 import functools
+import signal
 
 import pytest
 
@@ -12,6 +13,12 @@ from jobmgr.worker.cgroups import CgroupError, detect_driver
 
 # The harness's asserts explain themselves as the tests' do.
 pytest.register_assert_rewrite("harness")
+
+# A suite started in the background of a non-interactive shell (`make test &`, nohup) inherits
+# SIGINT ignored, and every program it starts would too: the Ctrl-C scenarios would then test
+# nothing but the shell. Programs started from here get SIGINT's default, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 pytest_plugins = [
     "steps.fixtures_scenario",

@@ -1,5 +1,6 @@
 """The one compiled part: the jobs' init and its zygote, a small C program (jobmgr/worker/_pid1.c
-with the init's watch over the running job in _pid1_supervise.c, the job's view in _sandbox.c,
+with the init's watch over the running job in _pid1_supervise.c, the job's view in _sandbox.c (its
+skeleton, /dev, /proc and /sys in _skeleton.c, the mount API in _mountapi.c),
 its privileges in _privilege.c, the launcher's messages in _order.c), linked with libseccomp.
 
 It is a program, not an extension module: forked from a program that maps little, a job's
@@ -21,7 +22,15 @@ from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers"]
-SOURCES = ["_pid1.c", "_pid1_supervise.c", "_order.c", "_sandbox.c", "_privilege.c"]
+SOURCES = [
+    "_pid1.c",
+    "_pid1_supervise.c",
+    "_order.c",
+    "_sandbox.c",
+    "_skeleton.c",
+    "_mountapi.c",
+    "_privilege.c",
+]
 LIBSECCOMP_MISSING = """\
 jobmgr needs libseccomp's headers and library to build its init (every job gets a seccomp
 filter made with it). Install them, then build again:
@@ -79,7 +88,10 @@ setup(
         Extension(
             "jobmgr.worker._pid1",
             sources=[f"jobmgr/worker/{name}" for name in SOURCES],
-            depends=["jobmgr/worker/_sandbox.h", "jobmgr/worker/_pid1.h"],
+            depends=[
+                f"jobmgr/worker/{name}"
+                for name in ("_sandbox.h", "_pid1.h", "_view.h", "_mountapi.h")
+            ],
             libraries=["seccomp"],
             extra_compile_args=["-O2", *WARNINGS],
         )

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "_sandbox.h"
+#include "_view.h"
 
 struct setup SETUP;
 char view_problem[600];
@@ -54,57 +55,11 @@ static int entered;  /* the skeleton is the root */
 #define SCRATCH "/scratch"
 #define TMPFS_FLAGS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 
-/* ---- the new mount API, by number: older C libraries lack the wrappers --------------------- */
-static int open_tree_(int dirfd, const char *path, unsigned flags) {
-    return (int)syscall(SYS_open_tree, dirfd, path, flags | OPEN_TREE_CLOEXEC);
-}
-static int move_mount_(int from, const char *fpath, int to, const char *tpath, unsigned flags) {
-    return (int)syscall(SYS_move_mount, from, fpath, to, tpath, flags);
-}
-static int setattr_(int dirfd, const char *path, unsigned flags, unsigned long long set,
-                    unsigned long long clear) {
-    struct mount_attr attr = {.attr_set = set, .attr_clr = clear, .propagation = 0};
-    return (int)syscall(SYS_mount_setattr, dirfd, path, flags, &attr, sizeof attr);
-}
-static int fsconfig_(int fd, unsigned cmd, const char *key, const char *value) {
-    return (int)syscall(SYS_fsconfig, fd, cmd, key, value, 0);
-}
-static int resolve(int dirfd, const char *path, int flags) {
-    struct open_how how = {.flags = (unsigned long long)(flags | O_CLOEXEC),
-                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
-    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
-}
-
-static int problem(const char *what, const char *path) {
+int problem(const char *what, const char *path) {
     int saved = errno;
     snprintf(view_problem, sizeof view_problem, " (%s %.500s)", what, path);
     errno = saved;
     return -1;
-}
-
-/* A new tmpfs, detached; its fd, or -1. */
-static int new_tmpfs(const char *mode, unsigned long long size, unsigned long long inodes,
-                     unsigned attrs) {
-    int fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
-    if (fs < 0)
-        return -1;
-    char text[32];
-    int rc = fsconfig_(fs, FSCONFIG_SET_STRING, "mode", mode);
-    if (rc == 0 && size > 0) {
-        snprintf(text, sizeof text, "%llu", size);
-        rc = fsconfig_(fs, FSCONFIG_SET_STRING, "size", text);
-    }
-    if (rc == 0 && inodes > 0) {
-        snprintf(text, sizeof text, "%llu", inodes);
-        rc = fsconfig_(fs, FSCONFIG_SET_STRING, "nr_inodes", text);
-    }
-    if (rc == 0)
-        rc = fsconfig_(fs, FSCONFIG_CMD_CREATE, NULL, NULL);
-    int mnt = rc == 0 ? (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attrs) : -1;
-    int saved = errno;
-    close(fs);
-    errno = saved;
-    return mnt;
 }
 
 /* Make the view's root writable (0) or read-only again (1). */
@@ -180,7 +135,7 @@ static int detach_sources(const char *which) {
 }
 
 /* Mount a clone of `name` under `from` (recursively) at `target`, with attributes set. */
-static int bind_clone(int from, const char *name, int recursive, unsigned long long set,
+int bind_clone(int from, const char *name, int recursive, unsigned long long set,
                       unsigned long long clear, const char *target) {
     unsigned flags = OPEN_TREE_CLONE | (recursive ? AT_RECURSIVE : 0) |
                      (name[0] == '\0' ? AT_EMPTY_PATH : 0);
@@ -205,98 +160,17 @@ static int bind_clone(int from, const char *name, int recursive, unsigned long l
 
 /* Cover `path` (a directory or a file) with an empty read-only one; a path that is not there
  * is not there to hide. */
-static int cover(const char *path, int sockets_only) {
+int cover(const char *path, int sockets_only) {
     struct stat st;
     if (lstat(path, &st) < 0)
         return errno == ENOENT || errno == ENOTDIR ? 0 : problem("looking at", path);
     if (sockets_only && !S_ISSOCK(st.st_mode))
         return 0;
-    return bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
-                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
-}
-
-static int is_hidden_top(const char *name) {
-    for (char **p = SETUP.hidden; *p != NULL; p++)
-        if ((*p)[0] == '/' && strcmp(*p + 1, name) == 0)
-            return 1;
-    return 0;
-}
-
-/* ---- the skeleton: `source`'s top-level entries, bound read-only under `target` ---------- */
-static const char *const OWN[] = {"dev", "proc", "sys", "tmp", "scratch", NULL};
-
-static int is_own(const char *name) {
-    for (const char *const *p = OWN; *p != NULL; p++)
-        if (strcmp(*p, name) == 0)
-            return 1;
-    return 0;
-}
-
-static int skeleton_entry(int source, int dir, const char *name, unsigned char type,
-                          const char *target, int hide) {
-    /* Buffers sized for top-level names: the init's stack is a page copy in every slot. */
-    struct stat st;
-    char path[512], link[1024];
-    if (type == DT_UNKNOWN) {
-        if (fstatat(source, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            return problem("looking at", name);
-        type = S_ISLNK(st.st_mode) ? DT_LNK : S_ISDIR(st.st_mode) ? DT_DIR : DT_REG;
-    }
-    snprintf(path, sizeof path, "%s/%s", target, name);
-    if (type == DT_LNK) {
-        ssize_t n = readlinkat(source, name, link, sizeof link - 1);
-        if (n < 0 || n == sizeof link - 1)
-            return problem("reading the link", name);
-        link[n] = '\0';
-        return symlinkat(link, dir, name) < 0 ? problem("linking", path) : 0;
-    }
-    if (type == DT_DIR) {
-        if (mkdirat(dir, name, 0755) < 0)
-            return problem("making", path);
-    } else if (mknodat(dir, name, S_IFREG | 0644, 0) < 0) {
-        return problem("making", path);
-    }
-    if (hide || is_own(name))
-        return 0; /* an empty directory (or file) where the host has one */
-    return bind_clone(source, name, type == DT_DIR, 0, 0, path);
-}
-
-/* The entries of a directory, read with getdents64 into a buffer on the stack: opendir's
- * 32 KiB heap buffer would be a private page copy in every init. */
-struct linux_dirent64 {
-    ino64_t d_ino;
-    off64_t d_off;
-    unsigned short d_reclen;
-    unsigned char d_type;
-    char d_name[];
-};
-
-static int skeleton(int source, const char *target, int hide) {
-    int dir = open(target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int list = openat(source, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir < 0 || list < 0)
-        return problem("listing", target);
-    int rc = 0;
-    char buf[2048];
-    long n;
-    while (rc == 0 && (n = syscall(SYS_getdents64, list, buf, sizeof buf)) > 0)
-        for (long at = 0; rc == 0 && at < n;) {
-            struct linux_dirent64 *e = (struct linux_dirent64 *)(buf + at);
-            at += e->d_reclen;
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                rc = skeleton_entry(source, dir, e->d_name, e->d_type, target,
-                                    hide && is_hidden_top(e->d_name));
-        }
-    if (rc == 0 && n < 0)
-        rc = problem("listing", target);
-    for (const char *const *own = OWN; rc == 0 && *own != NULL; own++)
-        if (mkdirat(dir, *own, 0755) < 0 && errno != EEXIST)
-            rc = problem("making", *own);
-    int saved = errno;
-    close(list);
-    close(dir);
-    errno = saved;
-    return rc;
+    int rc = bind_clone(jobfs, S_ISDIR(st.st_mode) ? "mask" : "mask-file", 0,
+                        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC, 0, path);
+    /* Gone between the lstat and the mount (a host socket removed as its service restarts):
+     * as when it was not there at all. */
+    return rc < 0 && errno == ENOENT ? 0 : rc;
 }
 
 /* Make the skeleton at `target` the root: the old one is let go entirely. */
@@ -309,18 +183,6 @@ static int enter(const char *target) {
 }
 
 /* ---- the warm steps ------------------------------------------------------------------------ */
-static const struct node {
-    const char *name;
-    unsigned major, minor;
-} NODES[] = {{"null", 1, 3}, {"zero", 1, 5},    {"full", 1, 7},
-             {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0}};
-
-static const char *const DEV_LINKS[][2] = {
-    {"ptmx", "pts/ptmx"},           {"fd", "/proc/self/fd"},
-    {"stdin", "/proc/self/fd/0"},   {"stdout", "/proc/self/fd/1"},
-    {"stderr", "/proc/self/fd/2"},
-};
-
 /* One inode per 4 KiB of disk, as a filesystem full of small files would use. */
 static unsigned long long inodes_for(unsigned long long disk) {
     return disk == 0 ? 0 : disk / 4096 < 4096 ? 4096 : disk / 4096;
@@ -333,27 +195,6 @@ static int make_jobfs(void) {
         mknodat(jobfs, "mask-file", S_IFREG | 0444, 0) < 0)
         return problem("making", "the job's tmpfs");
     return 0;
-}
-
-/* /dev is a directory of the skeleton, read-only with it: the nodes of NODES (the ones the
- * devices cgroup allows), the links, and mount points for pts and shm. */
-static int make_dev(const char *dev) {
-    char path[64];
-    for (size_t i = 0; i < sizeof NODES / sizeof NODES[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dev, NODES[i].name);
-        if (mknod(path, S_IFCHR | 0666, makedev(NODES[i].major, NODES[i].minor)) < 0)
-            return problem("making", path);
-    }
-    for (size_t i = 0; i < sizeof DEV_LINKS / sizeof DEV_LINKS[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dev, DEV_LINKS[i][0]);
-        if (symlink(DEV_LINKS[i][1], path) < 0)
-            return problem("linking", path);
-    }
-    snprintf(path, sizeof path, "%s/pts", dev);
-    if (mkdir(path, 0755) < 0)
-        return problem("making", path);
-    snprintf(path, sizeof path, "%s/shm", dev);
-    return mkdir(path, 01777) < 0 ? problem("making", path) : 0;
 }
 
 int view_skeleton(void) {
@@ -372,45 +213,6 @@ int view_skeleton(void) {
 
 int view_enter(void) {
     return enter(STAGING);
-}
-
-int view_dev(void) {
-    if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620") < 0)
-        return problem("mounting", "/dev/pts");
-    return 0;
-}
-
-/* runc's lists: what a container should not read, and what it should not write. */
-static const char *const PROC_MASKED[] = {
-    "/proc/acpi",         "/proc/asound",     "/proc/kcore",       "/proc/keys",
-    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-    "/proc/scsi",         NULL};
-static const char *const PROC_READONLY[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
-                                            "/proc/sysrq-trigger", NULL};
-static const char *const SYS_MASKED[] = {"/sys/firmware", "/sys/devices/virtual/powercap", NULL};
-
-int view_proc(void) {
-    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        return problem("mounting", "/proc");
-    for (const char *const *p = PROC_MASKED; *p != NULL; p++)
-        if (cover(*p, 0) < 0)
-            return -1;
-    for (const char *const *p = PROC_READONLY; *p != NULL; p++)
-        if (access(*p, F_OK) == 0 && bind_clone(AT_FDCWD, *p, 0, MOUNT_ATTR_RDONLY, 0, *p) < 0)
-            return -1;
-    return 0;
-}
-
-int view_sys(void) {
-    /* A sysfs of the job's own network namespace: /sys/class/net shows only lo, and the
-     * host's cgroup mounts under /sys/fs/cgroup are not there at all. */
-    if (mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, NULL) < 0)
-        return problem("mounting", "/sys");
-    for (const char *const *p = SYS_MASKED; *p != NULL; p++)
-        if (cover(*p, 0) < 0)
-            return -1;
-    return 0;
 }
 
 static const struct private_dir {
