@@ -39,6 +39,7 @@ class LogWriter:
         self._cap = cap  # bytes of output kept at most; 0 for no cap
         self._kept = 0
         self.truncated = False
+        self.truncated_why = ""
         self._on_truncate = on_truncate
         self._marker = TimeMarker()
 
@@ -114,7 +115,7 @@ class LogWriter:
     def give_up(self, reason: str) -> None:
         """Keep nothing more, for ``reason``: the log ends with what is committed."""
         if not self.truncated:
-            self.truncated = True
+            self.truncated, self.truncated_why = True, reason
             self._on_truncate(reason)
 
 

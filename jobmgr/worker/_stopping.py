@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 
 from ._deadlines import Deadline, Deadlines
+from ._errors import WorkerError
 from ._records import ended_result
 from ._shim import KILL_SIGNAL, STOP_SIGNAL, JobResult
 from ._slot import Slot, SlotState
@@ -70,6 +71,15 @@ class Stopping:
             elif kind is Deadline.TIMEOUT and slot.state is SlotState.RUNNING:
                 ran = time.time() - slot.job.record.started_at
                 self.request(slot, slot.job.request.grace, f"timed out after {ran:.1f}s")
+
+
+def final_stats(slot: Slot) -> CgroupStats:
+    """The usage figures of an ended slot's cgroup; zeros, said in the log, if unreadable."""
+    try:
+        return slot.cgroup.stats()
+    except (OSError, WorkerError) as exc:
+        log.error("job %s: no usage figures: %s", slot.id, exc)
+        return CgroupStats(cpu_seconds=0.0, peak_memory_bytes=0, oom_killed=False)
 
 
 def job_result(slot: Slot, stats: CgroupStats) -> JobResult:

@@ -52,7 +52,7 @@ from ._shim import (
 from ._slot import JOB_STATES, Job, Slot, SlotState
 from ._starting import prepare, refuse_if_past, send_order
 from ._status import JobState
-from ._stopping import Stopping, job_result
+from ._stopping import Stopping, final_stats, job_result
 from .cgroups import CgroupDriver, CgroupStats, detect_driver
 
 log = logging.getLogger("jobmgr.launcher")
@@ -139,6 +139,8 @@ class Supervisor:
         reply = StartReply(slot.id, slot.job.record.started_at)
         self._channel.send_reply(slot.job.start_req, reply)
         self.send_handles(slot)  # after the reply, which it would only delay
+        if slot.job.log is not None and slot.job.log.truncated:  # held back while starting
+            self._channel.send_event(OutputTruncated(slot.id, slot.job.log.truncated_why))
         if self._shutdown_grace is not None:  # a start already under way when shutdown came
             self._stopping.request(slot, self._shutdown_grace, "stopped at server shutdown")
 
@@ -292,8 +294,10 @@ class Supervisor:
             self._sizes_to_announce[slot.id] = slot.size
 
     def _truncated(self, slot: Slot, reason: str) -> None:
+        # The server learns of a job from its start reply: news before it is sent after it.
         log.warning("job %s: output truncated: %s", slot.id, reason)
-        self._channel.send_event(OutputTruncated(slot.id, reason))
+        if slot.state is not SlotState.STARTING:
+            self._channel.send_event(OutputTruncated(slot.id, reason))
 
     def announce_sizes(self) -> None:
         """Tell the server how far each job's log is committed; held back for a job still
@@ -359,7 +363,7 @@ class Supervisor:
             os.close(slot.job.log.fd)
         elif slot.log_fd is not None:
             os.close(slot.log_fd)
-        stats = self._final_stats(slot) if ran else None
+        stats = final_stats(slot) if ran else None
         try:
             slot.cgroup.destroy()
         except (OSError, WorkerError) as exc:  # retried at the next launcher start
@@ -372,13 +376,6 @@ class Supervisor:
                 self._channel.send_reply(slot.job.start_req, failure)
             return
         self._record_result(slot, stats)
-
-    def _final_stats(self, slot: Slot) -> CgroupStats:
-        try:
-            return slot.cgroup.stats()
-        except (OSError, WorkerError) as exc:
-            log.error("job %s: no usage figures: %s", slot.id, exc)
-            return CgroupStats(cpu_seconds=0.0, peak_memory_bytes=0, oom_killed=False)
 
     def _record_result(self, slot: Slot, stats: CgroupStats) -> None:
         job = slot.job

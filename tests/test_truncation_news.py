@@ -1,0 +1,56 @@
+"""A job that passes its output cap at once still reads truncated, even on a busy host.
+
+The launcher may read such a job's first output before its init reports the start; the news
+of the truncation must then wait for the start reply, or the worker, which learns of the job
+from that reply, drops it. On a host kept busy by four spinning processes, 18 of 100 such
+starts lost it before the news waited.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.cgroups import parent_dirs, remove_all
+from harness.poll import wait_until
+from jobmgr.worker import JobSpec, Worker
+
+CAP = 64 * 1024
+STARTS = 30
+
+
+@pytest.fixture
+def busy_host() -> Iterator[None]:
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(4)]
+    yield
+    for spinner in spinners:
+        spinner.kill()
+        spinner.wait()
+
+
+@pytest.fixture
+def worker(tmp_path: Path) -> Iterator[Worker]:
+    parent = f"jobmgr-test-truncnews-{uuid.uuid4().hex[:8]}"
+    worker = Worker(tmp_path / "state", cgroup_parent=parent, output_cap=CAP)
+    try:
+        yield worker
+    finally:
+        worker.close()
+        leaked = parent_dirs(parent)
+        remove_all(parent)
+        assert leaked == [], "cgroups outlived the test"
+
+
+def test_output_past_the_cap_at_once_reads_truncated(busy_host: None, worker: Worker) -> None:
+    missed = []
+    for _ in range(STARTS):
+        job = worker.start(JobSpec(["sh", "-c", "head -c 1048576 /dev/zero; exec sleep 60"]))
+        if not wait_until(lambda: worker.status(job).output_truncated, 3):
+            missed.append(job)
+        worker.stop(job, 0.1)
+    assert missed == [], f"{len(missed)} of {STARTS} jobs past the cap do not read truncated"
