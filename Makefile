@@ -7,7 +7,7 @@ VM_STAMP := $(VENV)/.installed-vm
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: install system-deps test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
+.PHONY: install system-deps test-deps test test-long test-v2 run certs dist protobufs lint bench bench-quick clean
 
 install: $(STAMP)
 
@@ -22,18 +22,23 @@ system-deps:
 		rm -rf $$probe; [ $$built = 0 ] || ! command -v apt-get >/dev/null \
 		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq gcc libc6-dev libseccomp-dev'
 
+# The suite's root-filesystem scenario copies a static busybox into a tree of its own.
+test-deps:
+	@command -v busybox >/dev/null || ! command -v apt-get >/dev/null \
+		|| $(SUDO) sh -c 'apt-get update -qq && apt-get install -y -qq busybox-static'
+
 $(STAMP): pyproject.toml setup.py $(wildcard jobmgr/worker/*.c jobmgr/worker/*.h) | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dev]'
 	touch $(STAMP)
 
-test: install
+test: install test-deps
 	$(SUDO) $(BIN)/pytest -n auto -m 'not long' $(PYTEST_ARGS)
 
 # One at a time: each long scenario measures the server under a load of its own (a flood, 5 000
 # jobs), which a second one beside it on two cores would distort.
-test-long: install
+test-long: install test-deps
 	$(SUDO) $(BIN)/pytest -n 0 -m long $(PYTEST_ARGS)
 
 # The kernel-facing features in a cgroup-v2-only VM (virtme-ng + qemu; see vm/__init__.py).
