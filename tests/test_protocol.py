@@ -316,7 +316,8 @@ def test_the_inits_report_lines_are_read_into_their_types() -> None:
     assert parse_report(b"error notfound command not found: 'x'") == InitFailed(
         StartStage.NOT_FOUND, "command not found: 'x'"
     )
-    assert parse_report(b"pid 4242") == InitPid(4242)
+    assert parse_report(b"pid 4242 joined") == InitPid(4242)
+    assert parse_report(b"pid 4242 cloned") == InitPid(4242, cloned=True)
     assert parse_report(b"ready") == InitReady()
     assert parse_report(b"started") == InitStarted()
     assert parse_report(b"exit 256") == InitExited(256)
@@ -326,7 +327,7 @@ def test_the_inits_report_lines_are_read_into_their_types() -> None:
     assert parse_report(b"error cwd cannot change to working directory '/x': No such") == (
         InitFailed(StartStage.CWD, "cannot change to working directory '/x': No such")
     )
-    for line in (b"pid", b"pid x", b"exit", b"hello"):
+    for line in (b"pid", b"pid x", b"pid 4242", b"pid 4242 forked", b"exit", b"hello"):
         with pytest.raises(ProtocolError):
             parse_report(line)
 

@@ -29,6 +29,10 @@ class NoCgroup:
     def procs_files(self) -> list[str]:
         return []
 
+    @property
+    def clone_dir(self) -> None:
+        return None
+
     def set_limits(self, limits: Limits) -> None:
         pass
 

@@ -8,6 +8,7 @@ starts lost it before the news waited.
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import uuid
@@ -50,7 +51,11 @@ def test_output_past_the_cap_at_once_reads_truncated(busy_host: None, worker: Wo
     missed = []
     for _ in range(STARTS):
         job = worker.start(JobSpec(["sh", "-c", "head -c 1048576 /dev/zero; exec sleep 60"]))
-        if not wait_until(lambda: worker.status(job).output_truncated, 3):
+        if not wait_until(functools.partial(_reads_truncated, worker, job), 3):
             missed.append(job)
         worker.stop(job, 0.1)
     assert missed == [], f"{len(missed)} of {STARTS} jobs past the cap do not read truncated"
+
+
+def _reads_truncated(worker: Worker, job: str) -> bool:
+    return worker.status(job).output_truncated

@@ -21,6 +21,7 @@ KERNEL_FACING = (
     "steps/test_cgroups.py",
     "steps/test_confinement.py",
     "tests/test_cgroups_v2.py",
+    "tests/test_placement.py",
 )
 # Run a second time with cgroup2 remounted with nsdelegate: a job must not lift its limits on
 # either kind of mount.

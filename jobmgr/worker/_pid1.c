@@ -7,14 +7,17 @@
  * writes it again; every init is forked from it and costs about 110 KiB.
  *
  * zygote (`_pid1 SOCKET_FD`, run by the launcher): builds the jobs' seccomp filters once
- *   (_privilege.c), then each SOCK_SEQPACKET message on SOCKET_FD asks for a slot: the
- *   cgroup.procs paths, NUL-separated, and six fds (stdin, stdout, stderr, order, report, and
- *   the lease that holds the slot's uid: the launcher's lock on it lasts as long as the init
- *   keeps this fd). It forks a "mid" per message (SIGCHLD ignored: the kernel reaps them) and
- *   exits when the socket closes.
- * mid: resets signals, closes every other fd, joins the job's cgroup, unshares the namespaces
- *   of STEPS, forks the init, reports "pid <init's host pid>" and exits (the init is
- *   reparented to the launcher, a child subreaper).
+ *   (_privilege.c), then each SOCK_SEQPACKET message on SOCKET_FD asks for a slot: the job's
+ *   cgroup2 directory (empty on v1) and its cgroup.procs paths, NUL-separated, and six fds
+ *   (stdin, stdout, stderr, order, report, and the lease that holds the slot's uid: the
+ *   launcher's lock on it lasts as long as the init keeps this fd). It clones a "mid" per
+ *   message straight into that directory (clone3 with CLONE_INTO_CGROUP, Linux 5.7), or, where
+ *   that fails, forks one (SIGCHLD ignored: the kernel reaps them); exits when the socket
+ *   closes.
+ * mid: resets signals, closes every other fd, joins the job's cgroup unless cloned into it
+ *   (writing cgroup.procs: on v1 that waits for an RCU grace period, about 20 ms), unshares
+ *   the namespaces of STEPS, forks the init, reports "pid <init's host pid> <cloned|joined>"
+ *   and exits (the init is reparented to the launcher, a child subreaper).
  * init: PID 1 of the new PID namespace. Reads the slot's set-up from the order pipe, runs each
  *   step's inside() (the namespaces', then the job's filesystem view of _sandbox.c), reports
  *   "ready", then reads its order (both messages: _order.c; an empty order: exit quietly). It
@@ -32,6 +35,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <net/if.h>
@@ -44,6 +48,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -203,7 +208,7 @@ static void close_all_but(const int *fds) {
 
 static int filters_made; /* by the zygote, before any slot */
 
-static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds) {
+static _Noreturn void run_mid(const char **procs, size_t nprocs, int cloned, const int *fds) {
     int rep = fds[FD_REPORT];
     signal(SIGCHLD, SIG_DFL); /* the zygote ignores it; the init must not */
     close_all_but(fds);
@@ -211,7 +216,7 @@ static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds)
         fail(rep, "setup", "building the jobs' seccomp filters with libseccomp");
     char pid[32];
     int len = snprintf(pid, sizeof pid, "%d", (int)getpid());
-    for (size_t i = 0; i < nprocs; i++) {
+    for (size_t i = 0; i < nprocs && !cloned; i++) {
         int fd = open(procs[i], O_WRONLY | O_CLOEXEC);
         if (fd < 0 || write(fd, pid, (size_t)len) != len)
             fail(rep, "setup", "joining the job's cgroup (%.500s)", procs[i]);
@@ -227,8 +232,25 @@ static _Noreturn void run_mid(const char **procs, size_t nprocs, const int *fds)
         fail(rep, "setup", "forking the job's init");
     if (init == 0)
         run_init(fds);
-    report(rep, "pid %d", (int)init);
+    report(rep, "pid %d %s", (int)init, cloned ? "cloned" : "joined");
     _exit(0);
+}
+
+/* A child born in the cgroup2 directory ``dir`` (CLONE_INTO_CGROUP); -1 if that cannot be
+ * (no such directory, v1, a kernel before 5.7): the caller forks one the old way. As fork(),
+ * it returns twice; SIGCHLD is its exit signal, which the zygote ignores so the kernel reaps. */
+static pid_t clone_into(const char *dir) {
+    if (dir[0] == '\0')
+        return -1;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    struct clone_args args = {.flags = CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
+                              .cgroup = (unsigned)fd};
+    pid_t pid = (pid_t)syscall(SYS_clone3, &args, sizeof args);
+    if (pid != 0)
+        close(fd);
+    return pid;
 }
 
 /* ---- the zygote ----------------------------------------------------------------------- */
@@ -262,13 +284,17 @@ static _Noreturn void run_zygote(int sock) {
         int fds[NFDS];
         memcpy(fds, CMSG_DATA(cmsg), sizeof fds);
         data[n] = '\0';
-        const char *procs[MAX_PROCS_FILES];
+        const char *dir = data, *procs[MAX_PROCS_FILES];
         size_t nprocs = 0;
-        for (char *p = data; p < data + n && nprocs < MAX_PROCS_FILES; p += strlen(p) + 1)
+        for (char *p = data + strlen(data) + 1; p < data + n && nprocs < MAX_PROCS_FILES;
+             p += strlen(p) + 1)
             procs[nprocs++] = p;
-        pid_t pid = fork();
+        pid_t pid = clone_into(dir);
+        int cloned = pid >= 0;
+        if (!cloned)
+            pid = fork();
         if (pid == 0)
-            run_mid(procs, nprocs, fds);
+            run_mid(procs, nprocs, cloned, fds);
         if (pid < 0)
             report(fds[FD_REPORT], "error setup forking the job's slot: %s", strerror(errno));
         for (int i = 0; i < NFDS; i++)

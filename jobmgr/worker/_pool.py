@@ -1,7 +1,9 @@
 """The warm pool: spare slots made ahead of time, so a start finds its namespaces made.
 
-Joining a cgroup v1 waits for an RCU grace period (about 20 ms here), which no start should
-pay. So the pool keeps ``size`` spares: each a cgroup (created unlimited, its devices limited
+Joining a cgroup by writing cgroup.procs waits for an RCU grace period (about 20 ms here under
+v1), which no start should pay; on cgroup2 the zygote clones each slot straight into its cgroup
+(CLONE_INTO_CGROUP), which does not wait, but new namespaces and a view still take a few ms.
+So the pool keeps ``size`` spares: each a cgroup (created unlimited, its devices limited
 to the view's /dev), a uid of its own (_uids) and an init already waiting in it, forked by the
 zygote (see _pid1.c for why a zygote), which builds the job's filesystem view from the slot's
 set-up (_sandbox.c) while it waits. A spare's log file is made as it warms, in ``spares/``; a
@@ -61,6 +63,7 @@ class WarmPool:
         # (which then reports the reason) succeeds again.
         self._broken = False
         self._taken: list[Slot] = []  # slots starts took, until their inits answer
+        self._placements: set[bool] = set()  # how mids entered their cgroups (see placed)
         self.settings: SlotSettings | None = None
         self._leases: UidLeases | None = None
         self._dir = state_dir / "spares"
@@ -124,6 +127,13 @@ class WarmPool:
         if spare.state in SPARE_STATES:
             spare.move(SlotState.DISCARDED)
 
+    def placed(self, cloned: bool) -> None:
+        """A mid reported how it entered its slot's cgroup: said once per way."""
+        if cloned not in self._placements:
+            self._placements.add(cloned)
+            how = "by clone3(CLONE_INTO_CGROUP)" if cloned else "by writing cgroup.procs"
+            log.info("job slots enter their cgroups %s", how)
+
     def forget(self, spare: Slot) -> None:
         """``spare`` has ended."""
         del self.spares[spare.id]
@@ -179,9 +189,10 @@ class WarmPool:
             # out of descriptors, a start is refused here, never left without a pidfd.
             pidfd_room = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
             undo.callback(os.close, pidfd_room)
-            procs = b"\0".join(os.fsencode(procs) for procs in cgroup.procs_files)
+            into = (self.settings.clone_into_cgroup and cgroup.clone_dir) or ""
+            where = b"\0".join(os.fsencode(path) for path in (into, *cgroup.procs_files))
             fds = [self._devnull, out_w, err_w, order_r, report_w, lease.fd]
-            socket.send_fds(self._zygote, [procs], fds)
+            socket.send_fds(self._zygote, [where], fds)
             undo.pop_all()
         # The init holds the lease now: the uid is the slot's until the init exits.
         for fd in (out_w, err_w, report_w, order_r, lease.fd):

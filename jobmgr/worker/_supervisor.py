@@ -230,7 +230,8 @@ class Supervisor:
 
     def _on_init(self, slot: Slot, report: InitReport) -> None:
         match report:
-            case InitPid(pid=pid):
+            case InitPid(pid=pid, cloned=cloned):
+                self.pool.placed(cloned)
                 self._hold_init(slot, pid)
             case InitReady() if slot.state is SlotState.WARMING:
                 slot.move(SlotState.READY)

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Unpack
 
-from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host, hidden
+from ._confinement import DEFAULT_SANDBOX, Sandbox, check_host
 from ._errors import CapacityError, InvalidSpec, WorkerError, WorkerUnavailable
 from ._history import adopt, load_history
 from ._jobtable import KEEP_ALL, JobEntry, JobTable, Retention
@@ -35,7 +35,6 @@ from ._shim import (
     OutputTruncated,
     RequestFailed,
     ShutdownRequest,
-    SlotSettings,
     StartReply,
     StartRequest,
     StopReply,
@@ -70,6 +69,8 @@ class Worker:
     allowed_run_as:  users a job may ask to run as; None allows any.
     sandbox:         the rest of every job's confinement: hidden paths, uids, what it may
                      mount (see Sandbox). The state directory is always hidden from jobs.
+    clone_into_cgroup: False places each job's init by writing cgroup.procs even where clone3
+                     can place it (cgroup2, Linux 5.7+): to compare the two.
     """
 
     def __init__(
@@ -87,6 +88,7 @@ class Worker:
         default_run_as: str | None = None,
         allowed_run_as: Collection[str] | None = None,
         sandbox: Sandbox = DEFAULT_SANDBOX,
+        clone_into_cgroup: bool = True,
     ) -> None:
         check_host(sandbox)
         self._state = Path(state_dir).resolve()
@@ -107,14 +109,8 @@ class Worker:
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
         self._sandbox = sandbox
-        self._slots = SlotSettings(
-            uid_first=sandbox.uid_range[0],
-            uid_last=sandbox.uid_range[1],
-            hidden=hidden((*sandbox.hidden_paths, str(self._state))),
-            disk=int(default_limits.effective("disk_bytes") or 0),
-            user_namespaces=sandbox.user_namespaces,
-            binds=bool(sandbox.mount_sources or sandbox.rootfs_dirs),
-        )
+        disk = int(default_limits.effective("disk_bytes") or 0)
+        slots = sandbox.slot_settings(self._state, disk, clone_into_cgroup)
         self._lock = threading.Lock()  # guards _closed, _starting and the run-as policy
         self._closed = False
         self._starting = 0
@@ -129,7 +125,7 @@ class Worker:
                 self._state,
                 cgroup_parent,
                 warm_slots,
-                self._slots,
+                slots,
                 self._on_event,
                 self._on_hello,
                 self._on_availability,

@@ -250,6 +250,7 @@ class SlotSettings:
     disk: int = 0
     user_namespaces: bool = False
     binds: bool = False  # a start may bind host paths or ask for a root of its own
+    clone_into_cgroup: bool = True  # False: every init joins its cgroup by cgroup.procs
 
 
 @dataclass(frozen=True)

@@ -74,9 +74,11 @@ def _fields(items: Iterable[str]) -> bytes:
 
 @dataclass(frozen=True)
 class InitPid:
-    """The init's host pid, reported by the mid child that forked it."""
+    """The init's host pid, reported by the mid child that forked it; ``cloned``: the mid
+    was cloned into the job's cgroup (CLONE_INTO_CGROUP), else it joined by cgroup.procs."""
 
     pid: int
+    cloned: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,10 @@ def parse_report(line: bytes) -> InitReport:
     kind, _, value = line.partition(b" ")
     try:
         if kind == b"pid":
-            return InitPid(int(value))
+            pid, _, how = value.partition(b" ")
+            if how not in (b"cloned", b"joined"):
+                raise ValueError(how)
+            return InitPid(int(pid), cloned=how == b"cloned")
         if kind == b"exit":
             status, _, flag = value.partition(b" ")
             if flag not in (b"", b"stopped"):

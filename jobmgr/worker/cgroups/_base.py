@@ -39,6 +39,11 @@ class JobCgroup(Protocol):
         """The cgroup.procs files a process writes its pid into to join this cgroup (the
         launcher's forked child does so before it unshares and execs)."""
 
+    @property
+    def clone_dir(self) -> str | None:
+        """The one directory a process can be cloned straight into (clone3 with
+        CLONE_INTO_CGROUP: cgroup2 only); None under v1."""
+
     def pids(self) -> list[int]:
         """Host PIDs of every process in the cgroup."""
 

@@ -109,6 +109,11 @@ class Cgroup:
         """The cgroup.procs files a process writes its pid into to join this cgroup."""
         return list(self._procs_files)
 
+    @property
+    def clone_dir(self) -> None:
+        """None: CLONE_INTO_CGROUP takes cgroup2 directories only."""
+        return None
+
     def set_limits(self, limits: Limits) -> None:
         """Apply ``limits`` to this cgroup, which must not have been limited before."""
         apply_limits(LIMIT_KNOBS, limits, self.dirs)

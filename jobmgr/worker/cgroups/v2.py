@@ -123,6 +123,11 @@ class Cgroup:
         """The cgroup.procs files a process writes its pid into to join this cgroup."""
         return list(self._procs_files)
 
+    @property
+    def clone_dir(self) -> str:
+        """Where the job's init is placed, by clone3 with CLONE_INTO_CGROUP."""
+        return self.leaf
+
     def set_limits(self, limits: Limits) -> None:
         """Apply ``limits`` to this cgroup, which must not have been limited before."""
         apply_limits(LIMIT_KNOBS, limits, self.dirs)
