@@ -3,88 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import IO, Any
 
 import grpc
 
-from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
+from jobmgr.api import job_pb2
 
 from . import _convert as convert
 from ._client import exit_status
+from ._common import ClientBase, ReaderBase, list_request, stop_request
 from ._connection import (
-    CHANNEL_OPTIONS,
     PREFIX_PAGE,
-    RECONNECT_FOR,
     Backoff,
-    Endpoint,
     id_prefix,
     is_full_id,
     log,
     pick,
 )
-from ._errors import JobmgrError, answered, from_rpc
-from ._settings import Settings
+from ._errors import JobmgrError, from_rpc
 from ._types import JobSpec, JobState, JobStatus, OutputChunk, Stream
 
-PathLike = str | os.PathLike[str]
 
-
-class AsyncClient:
+class AsyncClient(ClientBase):
     """Client for asyncio: the same calls, awaited (``output`` and ``list`` are async
     iterators). Use it from one event loop; ``async with`` closes it."""
 
-    def __init__(
-        self,
-        address: str,
-        ca: PathLike,
-        cert: PathLike,
-        key: PathLike,
-        *,
-        reconnect_for: float = RECONNECT_FOR,
-    ) -> None:
-        settings = Settings.resolve(
-            host=address, ca=ca, cert=cert, key=key, environ={}, config=Path(os.devnull)
-        )
-        self._open(Endpoint.read(settings), reconnect_for)
-
-    @classmethod
-    def from_env(
-        cls,
-        context: str | None = None,
-        *,
-        host: str | None = None,
-        port: int | None = None,
-        ca: PathLike | None = None,
-        cert: PathLike | None = None,
-        key: PathLike | None = None,
-        reconnect_for: float = RECONNECT_FOR,
-    ) -> AsyncClient:
-        """See Client.from_env."""
-        settings = Settings.resolve(
-            context=context, host=host, port=port, ca=ca, cert=cert, key=key
-        )
-        client = cls.__new__(cls)
-        client._open(Endpoint.read(settings), reconnect_for)
-        return client
-
-    def _open(self, endpoint: Endpoint, reconnect_for: float) -> None:
-        self.endpoint = endpoint
-        self._reconnect_for = reconnect_for
-        credentials = channel_credentials(
-            ca_pem=endpoint.ca_pem, cert_pem=endpoint.cert_pem, key_pem=endpoint.key_pem
-        )
-        self._channel = grpc.aio.secure_channel(endpoint.target, credentials, CHANNEL_OPTIONS)
-        self._stub = job_pb2_grpc.JobManagerStub(self._channel)
-        self._reached = False
-
-    @property
-    def settings(self) -> Settings:
-        return self.endpoint.settings
+    _secure_channel = staticmethod(grpc.aio.secure_channel)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -103,9 +50,7 @@ class AsyncClient:
         return str(reply.uuid)
 
     async def stop(self, job_id: str, *, grace: float | None = None) -> JobStatus:
-        request = job_pb2.StopRequest(uuid=await self.resolve(job_id))
-        if grace is not None:
-            request.grace.FromNanoseconds(round(grace * 1e9))
+        request = stop_request(await self.resolve(job_id), grace)
         return convert.status((await self._call(self._stub.Stop, request)).job)
 
     async def status(self, job_id: str) -> JobStatus:
@@ -175,11 +120,7 @@ class AsyncClient:
         return reply
 
     async def _error(self, error: grpc.aio.AioRpcError) -> JobmgrError:
-        if (
-            not self._reached
-            and error.code() == grpc.StatusCode.UNAVAILABLE
-            and not answered(error)
-        ):
+        if self._never_reached(error):
             # Finding out why takes a connection and a handshake: off the event loop.
             return await asyncio.to_thread(self.endpoint.unreachable, error)
         return from_rpc(error)
@@ -204,12 +145,7 @@ class AsyncClient:
     async def _list(
         self, state: JobState | None, owner: str, page_size: int, prefix: str, pages: int = -1
     ) -> AsyncIterator[job_pb2.StatusResponse]:
-        request = job_pb2.ListRequest(
-            state=convert.STATE_VALUES[state] if state else job_pb2.JOB_STATE_UNSPECIFIED,
-            owner=owner,
-            page_size=page_size,
-            id_prefix=prefix,
-        )
+        request = list_request(state, owner, page_size, prefix)
         while pages:
             reply = await self._call(self._stub.List, request)
             for job in reply.jobs:
@@ -219,7 +155,7 @@ class AsyncClient:
             request.page_token, pages = reply.next_page_token, pages - 1
 
 
-class AsyncOutputReader:
+class AsyncOutputReader(ReaderBase):
     """OutputReader for asyncio: an async iterator of chunks with the same ``offset``,
     ``status`` and ``truncated``; ``aclose`` ends the call."""
 
@@ -233,10 +169,7 @@ class AsyncOutputReader:
         offset: int,
         since: datetime | None = None,
     ) -> None:
-        self.job_id = job_id
-        self.offset = offset
-        self.truncated = False
-        self.status: JobStatus | None = None
+        super().__init__(job_id, offset)
         self._client = client
         self._chunks = self._read(follow, tail, since)
 
@@ -255,15 +188,11 @@ class AsyncOutputReader:
         client = self._client
         backoff = Backoff(client._reconnect_for)
         while True:
-            request = convert.output_request(self.job_id, follow, tail, since, self.offset)
-            call = client._stub.Output(request)
+            call = client._stub.Output(self._request(follow, tail, since))
             try:
                 async for message in call:
                     client._reached, tail, since = True, None, None
-                    self.truncated = self.truncated or message.truncated
-                    chunk = convert.chunk(message, self.offset)
-                    self.offset = chunk.offset + len(chunk.data)
-                    if chunk.data:
+                    if chunk := self._take(message):
                         yield chunk
             except grpc.aio.AioRpcError as exc:
                 await self._reconnect(exc, backoff)
@@ -272,15 +201,8 @@ class AsyncOutputReader:
                 call.cancel()
             if not follow:
                 return
-            status = convert.status(await client._status(self.job_id, backoff))
-            if status.ended:
-                self.status = status
+            if self._ended(convert.status(await client._status(self.job_id, backoff))):
                 return
-            log.warning(
-                "the server ended job %s's output stream while the job runs; resuming at byte %d",
-                self.job_id,
-                self.offset,
-            )
 
     async def _reconnect(self, error: grpc.aio.AioRpcError, backoff: Backoff) -> None:
         client = self._client
@@ -290,14 +212,7 @@ class AsyncOutputReader:
             if delay is None:
                 raise await client._error(error) from None
             if not told:
-                log.warning(
-                    "lost the connection to %s (%s); reconnecting to resume job %s's output "
-                    "at byte %d",
-                    client.endpoint.target,
-                    error.code().name,
-                    self.job_id,
-                    self.offset,
-                )
+                self._say_lost(client.endpoint.target, error)
                 told = True
             await asyncio.sleep(delay)
             try:

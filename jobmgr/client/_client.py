@@ -2,94 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import IO, Any
 
 import grpc
 
-from jobmgr.api import channel_credentials, job_pb2, job_pb2_grpc
+from jobmgr.api import job_pb2
 
 from . import _convert as convert
+from ._common import ClientBase, ReaderBase, list_request, stop_request
 from ._connection import (
-    CHANNEL_OPTIONS,
     PREFIX_PAGE,
-    RECONNECT_FOR,
     Backoff,
-    Endpoint,
     id_prefix,
     is_full_id,
     log,
     pick,
 )
-from ._errors import JobLost, JobmgrError, answered, from_rpc
-from ._settings import Settings
+from ._errors import JobLost, JobmgrError, from_rpc
 from ._types import JobSpec, JobState, JobStatus, OutputChunk, Stream
 
-PathLike = str | os.PathLike[str]
 
-
-class Client:
+class Client(ClientBase):
     """A connection to one jobmgr server over mutual TLS 1.3. Thread-safe; close it (or use
     it as a context manager) when done. Every method that takes a job id also takes a unique
     prefix of one, as git and docker do. Errors are JobmgrError subclasses (see _errors)."""
 
-    def __init__(
-        self,
-        address: str,
-        ca: PathLike,
-        cert: PathLike,
-        key: PathLike,
-        *,
-        reconnect_for: float = RECONNECT_FOR,
-    ) -> None:
-        """``address`` is ``HOST[:PORT]``; ``ca`` the CA certificate that signed the server's,
-        ``cert`` and ``key`` this client's certificate and key (PEM files).
-        ``reconnect_for``: seconds a lost output stream is tried again (see ``output``)."""
-        settings = Settings.resolve(
-            host=address, ca=ca, cert=cert, key=key, environ={}, config=Path(os.devnull)
-        )
-        self._open(Endpoint.read(settings), reconnect_for)
-
-    @classmethod
-    def from_env(
-        cls,
-        context: str | None = None,
-        *,
-        host: str | None = None,
-        port: int | None = None,
-        ca: PathLike | None = None,
-        cert: PathLike | None = None,
-        key: PathLike | None = None,
-        reconnect_for: float = RECONNECT_FOR,
-    ) -> Client:
-        """A client for the server the config file's contexts and JOBMGR_* variables name
-        (as ``jobmgr-client`` finds it; see jobmgr.client.Settings); the keyword arguments
-        win over both, as the command's flags do."""
-        settings = Settings.resolve(
-            context=context, host=host, port=port, ca=ca, cert=cert, key=key
-        )
-        client = cls.__new__(cls)
-        client._open(Endpoint.read(settings), reconnect_for)
-        return client
-
-    def _open(self, endpoint: Endpoint, reconnect_for: float) -> None:
-        self.endpoint = endpoint
-        self._reconnect_for = reconnect_for
-        credentials = channel_credentials(
-            ca_pem=endpoint.ca_pem, cert_pem=endpoint.cert_pem, key_pem=endpoint.key_pem
-        )
-        self._channel = grpc.secure_channel(endpoint.target, credentials, CHANNEL_OPTIONS)
-        self._stub = job_pb2_grpc.JobManagerStub(self._channel)
-        self._reached = False  # whether any call got an answer: then failures are losses
-
-    @property
-    def settings(self) -> Settings:
-        return self.endpoint.settings
+    _secure_channel = staticmethod(grpc.secure_channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -110,9 +52,7 @@ class Client:
     def stop(self, job_id: str, *, grace: float | None = None) -> JobStatus:
         """Stop a job: SIGTERM, then SIGKILL after ``grace`` seconds (None: the server's);
         returns its status once nothing of it runs. A job that has ended is left as it is."""
-        request = job_pb2.StopRequest(uuid=self.resolve(job_id))
-        if grace is not None:
-            request.grace.FromNanoseconds(round(grace * 1e9))
+        request = stop_request(self.resolve(job_id), grace)
         return convert.status(self._call(self._stub.Stop, request).job)
 
     def status(self, job_id: str) -> JobStatus:
@@ -196,11 +136,7 @@ class Client:
         return reply
 
     def _error(self, error: grpc.RpcError) -> JobmgrError:
-        if (
-            not self._reached
-            and error.code() == grpc.StatusCode.UNAVAILABLE
-            and not answered(error)
-        ):
+        if self._never_reached(error):
             return self.endpoint.unreachable(error)
         return from_rpc(error)
 
@@ -225,12 +161,7 @@ class Client:
     def _list(
         self, state: JobState | None, owner: str, page_size: int, prefix: str, pages: int = -1
     ) -> Iterator[job_pb2.StatusResponse]:
-        request = job_pb2.ListRequest(
-            state=convert.STATE_VALUES[state] if state else job_pb2.JOB_STATE_UNSPECIFIED,
-            owner=owner,
-            page_size=page_size,
-            id_prefix=prefix,
-        )
+        request = list_request(state, owner, page_size, prefix)
         while pages:
             reply = self._call(self._stub.List, request)
             yield from reply.jobs
@@ -248,7 +179,7 @@ def exit_status(status: JobStatus) -> int:
     return code
 
 
-class OutputReader(Iterator[OutputChunk]):
+class OutputReader(ReaderBase, Iterator[OutputChunk]):
     """A job's output as an iterator of chunks, resuming a stream that drops (see
     Client.output). ``offset`` is the output offset of the next byte it hands out: a later
     ``output(job_id, offset=reader.offset)`` goes on from there. Once a followed stream has
@@ -265,10 +196,7 @@ class OutputReader(Iterator[OutputChunk]):
         offset: int,
         since: datetime | None = None,
     ) -> None:
-        self.job_id = job_id
-        self.offset = offset
-        self.truncated = False
-        self.status: JobStatus | None = None
+        super().__init__(job_id, offset)
         self._client = client
         self._chunks = self._read(follow, tail, since)
 
@@ -287,15 +215,11 @@ class OutputReader(Iterator[OutputChunk]):
         client = self._client
         backoff = Backoff(client._reconnect_for)
         while True:
-            request = convert.output_request(self.job_id, follow, tail, since, self.offset)
-            call = client._stub.Output(request)
+            call = client._stub.Output(self._request(follow, tail, since))
             try:
                 for message in call:
                     client._reached, tail, since = True, None, None
-                    self.truncated = self.truncated or message.truncated
-                    chunk = convert.chunk(message, self.offset)
-                    self.offset = chunk.offset + len(chunk.data)
-                    if chunk.data:
+                    if chunk := self._take(message):
                         yield chunk
             except grpc.RpcError as exc:
                 self._reconnect(exc, backoff)
@@ -304,15 +228,8 @@ class OutputReader(Iterator[OutputChunk]):
                 call.cancel()
             if not follow:
                 return
-            status = convert.status(client._status(self.job_id, backoff))
-            if status.ended:
-                self.status = status
+            if self._ended(convert.status(client._status(self.job_id, backoff))):
                 return
-            log.warning(
-                "the server ended job %s's output stream while the job runs; resuming at byte %d",
-                self.job_id,
-                self.offset,
-            )
 
     def _reconnect(self, error: grpc.RpcError, backoff: Backoff) -> None:
         """Wait until the server answers again after ``error`` (a Status call says so);
@@ -324,14 +241,7 @@ class OutputReader(Iterator[OutputChunk]):
             if delay is None:
                 raise client._error(error) from None
             if not told:
-                log.warning(
-                    "lost the connection to %s (%s); reconnecting to resume job %s's output "
-                    "at byte %d",
-                    client.endpoint.target,
-                    error.code().name,
-                    self.job_id,
-                    self.offset,
-                )
+                self._say_lost(client.endpoint.target, error)
                 told = True
             time.sleep(delay)
             try:
