@@ -14,6 +14,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from .cgroups import job_names
 from .client import Client
@@ -249,3 +250,20 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+S = TypeVar("S", bound=ServerProgram)
+
+
+class Started(list[ServerProgram]):
+    """The servers a fixture started, shut down and checked together after the scenario."""
+
+    def start(self, server: S) -> S:
+        self.append(server)
+        server.start()
+        return server
+
+    def shut_down(self) -> None:
+        """Stop each; fail naming whatever any of them left behind (see ServerProgram)."""
+        problems = [problem for server in self for problem in server.shut_down()]
+        assert not problems, "\n".join(problems)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.pki import ScenarioPKI, ServerFiles
-from harness.server import ServerProgram
+from harness.server import ServerProgram, Started
 
 MiB = 1024 * 1024
 # Where a job's writes would land on the host if its view leaked; searched for markers.
@@ -48,7 +48,7 @@ def launch_in_place(
     """Starts jobmgr-server with its state directory and certificates (and the CA's key, as
     jobmgr-certs leaves it) in var_lib_place, where a job would see them; after the scenario
     each must stop cleanly and leave nothing (no launcher, cgroup or job process)."""
-    servers: list[ServerProgram] = []
+    servers = Started()
 
     def launch(*flags: str, ca_key: bytes = b"") -> ServerProgram:
         certs = var_lib_place / "certs"
@@ -59,17 +59,15 @@ def launch_in_place(
             fd = os.open(certs / name, os.O_WRONLY | os.O_CREAT, 0o600)
             os.write(fd, pem)
             os.close(fd)
-        server = ServerProgram(
-            scenario_pki, ServerFiles.in_dir(certs), var_lib_place,
-            f"{server_cgroup_parent}-{len(servers)}", *flags, marker=scenario_marker,
+        return servers.start(
+            ServerProgram(
+                scenario_pki, ServerFiles.in_dir(certs), var_lib_place,
+                f"{server_cgroup_parent}-{len(servers)}", *flags, marker=scenario_marker,
+            )
         )  # fmt: skip
-        servers.append(server)
-        server.start()
-        return server
 
     yield launch
-    problems = [problem for server in servers for problem in server.shut_down()]
-    assert not problems, "\n".join(problems)
+    servers.shut_down()
 
 
 def markers_on_host(marker: str) -> list[str]:

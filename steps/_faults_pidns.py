@@ -22,7 +22,7 @@ import pytest
 
 from harness.pki import ScenarioPKI
 from harness.procs import alive
-from harness.server import STOP_TIMEOUT, ServerProgram
+from harness.server import STOP_TIMEOUT, ServerProgram, Started
 
 from .fixtures_server import LaunchServer
 
@@ -170,19 +170,17 @@ def launch_pidns_server(
 ) -> Iterator[LaunchServer]:
     """Like launch_server, for servers in a PID namespace of their own: each is shut down
     after the scenario and must leave nothing behind."""
-    servers: list[PidNamespaceServer] = []
+    servers = Started()
 
     def launch(*, pid_max: int = 600) -> ServerProgram:
         workdir = tmp_path / f"pidns{len(servers)}"
         workdir.mkdir()
-        server = PidNamespaceServer(
-            scenario_pki, workdir, f"{server_cgroup_parent}-ns{len(servers)}",
-            marker=scenario_marker, pid_max=pid_max,
+        return servers.start(
+            PidNamespaceServer(
+                scenario_pki, workdir, f"{server_cgroup_parent}-ns{len(servers)}",
+                marker=scenario_marker, pid_max=pid_max,
+            )
         )  # fmt: skip
-        servers.append(server)
-        server.start()
-        return server
 
     yield launch
-    problems = [problem for server in servers for problem in server.shut_down()]
-    assert not problems, "\n".join(problems)
+    servers.shut_down()

@@ -1,6 +1,7 @@
 """Steps shared by the scenarios that run the jobmgr-server program (security, bad_input,
-contained, load, crash, cli, operator, durability): starting it with flags or a configuration,
-what it leaves behind once stopped, and what it holds after serving."""
+contained, confinement, load, crash, cli, operator, durability): starting it with flags or a
+configuration, how a job ended, what it leaves behind once stopped, and what it holds after
+serving."""
 
 from __future__ import annotations
 
@@ -150,3 +151,17 @@ def _still_serves(scenario: Scenario) -> None:
     report(f"holdings before {before}, after {after}")
     grown = after.growth_over(before)
     assert not grown, "the server holds more than before: " + "; ".join(grown)
+
+
+# ---- how a job ended ---------------------------------------------------------------------------
+
+
+@then(
+    parsers.parse("within {seconds:d} seconds the job is FAILED by signal 9 with its OOM flag set")
+)
+def _oom(scenario: Scenario, seconds: int) -> None:
+    status = scenario.program.wait_ended(scenario.job, timeout=seconds)
+    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
+    assert (status.state, status.signal, status.oom_killed) == failed, status
+    state = job_pb2.JobState.Name(status.state)
+    report(f"the job: {state} signal {status.signal}, reason {status.reason!r}")

@@ -26,7 +26,7 @@ from harness.cgroups import parent_dirs
 from harness.inprocess import RunningServer, ServerThread
 from harness.leftovers import unmount
 from harness.pki import ScenarioPKI, ServerFiles
-from harness.server import ServerProgram
+from harness.server import ServerProgram, Started
 from jobmgr.api import JobServer, ServerTLS, tls13_floor_active
 from jobmgr.worker import Worker
 
@@ -91,7 +91,7 @@ def launch_server(
     leaves starting it to the scenario. After the scenario each is stopped by SIGTERM (or,
     after a crash, its launcher is), must have exited 0, and nothing of it may be left
     anywhere: no launcher, cgroup, job process, mount or directory in /tmp."""
-    servers: list[ServerProgram] = []
+    servers = Started()
     mounts: list[Path] = []
     reachable: list[Path] = []
 
@@ -132,16 +132,13 @@ def launch_server(
         return server
 
     yield launch
-    problems = []
     try:
-        for server in servers:
-            problems += server.shut_down()
+        servers.shut_down()
     finally:
         for mount in mounts:
             unmount(mount)
         for directory in reachable:
             shutil.rmtree(directory, ignore_errors=True)
-    assert not problems, "\n".join(problems)
     mountinfo = Path("/proc/self/mountinfo").read_text()
     assert str(tmp_path) not in mountinfo, f"a mount under {tmp_path} was left behind"
 

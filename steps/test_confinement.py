@@ -270,15 +270,6 @@ def _shm_then_hog(scenario: Scenario, mib: int) -> None:
     scenario.job = start_probe(scenario.program, plan, limits=limits)
 
 
-@then(
-    parsers.parse("within {seconds:d} seconds the job is FAILED by signal 9 with its OOM flag set")
-)
-def _oom(scenario: Scenario, seconds: int) -> None:
-    status = scenario.program.wait_ended(scenario.job, timeout=seconds)
-    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
-    assert (status.state, status.signal, status.oom_killed) == failed, status
-
-
 # ---- identity ---------------------------------------------------------------------------------
 
 

@@ -70,17 +70,6 @@ def _memory_hog(scenario: Scenario, mib: int) -> None:
     scenario.job = scenario.program.start_job(_python(scenario, MEMORY_HOG), limits)
 
 
-@then(
-    parsers.parse("within {seconds:d} seconds the job is FAILED by signal 9 with its OOM flag set")
-)
-def _oom(scenario: Scenario, seconds: int) -> None:
-    status = scenario.program.wait_ended(scenario.job, timeout=seconds)
-    failed = (job_pb2.JOB_STATE_FAILED, 9, True)
-    assert (status.state, status.signal, status.oom_killed) == failed, status
-    state = job_pb2.JobState.Name(status.state)
-    report(f"memory hog: {state} signal {status.signal}, reason {status.reason!r}")
-
-
 # ---- fork bomb --------------------------------------------------------------------------------
 
 

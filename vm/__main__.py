@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from . import _deps, _host
@@ -72,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", dest="keyword", help="only tests matching this pytest -k expression")
     parser.add_argument("targets", nargs="*", help="tests to run instead of the kernel-facing set")
     args = parser.parse_args(argv)
+    # SIGTERM (CI's timeout, `kill`) unwinds as Ctrl-C does, so the VM goes down with the run.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.install_missing:
         _deps.install_missing()
     lacking = _deps.missing()
