@@ -42,7 +42,7 @@ def make_worker(tmp_path: Path) -> Iterator[MakeWorker]:
             parent = f"jobmgr-test-place-{uuid.uuid4().hex[:8]}"
             parents.append(parent)
             stack.callback(remove_all, parent)
-            state = tmp_path / parent
+            state = tmp_path / f"s{len(parents)}"  # short: the launcher's socket is in it
             worker = stack.enter_context(Worker(state, cgroup_parent=parent, **options))  # type: ignore[arg-type]
             return worker, parent
 
@@ -68,7 +68,7 @@ def test_a_jobs_processes_are_in_its_cgroup_placed_as_the_kernel_allows(
     assert worker.stop(job, 0.1).state is JobState.STOPPED
 
 
-def test_a_start_without_a_warm_slot_costs_less_cloned_into_its_cgroup(
+def test_a_start_without_a_warm_slot_is_timed_cloned_and_joined(
     make_worker: MakeWorker, record_property: Record
 ) -> None:
     if detect_driver("jobmgr-test-place-probe").version != 2:
