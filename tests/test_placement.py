@@ -13,42 +13,20 @@ from __future__ import annotations
 import functools
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from harness.cgroups import job_pids, parent_dirs, remove_all
+from harness.cgroups import job_pids
 from harness.poll import eventually
 from jobmgr.worker import JobSpec, JobState, Worker
 from jobmgr.worker.cgroups import detect_driver
+from steps.fixtures_worker import MakeWorker
 
 CLONED = "job slots enter their cgroups by clone3(CLONE_INTO_CGROUP)"
 JOINED = "job slots enter their cgroups by writing cgroup.procs"
 ROUNDS = 15
 Record = Callable[[str, object], None]
-MakeWorker = Callable[..., tuple[Worker, str]]
-
-
-@pytest.fixture
-def make_worker(tmp_path: Path) -> Iterator[MakeWorker]:
-    """Workers under parents of their own; closed afterwards, and no cgroup of theirs left."""
-    parents: list[str] = []
-    with ExitStack() as stack:
-
-        def make(**options: object) -> tuple[Worker, str]:
-            parent = f"jobmgr-test-place-{uuid.uuid4().hex[:8]}"
-            parents.append(parent)
-            stack.callback(remove_all, parent)
-            state = tmp_path / f"s{len(parents)}"  # short: the launcher's socket is in it
-            worker = stack.enter_context(Worker(state, cgroup_parent=parent, **options))  # type: ignore[arg-type]
-            return worker, parent
-
-        yield make
-    leaked = [d for parent in parents for d in parent_dirs(parent)]
-    assert leaked == [], "cgroups outlived the test"
 
 
 def _launcher_says(worker: Worker) -> str:

@@ -11,15 +11,13 @@ from __future__ import annotations
 import functools
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from harness.cgroups import parent_dirs, remove_all
 from harness.poll import wait_until
 from jobmgr.worker import JobSpec, Worker
+from steps.fixtures_worker import MakeWorker
 
 CAP = 64 * 1024
 STARTS = 30
@@ -34,20 +32,10 @@ def busy_host() -> Iterator[None]:
         spinner.wait()
 
 
-@pytest.fixture
-def worker(tmp_path: Path) -> Iterator[Worker]:
-    parent = f"jobmgr-test-truncnews-{uuid.uuid4().hex[:8]}"
-    worker = Worker(tmp_path / "state", cgroup_parent=parent, output_cap=CAP)
-    try:
-        yield worker
-    finally:
-        worker.close()
-        leaked = parent_dirs(parent)
-        remove_all(parent)
-        assert leaked == [], "cgroups outlived the test"
-
-
-def test_output_past_the_cap_at_once_reads_truncated(busy_host: None, worker: Worker) -> None:
+def test_output_past_the_cap_at_once_reads_truncated(
+    busy_host: None, make_worker: MakeWorker
+) -> None:
+    worker, _ = make_worker(output_cap=CAP)
     missed = []
     for _ in range(STARTS):
         job = worker.start(JobSpec(["sh", "-c", "head -c 1048576 /dev/zero; exec sleep 60"]))
