@@ -14,7 +14,7 @@ from jobmgr.api import job_pb2
 
 from . import _convert as convert
 from ._client import exit_status
-from ._common import ClientBase, ReaderBase, list_request, stop_request
+from ._common import ClientBase, ReaderBase
 from ._connection import (
     PREFIX_PAGE,
     Backoff,
@@ -50,7 +50,7 @@ class AsyncClient(ClientBase):
         return str(reply.uuid)
 
     async def stop(self, job_id: str, *, grace: float | None = None) -> JobStatus:
-        request = stop_request(await self.resolve(job_id), grace)
+        request = convert.stop_request(await self.resolve(job_id), grace)
         return convert.status((await self._call(self._stub.Stop, request)).job)
 
     async def status(self, job_id: str) -> JobStatus:
@@ -145,7 +145,7 @@ class AsyncClient(ClientBase):
     async def _list(
         self, state: JobState | None, owner: str, page_size: int, prefix: str, pages: int = -1
     ) -> AsyncIterator[job_pb2.StatusResponse]:
-        request = list_request(state, owner, page_size, prefix)
+        request = convert.list_request(state, owner, page_size, prefix)
         while pages:
             reply = await self._call(self._stub.List, request)
             for job in reply.jobs:

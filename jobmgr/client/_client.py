@@ -13,7 +13,7 @@ import grpc
 from jobmgr.api import job_pb2
 
 from . import _convert as convert
-from ._common import ClientBase, ReaderBase, list_request, stop_request
+from ._common import ClientBase, ReaderBase
 from ._connection import (
     PREFIX_PAGE,
     Backoff,
@@ -52,7 +52,7 @@ class Client(ClientBase):
     def stop(self, job_id: str, *, grace: float | None = None) -> JobStatus:
         """Stop a job: SIGTERM, then SIGKILL after ``grace`` seconds (None: the server's);
         returns its status once nothing of it runs. A job that has ended is left as it is."""
-        request = stop_request(self.resolve(job_id), grace)
+        request = convert.stop_request(self.resolve(job_id), grace)
         return convert.status(self._call(self._stub.Stop, request).job)
 
     def status(self, job_id: str) -> JobStatus:
@@ -161,7 +161,7 @@ class Client(ClientBase):
     def _list(
         self, state: JobState | None, owner: str, page_size: int, prefix: str, pages: int = -1
     ) -> Iterator[job_pb2.StatusResponse]:
-        request = list_request(state, owner, page_size, prefix)
+        request = convert.list_request(state, owner, page_size, prefix)
         while pages:
             reply = self._call(self._stub.List, request)
             yield from reply.jobs

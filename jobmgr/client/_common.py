@@ -17,7 +17,7 @@ from . import _convert as convert
 from ._connection import CHANNEL_OPTIONS, RECONNECT_FOR, Endpoint, log
 from ._errors import answered
 from ._settings import Settings
-from ._types import JobState, JobStatus, OutputChunk
+from ._types import JobStatus, OutputChunk
 
 PathLike = str | os.PathLike[str]
 
@@ -87,24 +87,6 @@ class ClientBase:
             and error.code() == grpc.StatusCode.UNAVAILABLE
             and not answered(error)
         )
-
-
-def stop_request(job_id: str, grace: float | None) -> job_pb2.StopRequest:
-    request = job_pb2.StopRequest(uuid=job_id)
-    if grace is not None:
-        request.grace.FromNanoseconds(round(grace * 1e9))
-    return request
-
-
-def list_request(
-    state: JobState | None, owner: str, page_size: int, prefix: str
-) -> job_pb2.ListRequest:
-    return job_pb2.ListRequest(
-        state=convert.STATE_VALUES[state] if state else job_pb2.JOB_STATE_UNSPECIFIED,
-        owner=owner,
-        page_size=page_size,
-        id_prefix=prefix,
-    )
 
 
 class ReaderBase:

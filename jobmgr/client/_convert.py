@@ -102,6 +102,22 @@ def status(message: pb.StatusResponse) -> JobStatus:
     )
 
 
+def stop_request(job_id: str, grace: float | None) -> pb.StopRequest:
+    request = pb.StopRequest(uuid=job_id)
+    if grace is not None:
+        request.grace.FromNanoseconds(round(grace * 1e9))
+    return request
+
+
+def list_request(state: JobState | None, owner: str, page_size: int, prefix: str) -> pb.ListRequest:
+    return pb.ListRequest(
+        state=STATE_VALUES[state] if state else pb.JOB_STATE_UNSPECIFIED,
+        owner=owner,
+        page_size=page_size,
+        id_prefix=prefix,
+    )
+
+
 def output_request(
     job_id: str, follow: bool, tail: int | None, since: datetime | None, offset: int
 ) -> pb.OutputRequest:
