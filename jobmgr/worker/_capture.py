@@ -38,10 +38,13 @@ class LogWriter:
         self.size = 0
         self._cap = cap  # bytes of output kept at most; 0 for no cap
         self._kept = 0
-        self.truncated = False
-        self.truncated_why = ""
+        self.truncated_why = ""  # why output stopped being kept; empty while it is kept
         self._on_truncate = on_truncate
         self._marker = TimeMarker()
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.truncated_why)
 
     @classmethod
     def resumed(
@@ -115,7 +118,7 @@ class LogWriter:
     def give_up(self, reason: str) -> None:
         """Keep nothing more, for ``reason``: the log ends with what is committed."""
         if not self.truncated:
-            self.truncated, self.truncated_why = True, reason
+            self.truncated_why = reason
             self._on_truncate(reason)
 
 
