@@ -39,6 +39,7 @@ class Admission(WrappingInterceptor):
     """
 
     def __init__(self, limits: ConnectionLimits, throttle: LogThrottle | None = None) -> None:
+        super().__init__()
         self._limits = limits
         self._in_flight = 0
         self._streams: Counter[str] = Counter()  # Caller.identity -> streams open

@@ -76,6 +76,7 @@ class AccessGuard(WrappingInterceptor):
         policy: Mapping[str, frozenset[str]] = ROLE_POLICY,
         trust: ClientTrust | None = None,
     ) -> None:
+        super().__init__()
         self._policy = policy
         self._trust = trust
         self._streams: set[_OpenStream] = set()

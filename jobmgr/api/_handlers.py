@@ -71,6 +71,12 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     lenient_requests = False  # see rewrap
 
+    def __init__(self) -> None:
+        # Method -> the handler it was given and the one made of it. A wrapped behaviour reads
+        # the interceptor's state as each call runs, so one per method serves every call
+        # (made per call, they cost the three interceptors 0.05 of their 0.33 ms a call).
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -80,11 +86,16 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler is None:
             return None  # unknown method: gRPC answers UNIMPLEMENTED
         method: str = handler_call_details.method
-        return rewrap(
+        made = self._wrapped.get(method)
+        if made is not None and made[0] is handler:
+            return made[1]
+        wrapped = rewrap(
             handler,
             lambda behaviour: self.wrap(method, behaviour, handler),
             lenient_requests=self.lenient_requests,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     def wrap(self, method: str, behaviour: Behaviour, handler: Any) -> Behaviour:
         """The behaviour to run instead of ``behaviour`` for calls of ``method``."""
