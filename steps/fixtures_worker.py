@@ -41,7 +41,6 @@ def make_worker(
         n = len(made)
         parent = f"{cgroup_parent}-{n}" if n else cgroup_parent
         options = {"default_grace": 2.0, "sandbox": worker_sandbox, **options}
-        # Short: the launcher's socket path lives in it (at most 107 bytes).
         worker = Worker(tmp_path / f"state{n or ''}", cgroup_parent=parent, **options)
         made.append((worker, parent, worker._launcher.process))
         return worker, parent

@@ -61,6 +61,7 @@ from ._shim import (
     decode_request,
 )
 from ._slot import JOB_STATES
+from ._statedir import socket_address
 from ._supervisor import Supervisor
 from .cgroups import CgroupDriver, detect_driver
 
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     launcher = Launcher(state, driver, args.warm_slots, listener, _last_seen(state))
     path = state / SOCKET_NAME
     path.unlink(missing_ok=True)
-    listener.bind(str(path))
+    with socket_address(path) as address:
+        listener.bind(address)
     os.chmod(path, 0o600)
     listener.listen(8)
     pid_fd = os.open(state / "launcher.pid", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

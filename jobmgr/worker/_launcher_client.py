@@ -44,7 +44,7 @@ from ._shim import (
     encode_request,
     fd_count,
 )
-from ._statedir import private_file
+from ._statedir import private_file, socket_address
 
 log = logging.getLogger("jobmgr.worker")
 R = TypeVar("R")
@@ -164,7 +164,8 @@ class LauncherClient:
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(str(path))
+            with socket_address(path) as address:
+                sock.connect(address)
         except (ConnectionRefusedError, FileNotFoundError):
             sock.close()
             return None

@@ -9,8 +9,10 @@ naming the path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from ._errors import WorkerError
@@ -68,3 +70,15 @@ def private_file(path: Path) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
     os.fchmod(fd, FILE_MODE)
     return fd
+
+
+@contextlib.contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for binding or connecting the unix socket ``path`` that fits in
+    sockaddr_un (107 bytes) however deep ``path`` is: its directory through a descriptor, in
+    /proc/self/fd, which the kernel follows to the directory itself."""
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
