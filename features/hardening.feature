@@ -34,7 +34,7 @@ Feature: The server holds against hostile clients and hostile jobs, before and a
     Then it exits with status 1 naming the state directory and "belongs to uid 65534"
 
   Scenario: A state directory deeper than a socket address can name still serves jobs
-    Given jobmgr-server is running on a state directory whose path is 300 bytes long
+    Given jobmgr-server is running on a state directory whose path is over 300 bytes long
     Then a job started on it prints "served" and exits 0
 
   # ---- connections ---------------------------------------------------------------------------

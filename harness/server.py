@@ -136,9 +136,10 @@ class ListeningProcess:
 
 
 class ServerProcess(ListeningProcess):
-    """``jobmgr-server`` on the state dir ``workdir/state`` and its own cgroup parent, with
-    the TLS ``files``; started again, it takes up the same state. ``wrapper`` is a command
-    it runs under (``prlimit --nofile=1024:1024 --``), which execs it in its place."""
+    """``jobmgr-server`` on the state dir ``state_dir`` (by default ``workdir/state``) and its
+    own cgroup parent, with the TLS ``files``; started again, it takes up the same state.
+    ``wrapper`` is a command it runs under (``prlimit --nofile=1024:1024 --``), which execs it
+    in its place."""
 
     def __init__(
         self,
@@ -149,9 +150,10 @@ class ServerProcess(ListeningProcess):
         host: str = "localhost",
         config: str | None = None,
         wrapper: Sequence[str] = (),
+        state_dir: Path | None = None,
     ) -> None:
         self.cgroup_parent = cgroup_parent
-        self.state_dir = workdir / "state"
+        self.state_dir = state_dir or workdir / "state"
         self.config_path = workdir / "jobmgr.toml" if config is not None else None
         """The --config file, written from ``config``; a reload reads it again."""
         config_args: list[str] = []
@@ -218,10 +220,12 @@ class ServerProgram(ServerProcess, Client):
     def __init__(
         self, pki: ScenarioPKI, files: ServerFiles, workdir: Path, cgroup_parent: str,
         *args: str, marker: str = "", config: str | None = None, wrapper: Sequence[str] = (),
+        state_dir: Path | None = None,
     ) -> None:  # fmt: skip
         ServerProcess.__init__(
-            self, files, workdir, cgroup_parent, *args, config=config, wrapper=wrapper
-        )
+            self, files, workdir, cgroup_parent, *args, config=config, wrapper=wrapper,
+            state_dir=state_dir,
+        )  # fmt: skip
         Client.__init__(self, pki)
         self.marker = marker
 

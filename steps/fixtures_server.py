@@ -81,10 +81,11 @@ def launch_server(
     tmp_path: Path, scenario_pki: ScenarioPKI, server_cgroup_parent: str, scenario_marker: str
 ) -> Iterator[LaunchServer]:
     """Starts ``jobmgr-server`` with extra flags: ``launch(*flags, files=None, config=None,
-    state_tmpfs_bytes=None, workdir_mode=None, nofile=None, start=True)``. Each gets a
-    directory of its own (its working directory: state dir, log, config file) and its own
-    cgroup parent; ``files`` are its TLS files (the scenario's by default); ``config`` the text
-    of a --config file; ``state_tmpfs_bytes`` puts its state dir on a tmpfs of that size.
+    state_dir="state", state_tmpfs_bytes=None, workdir_mode=None, nofile=None, start=True)``.
+    Each gets a directory of its own (its working directory: state dir, log, config file) and
+    its own cgroup parent; ``files`` are its TLS files (the scenario's by default); ``config``
+    the text of a --config file; ``state_dir`` the state dir's path within that directory;
+    ``state_tmpfs_bytes`` puts its state dir on a tmpfs of that size.
     ``workdir_mode`` puts its directory, of that mode, under a directory in /tmp that every
     user may enter (tmp_path is root's alone), for scenarios about what a job running as
     nobody can reach; ``nofile`` (soft, hard) runs it under that RLIMIT_NOFILE; ``start=False``
@@ -99,6 +100,7 @@ def launch_server(
         *flags: str,
         files: ServerFiles | None = None,
         config: str | None = None,
+        state_dir: str = "state",
         state_tmpfs_bytes: int | None = None,
         workdir_mode: int | None = None,
         nofile: tuple[int, int] | None = None,
@@ -118,7 +120,7 @@ def launch_server(
         server = ServerProgram(
             scenario_pki, files or scenario_pki.server_files(), workdir,
             f"{server_cgroup_parent}-{len(servers)}", *flags, marker=scenario_marker,
-            config=config, wrapper=wrapper,
+            config=config, wrapper=wrapper, state_dir=workdir / state_dir,
         )  # fmt: skip
         servers.append(server)
         if state_tmpfs_bytes is not None:
