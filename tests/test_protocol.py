@@ -215,8 +215,11 @@ def test_the_order_is_what_the_init_parses() -> None:
 
 
 def test_the_setup_is_what_the_init_parses() -> None:
-    body = b"7\x007\x00268435456\x000\x002\x00/root\x00/srv/state\x00"
+    body = b"7\x007\x00268435456\x000\x000\x002\x00/root\x00/srv/state\x00"
     assert encode_setup(7, 7, SLOTS) == f"{len(body)}\n".encode() + body
+    allowing = dataclasses.replace(SLOTS, user_namespaces=True)
+    body = b"7\x007\x00268435456\x000\x001\x002\x00/root\x00/srv/state\x00"
+    assert encode_setup(7, 7, allowing) == f"{len(body)}\n".encode() + body
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 /* The two messages the launcher writes on a slot's order pipe (built in _shim/pid1.py).
  *
  * set-up, written as the slot is made:  "<length>\n" then <length> bytes of NUL-terminated
- *   fields:  uid gid disk binds nhidden hidden...  (binds "1": an order may bind host paths)
+ *   fields:  uid gid disk binds userns nhidden hidden...  (binds "1": an order may bind host
+ *   paths; userns "1": jobs may make user namespaces)
  * order, written when a start takes the slot, then the pipe is closed: NUL-terminated fields
  *   mode uid gid disk userns cwd argc argv... envc env... nbinds (source target rw)...
  *   nmasks masks... rootfs
@@ -139,12 +140,14 @@ int read_setup(int fd, struct setup *s) {
     if (buf == NULL || read_exactly(fd, buf, (size_t)len) < 0)
         return -1;
     size_t pos = 0;
-    unsigned long long binds;
+    unsigned long long binds, userns;
     if (ids(buf, (size_t)len, &pos, &s->uid, &s->gid) < 0 ||
         number(buf, (size_t)len, &pos, ~0ULL, &s->disk) < 0 ||
-        number(buf, (size_t)len, &pos, 1, &binds) < 0)
+        number(buf, (size_t)len, &pos, 1, &binds) < 0 ||
+        number(buf, (size_t)len, &pos, 1, &userns) < 0)
         return -1;
     s->binds = (int)binds;
+    s->userns = (int)userns;
     return (s->hidden = list(buf, (size_t)len, &pos, 1, NULL)) == NULL ? -1 : 0;
 }
 

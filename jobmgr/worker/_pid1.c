@@ -19,12 +19,14 @@
  *   the namespaces of STEPS, forks the init, reports "pid <init's host pid> <cloned|joined>"
  *   and exits (the init is reparented to the launcher, a child subreaper).
  * init: PID 1 of the new PID namespace. Reads the slot's set-up from the order pipe, runs each
- *   step's inside() (the namespaces', then the job's filesystem view of _sandbox.c), reports
- *   "ready", then reads its order (both messages: _order.c; an empty order: exit quietly). It
- *   finishes the view for the order and starts the job's first process (_privilege.c: vfork,
- *   or fork for a root job), which takes the job's identity, drops its privileges and execs
- *   the command in a new session, every signal at its default; an error on the way comes back
- *   here. It reports "started" or "error <stage> <message>".
+ *   step's inside() (the namespaces', then the job's filesystem view of _sandbox.c), forks the
+ *   standby (the job's first process made ahead, its seccomp filter loaded: _privilege.c),
+ *   reports "ready", then reads its order (both messages: _order.c; an empty order: exit
+ *   quietly). It finishes the view for the order and starts the job's first process: the
+ *   standby, given the order, or for a job it cannot serve (a root job) a new one (vfork, or
+ *   fork for a root job). That process takes the job's identity, drops its privileges and
+ *   execs the command in a new session, every signal at its default; an error on the way
+ *   comes back here. It reports "started" or "error <stage> <message>".
  *
  * Signal and reaping rules, as in tini: every child that dies in the namespace is reaped; when
  * the job's main process ends, init reports "exit <wait status>" and exits with its code, and
@@ -163,6 +165,8 @@ static _Noreturn void run_init(const int *fds) {
     for (size_t i = 0; i < NSTEPS; i++)
         if (STEPS[i].inside != NULL && STEPS[i].inside() < 0)
             fail(rep, "setup", "%s%s", STEPS[i].name, view_problem);
+    struct standby standby;
+    standby_make(&standby, fds, NFDS, SETUP.userns);
     report(rep, "ready");
     size_t len = 0;
     char *buf = read_order(fds[FD_ORDER], &len);
@@ -171,6 +175,10 @@ static _Noreturn void run_init(const int *fds) {
         fail(rep, "setup", "reading the job's order");
     if (len == 0)
         _exit(0);
+    char *raw = malloc(len); /* the standby parses the order itself; parsing cuts it up */
+    if (raw == NULL)
+        fail(rep, "setup", "reading the job's order");
+    memcpy(raw, buf, len);
     struct order order;
     if (parse_order(buf, len, &order) < 0) {
         report(rep, "error setup the job's order is malformed");
@@ -178,8 +186,10 @@ static _Noreturn void run_init(const int *fds) {
     }
     struct failure failure = {0};
     pid_t job = -1;
-    if (view_order(&order, &failure) < 0 || (job = launch_job(&order, fds, &failure)) < 0)
+    if (view_order(&order, &failure) < 0 ||
+        (job = start_job(&standby, raw, len, &order, fds, &failure)) < 0)
         report_failure(rep, &failure);
+    free(raw);
     /* Our copies of the pipes would keep the launcher from seeing EOF when the job ends. */
     for (int i = FD_STDIN; i <= FD_STDERR; i++)
         close(fds[i]);

@@ -29,6 +29,7 @@ struct setup {
     gid_t gid;
     unsigned long long disk;  /* bytes its private tmpfs holds at first; 0: no size limit */
     int binds;                /* an order may bind host paths (or a root of its own) */
+    int userns;               /* its jobs may make user namespaces of their own */
     char **hidden;            /* host paths hidden behind an empty directory or file */
 };
 
@@ -83,5 +84,22 @@ extern char view_problem[600]; /* the path a warm step failed on, if any */
  * process: forked by the init, given its identity and limits, then exec'd. */
 int filters_prepare(void);
 pid_t launch_job(const struct order *o, const int *stdio, struct failure *f);
+
+/* The job's first process made ahead, its filter loaded, waiting for the order (see
+ * _privilege.c). */
+struct standby {
+    pid_t pid;  /* -1: none */
+    int order;  /* the order's bytes go here, then it is closed */
+    int status; /* a struct failure comes back here, or EOF once the command runs */
+    int userns; /* the filter it loaded lets the job make user namespaces */
+};
+/* Fork it while the slot warms; fds[0..2] are the job's stdio, the rest are closed in it. */
+void standby_make(struct standby *s, const int *fds, size_t nfds, int userns);
+/* Kill it (a start it cannot serve, or none). */
+void standby_drop(struct standby *s);
+/* Start the job of order `o` (whose bytes, unparsed, are `raw`): through the standby when it
+ * can take it, else by launch_job. Returns its pid, or -1 with *f filled in. */
+pid_t start_job(struct standby *s, const char *raw, size_t len, const struct order *o,
+                const int *stdio, struct failure *f);
 
 #endif

@@ -1,8 +1,8 @@
 """The boundary with the init (_pid1.c): the two messages it reads and the lines it reports.
 
 Both messages go down the init's order pipe as NUL-terminated fields (parsed by _order.c):
-the slot's set-up as the slot is made, ``<length>\\n`` then ``uid gid disk binds nhidden
-hidden...``; the order when a start takes the slot, ``mode uid gid disk userns cwd argc
+the slot's set-up as the slot is made, ``<length>\\n`` then ``uid gid disk binds userns
+nhidden hidden...``; the order when a start takes the slot, ``mode uid gid disk userns cwd argc
 argv... envc env... nbinds (source target rw)... nmasks masks... rootfs``, after which the
 pipe is closed. The init reports one line per event on its report pipe: ``pid N`` (from the
 mid child, the init's host pid), ``ready``, ``started``, ``error <stage> <message>`` and
@@ -32,7 +32,8 @@ KILL_SIGNAL = signal.SIGUSR1  # sent from outside its namespace: SIGKILL every p
 def encode_setup(uid: int, gid: int, slots: SlotSettings) -> bytes:
     """The set-up of a slot whose own uid and gid are ``uid``, ``gid``."""
     binds = "1" if slots.binds else "0"
-    body = _fields([str(uid), str(gid), str(slots.disk), binds, *_counted(slots.hidden)])
+    userns = "1" if slots.user_namespaces else "0"
+    body = _fields([str(uid), str(gid), str(slots.disk), binds, userns, *_counted(slots.hidden)])
     return f"{len(body)}\n".encode() + body
 
 
