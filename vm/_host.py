@@ -27,6 +27,10 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 # The scratch disk: sparse, so only what the I/O scenarios and the state directories write
 # takes space on the host.
 DISK_BYTES = 4 * 1024**3
+# A kernel that boots under KVM reaches the guest's first line within seconds; where KVM
+# cannot boot it, qemu may hang instead of failing (seen on a host without VMX), so an
+# attempt that has not booted by then is given up for emulation.
+KVM_BOOT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def _boot_until_booted(machine: Machine, results: Path, disk: Path) -> str | Non
     elif not tries:
         tries = ["tcg"]
     for accel in tries:
-        _boot(machine, results, disk, accel)
+        _boot(machine, results, disk, accel, KVM_BOOT_SECONDS if len(tries) > 1 else None)
         if (results / BOOTED).exists():
             return accel
         if accel == "kvm" and len(tries) > 1:
@@ -77,7 +81,11 @@ def _kvm_usable() -> bool:
     return os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-def _boot(machine: Machine, results: Path, disk: Path, accel: str) -> int:
+def _boot(
+    machine: Machine, results: Path, disk: Path, accel: str, boot_within: float | None
+) -> int:
+    """Run the VM to its end; killed past the machine's timeout, or when it has not booted
+    within ``boot_within`` seconds."""
     guest = f"{shlex.quote(sys.executable)} -m vm._guest {shlex.quote(str(results))}"
     argv = [
         _deps.vng_path(),
@@ -100,6 +108,9 @@ def _boot(machine: Machine, results: Path, disk: Path, accel: str) -> int:
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
+        if boot_within is not None and not _booted(proc, results / BOOTED, boot_within):
+            print(f"vm: not booted after {boot_within:.0f} s; killing the VM", flush=True)
+            return _kill(proc)
         return proc.wait(timeout=machine.timeout)
     except subprocess.TimeoutExpired:
         print(f"vm: the run took over {machine.timeout:.0f} s; killing the VM", flush=True)
@@ -107,6 +118,16 @@ def _boot(machine: Machine, results: Path, disk: Path, accel: str) -> int:
     except BaseException:
         _kill(proc)
         raise
+
+
+def _booted(proc: subprocess.Popen[bytes], mark: Path, within: float) -> bool:
+    """Whether the guest wrote ``mark`` within ``within`` seconds (or the VM ended)."""
+    deadline = time.monotonic() + within
+    while not mark.exists() and proc.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> int:
