@@ -347,10 +347,9 @@ pid_t launch_job(const struct order *o, const int *stdio, struct failure *f) {
 }
 
 /* ---- the standby ---------------------------------------------------------------------------- */
-/* A job as a user in a slot whose settings allow no user namespace takes its filter from
- * here: a child forked while the slot warms loads it then, as root (CAP_SYS_ADMIN, so before
- * no_new_privs), and waits for the order; the start forwards it and the child goes on as
- * run_job does. The kernel compiles every filter it loads, 0.2-0.4 ms for these here, which
+/* A job as a user takes its filter from here: a child forked while the slot warms loads it
+ * then, as root (CAP_SYS_ADMIN, so before no_new_privs), and waits for the order; the start
+ * forwards it and the child goes on as run_job does. The kernel compiles every filter it loads, 0.2-0.4 ms for these here, which
  * no start then pays, nor the fork. Any other job (as root, or on a root of its own), or a
  * standby that is gone, is started by launch_job and the standby killed. */
 void standby_make(struct standby *s, const int *fds, size_t nfds, int userns) {
