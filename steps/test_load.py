@@ -17,6 +17,7 @@ from harness.poll import eventually
 from harness.procs import usage
 from harness.rpc import call
 from harness.server import ServerProgram
+from harness.speed import scaled
 from jobmgr.api import job_pb2, job_pb2_grpc
 from jobmgr.cli._malloc import TRIM_EVERY
 
@@ -227,7 +228,9 @@ def _p99(scenario: Scenario, seconds: int) -> None:
         f"Status latency over {len(latencies)} calls: p50 {p50 * 1000:.1f} ms, "
         f"p99 {p99 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
     )
-    assert p99 < seconds, p99
+    # A bound for the reference host, like every timing bound here: 0.65-0.79 s on a quiet
+    # 2-core machine for 200 clients, 2.07 s once in a slow spell of the same machine.
+    assert p99 < scaled(seconds), (p99, scaled(seconds))
 
 
 # ---- the cap ----------------------------------------------------------------------------------
