@@ -177,7 +177,7 @@ static _Noreturn void run_init(const int *fds) {
         _exit(0);
     char *raw = malloc(len); /* the standby parses the order itself; parsing cuts it up */
     if (raw == NULL)
-        fail(rep, "setup", "reading the job's order");
+        fail(rep, "setup", "keeping a copy of the job's order");
     memcpy(raw, buf, len);
     struct order order;
     if (parse_order(buf, len, &order) < 0) {

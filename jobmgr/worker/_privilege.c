@@ -349,9 +349,10 @@ pid_t launch_job(const struct order *o, const int *stdio, struct failure *f) {
 /* ---- the standby ---------------------------------------------------------------------------- */
 /* A job as a user takes its filter from here: a child forked while the slot warms loads it
  * then, as root (CAP_SYS_ADMIN, so before no_new_privs), and waits for the order; the start
- * forwards it and the child goes on as run_job does. The kernel compiles every filter it loads, 0.2-0.4 ms for these here, which
- * no start then pays, nor the fork. Any other job (as root, or on a root of its own), or a
- * standby that is gone, is started by launch_job and the standby killed. */
+ * forwards it and the child goes on as run_job does. The kernel compiles every filter it
+ * loads, 0.2-0.4 ms for these here, which no start then pays, nor the fork. Any other job (as
+ * root, or on a root of its own), or a standby that is gone, is started by launch_job and the
+ * standby killed. */
 void standby_make(struct standby *s, const int *fds, size_t nfds, int userns) {
     int order[2], status[2];
     *s = (struct standby){.pid = -1, .order = -1, .status = -1, .userns = userns};
@@ -399,7 +400,7 @@ void standby_drop(struct standby *s) {
         close(s->order);
     if (s->status >= 0)
         close(s->status);
-    *s = (struct standby){.pid = -1, .order = -1, .status = -1, .userns = s->userns};
+    s->pid = s->order = s->status = -1;
 }
 
 pid_t start_job(struct standby *s, const char *raw, size_t len, const struct order *o,
@@ -421,7 +422,7 @@ pid_t start_job(struct standby *s, const char *raw, size_t len, const struct ord
         if (sent == len) { /* it has the order: it execs the command, or says why not */
             pid_t pid = s->pid;
             int status = s->status;
-            *s = (struct standby){.pid = -1, .order = -1, .status = -1, .userns = s->userns};
+            s->pid = s->status = -1; /* the job's now, and exec_awaited closes the pipe */
             return exec_awaited(pid, status, f);
         }
     }
