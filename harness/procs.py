@@ -33,6 +33,19 @@ def marked_processes(marker: str) -> list[int]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (of its main thread), oldest first."""
+    return [int(word) for word in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def ns_pids(pid: int) -> list[int]:
+    """``pid`` in each PID namespace it is in, the host's first (the NSpid line)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return [int(word) for word in line.split()[1:]]
+    raise ValueError(f"/proc/{pid}/status has no NSpid line")
+
+
 @dataclass(frozen=True)
 class Usage:
     """What a process holds."""

@@ -12,7 +12,6 @@ server's status (the kernel then kills whatever is left in the namespace).
 from __future__ import annotations
 
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from harness.pki import ScenarioPKI
-from harness.procs import alive
+from harness.procs import alive, children, ns_pids
 from harness.server import STOP_TIMEOUT, ServerProgram, Started
 
 from .fixtures_server import LaunchServer
@@ -110,9 +109,8 @@ class PidNamespaceServer(ServerProgram):
         """The host pid of the namespace's PID 1 (unshare's one child)."""
         if self.process is None or self.process.poll() is not None:
             return None
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        words = children.read_text().split()
-        return int(words[0]) if words else None
+        found = children(self.process.pid)
+        return found[0] if found else None
 
     def host_pid(self, ns_pid: int) -> int | None:
         """The host pid of the process that is ``ns_pid`` in the namespace."""
@@ -126,12 +124,11 @@ class PidNamespaceServer(ServerProgram):
             try:
                 if os.readlink(f"/proc/{entry}/ns/pid") != namespace:
                     continue
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
+                pids = ns_pids(int(entry))
+            except (OSError, ValueError):
                 continue
-            found = re.search(r"^NSpid:\s+(\d+)\s+(\d+)", status, re.MULTILINE)
-            if found and int(found.group(2)) == ns_pid:
-                return int(found.group(1))
+            if len(pids) >= 2 and pids[1] == ns_pid:
+                return pids[0]
         return None
 
     def terminate(self, timeout: float = STOP_TIMEOUT) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
 
 from harness.poll import eventually
+from harness.procs import children, ns_pids
 from harness.worker import collected, wait_until_ended
 from jobmgr.worker import JobSpec, JobState, Stream, Worker
 
@@ -17,24 +17,11 @@ PROBE = JobSpec(
 )
 
 
-def children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
-
-
-def ns_pid(pid: int) -> int:
-    """The pid of ``pid`` in its own pid namespace (NSpid's last field)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("NSpid:"):
-            return int(line.split()[-1])
-    raise AssertionError(f"no NSpid for {pid}")
-
-
 def standbys(worker: Worker) -> list[int]:
     """The standby of every spare: the child of each slot's init (PID 1 of its namespace)."""
     launcher = worker._launcher.process
     assert launcher is not None
-    inits = [pid for pid in children(launcher.pid) if ns_pid(pid) == 1]
+    inits = [pid for pid in children(launcher.pid) if ns_pids(pid)[-1] == 1]
     return [child for init in inits for child in children(init)]
 
 
