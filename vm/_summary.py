@@ -1,4 +1,4 @@
-"""What the host asks of the guest, and what the guest reports: the two files they share."""
+"""What the host and the guest share: the request, the summary, and the names of both."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 REQUEST = "request.json"
 BOOTED = "booted"  # written first thing in the guest: seconds since the kernel started
 SUMMARY = "summary.json"
+HOST_TAG = "jobmgr-host"  # the 9p tag under which the host's root is shared a second time
 
 
 @dataclass(frozen=True)
