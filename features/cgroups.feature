@@ -48,6 +48,18 @@ Feature: Resource limits
     Then its exit code is 0
     And the job ran for at least 3.2 seconds
 
+  # Every slot is made with the default limits; a job that asks for others must get them.
+  Scenario: A job asking for more memory than the default limit gets it
+    When I start "python3 -c 'x = bytearray(600 * 1024 * 1024); print(len(x))'" with a memory limit of 1024 MiB
+    And the job ends
+    Then its exit code is 0
+
+  Scenario: A job that lifts every limit has none in its cgroup
+    When I start "sleep 1000" with every limit lifted
+    Then its cgroup has no CPU, memory, IO or pids limit
+    When I stop the job with a grace period of 1 second
+    Then no cgroup of the job is left
+
   Scenario: A job's cgroups are gone once it ends
     When I start "sleep 1000"
     Then the job has a cgroup in every hierarchy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from harness.cgroups import (
 )
 from harness.speed import scaled
 from harness.worker import wait_until_ended
-from jobmgr.worker import JobSpec, JobState, Limits, Mount, Sandbox, Worker
+from jobmgr.worker import UNLIMITED, JobSpec, JobState, Limits, Mount, Sandbox, Worker
 from jobmgr.worker.cgroups import _devices
 
 from ._phrases import MiB
@@ -30,6 +31,9 @@ from .fixtures_scenario import Scenario
 
 scenarios("cgroups.feature")
 
+
+# What a v1 kernel reads back for an unlimited memory.limit_in_bytes (page-aligned, ~2**63).
+UNLIMITED_BYTES = 2**62
 
 HOG_128_MIB = "x = bytearray(128 * 1024 * 1024); print('survived', flush=True)"
 
@@ -206,6 +210,28 @@ def _ran_for(worker: Worker, scenario: Scenario, seconds: float) -> None:
     status = worker.status(scenario.job)
     assert status.ended_at is not None
     assert status.ended_at - status.started_at >= seconds, status
+
+
+@when(parsers.parse('I start "{command}" with every limit lifted'))
+def _start_unlimited(worker: Worker, scenario: Scenario, command: str) -> None:
+    start(worker, scenario, shlex.split(command), UNLIMITED)
+
+
+@then("its cgroup has no CPU, memory, IO or pids limit")
+def _no_limits(scenario: Scenario, cgroup_parent: str) -> None:
+    def read(*names: str) -> str:
+        return job_file(cgroup_parent, scenario.job, *names).read_text().strip()
+
+    assert read("cpu.cfs_quota_us", "cpu.max").split()[0] in ("-1", "max")
+    memory = read("memory.limit_in_bytes", "memory.max")
+    assert memory == "max" or int(memory) >= UNLIMITED_BYTES, memory
+    assert read("pids.max") == "max"
+    # v1 lists one rule per throttled device and direction, v2 one line per device.
+    if job_dirs(cgroup_parent, scenario.job)[1:]:
+        throttles = [read(f"blkio.throttle.{way}_bps_device") for way in ("read", "write")]
+    else:
+        throttles = [read("io.max")]
+    assert not any(throttles), throttles
 
 
 @then("the job has a cgroup in every hierarchy")

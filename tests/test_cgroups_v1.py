@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from harness.poll import eventually
-from jobmgr.worker import Limits
-from jobmgr.worker.cgroups import CgroupError, _devices, v1
+from jobmgr.worker import DEFAULT_LIMITS, UNLIMITED, Limits
+from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, v1
+from jobmgr.worker.cgroups._kernfs import Knob
 from jobmgr.worker.cgroups._mounts import read_mounts, v1_controller_mounts
 from tests._real_driver import Spawn, driver_or_skip, own_driver
 
@@ -78,6 +79,65 @@ def test_unlimited_limits_write_the_unlimited_values(driver: v1.Driver) -> None:
     assert _read(cg, "pids", "pids.max") == "max"
     assert _read(cg, "blkio", "blkio.throttle.read_bps_device") == ""
     assert _read(cg, "blkio", "blkio.throttle.write_bps_device") == ""
+
+
+KNOB_FILES = (
+    ("cpu", "cpu.cfs_quota_us"),
+    ("memory", "memory.limit_in_bytes"),
+    ("memory", "memory.memsw.limit_in_bytes"),
+    ("memory", "memory.swappiness"),
+    ("pids", "pids.max"),
+    ("blkio", "blkio.throttle.read_bps_device"),
+    ("blkio", "blkio.throttle.write_bps_device"),
+)
+LOW = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=MiB, pids=10)
+HIGH = Limits(cpu=2, memory_bytes=1024 * MiB, io_read_bps=None, io_write_bps=4 * MiB, pids=4096)
+
+
+@pytest.mark.parametrize(
+    ("now", "to"),
+    [(DEFAULT_LIMITS, HIGH), (DEFAULT_LIMITS, UNLIMITED), (DEFAULT_LIMITS, LOW), (HIGH, LOW)],
+    ids=["raised", "lifted", "lowered", "mixed"],
+)
+def test_a_cgroup_moved_to_other_limits_reads_as_one_made_with_them(
+    driver: v1.Driver, now: Limits, to: Limits
+) -> None:
+    # A spare is made with the default limits and changed when a job asks for others. Raising
+    # the memory limit must write memsw first (the kernel refuses memsw below the limit), and
+    # lifting a throttle must remove its rule.
+    moved = driver.create("moved", now)
+    moved.change_limits(now, to)
+    fresh = driver.create("fresh", to)
+
+    for controller, filename in KNOB_FILES:
+        if os.path.exists(os.path.join(fresh.dirs[controller], filename)):
+            assert _read(moved, controller, filename) == _read(fresh, controller, filename)
+
+
+def test_lifting_a_limit_whose_knob_has_no_unlimited_value_restores_the_parents(
+    driver: v1.Driver,
+) -> None:
+    # Without swap accounting a memory limit sets swappiness 0, which has no "unlimited": a
+    # lifted limit takes the value a new cgroup starts with, its parent's.
+    table = {"memory_bytes": (Knob("memory", "memory.swappiness", v1._no_swap),)}
+    cg = driver.create("job", Limits())
+    parent = _read(cg, "memory", "../memory.swappiness")
+    _kernfs.change_limits(table, UNLIMITED, LOW, cg.dirs)
+    assert _read(cg, "memory", "memory.swappiness") == "0"
+
+    _kernfs.change_limits(table, LOW, UNLIMITED, cg.dirs)
+
+    assert _read(cg, "memory", "memory.swappiness") == parent != "0"
+
+
+def test_keeping_the_limits_writes_nothing(driver: v1.Driver) -> None:
+    cg = driver.create("job", DEFAULT_LIMITS)
+    quota = os.path.join(cg.dirs["cpu"], "cpu.cfs_quota_us")
+    _kernfs.write_text(quota, "12345")  # not what the limits say: a write would put it back
+
+    cg.change_limits(DEFAULT_LIMITS, DEFAULT_LIMITS)
+
+    assert _read(cg, "cpu", "cpu.cfs_quota_us") == "12345"
 
 
 def test_a_process_added_in_the_child_is_in_every_hierarchy(

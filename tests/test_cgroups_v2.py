@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from harness.poll import eventually
-from jobmgr.worker import Limits
+from jobmgr.worker import DEFAULT_LIMITS, UNLIMITED, Limits
 from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, _placement, v2
 from tests._real_driver import Spawn, driver_or_skip, own_driver
 
@@ -72,6 +72,29 @@ def test_limits_land_on_the_job_and_its_processes_one_level_below(
     with open(f"/proc/{proc.pid}/cgroup") as f:
         assert f.read().strip() == f"0::/{driver.parent}/job/{v2.LEAF}"
     assert cg.pids() == [proc.pid]
+
+
+LOW = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=MiB, pids=10)
+HIGH = Limits(cpu=2, memory_bytes=1024 * MiB, io_read_bps=None, io_write_bps=4 * MiB, pids=4096)
+
+
+@pytest.mark.parametrize(
+    ("now", "to"),
+    [(DEFAULT_LIMITS, HIGH), (DEFAULT_LIMITS, UNLIMITED), (DEFAULT_LIMITS, LOW), (HIGH, LOW)],
+    ids=["raised", "lifted", "lowered", "mixed"],
+)
+def test_a_cgroup_moved_to_other_limits_reads_as_one_made_with_them(
+    driver: v2.Driver, now: Limits, to: Limits
+) -> None:
+    # A spare is made with the default limits and changed when a job asks for others; a lifted
+    # throttle must leave no io.max rule behind.
+    moved = driver.create("moved", now)
+    moved.change_limits(now, to)
+    fresh = driver.create("fresh", to)
+
+    for filename in ("cpu.max", "memory.max", "memory.swap.max", "pids.max", "io.max"):
+        if os.path.exists(os.path.join(fresh.path, filename)):
+            assert _read(moved.path, filename) == _read(fresh.path, filename), filename
 
 
 def test_an_oom_kill_takes_the_whole_job_where_it_took_one_process(

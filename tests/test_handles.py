@@ -113,7 +113,7 @@ class _NoCgroup:
 
 def _ended_slot(report: InitExited | None, stop_reason: str, init_status: int | None) -> Slot:
     request = StartRequest(("true",), "", Limits(), {}, None, None, None, None, 2.0, 0)
-    slot = Slot("s", 1, _NoCgroup(), Path("/nonexistent"), None, {}, None, None)  # type: ignore[arg-type]
+    slot = Slot("s", 1, _NoCgroup(), Limits(), Path("/nonexistent"), None, {}, None, None)  # type: ignore[arg-type]
     slot.job = Job(request, 1, request.record("s", 0.0), stop_reason=stop_reason)
     slot.job.log = LogWriter(-1, 0, lambda _: None)
     slot.init = ProcessHandle(-1, 1)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from jobmgr.worker import (
+    DEFAULT_LIMITS,
     CapacityError,
     CommandNotFound,
     InvalidSpec,
@@ -81,7 +82,7 @@ from jobmgr.worker._shim.codec import frame
 from jobmgr.worker.cgroups import detect_driver
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff\xfe")  # what a file name in Latin-1 decodes to
-SLOTS = SlotSettings(1879048192, 1879113727, ("/root", "/srv/state"), 256 << 20)
+SLOTS = SlotSettings(1879048192, 1879113727, ("/root", "/srv/state"), DEFAULT_LIMITS)
 
 START = StartRequest(
     argv=("sh", "-c", "echo hi", NOT_UTF8),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobmgr.worker import Limits, Stream
+from jobmgr.worker import UNLIMITED, Limits, Stream
 from jobmgr.worker._pidfd import ProcessHandle
 from jobmgr.worker._slot import TRANSITIONS, IllegalTransition, Slot, SlotState, transition
 from jobmgr.worker.cgroups import CgroupStats, Device
@@ -33,7 +33,7 @@ class NoCgroup:
     def clone_dir(self) -> None:
         return None
 
-    def set_limits(self, limits: Limits) -> None:
+    def change_limits(self, now: Limits, to: Limits) -> None:
         pass
 
     def allow_devices(self, devices: tuple[Device, ...]) -> None:
@@ -53,7 +53,7 @@ class NoCgroup:
 
 
 def new_slot() -> Slot:
-    return Slot("s1", 1879048192, NoCgroup(), Path("/nonexistent"), None, {}, None, None)
+    return Slot("s1", 1879048192, NoCgroup(), UNLIMITED, Path("/nonexistent"), None, {}, None, None)
 
 
 def test_the_life_of_a_job_and_of_a_spare_are_legal_moves() -> None:

@@ -80,10 +80,12 @@ def adopted_slot(
     except BaseException:
         os.close(log_fd)
         raise
+    request = handles.request()
     slot = Slot(
         id=handles.id,
         uid=-1 if handles.record.uid is None else handles.record.uid,  # its init holds the lease
         cgroup=cgroup,
+        limits=request.limits,
         path=path,
         log_fd=None,
         pipes={by_name[name]: stream for name, stream in STREAMS.items() if name in by_name},
@@ -92,7 +94,6 @@ def adopted_slot(
     )
     slot.init = ProcessHandle(by_name["init"], pid_of(by_name["init"]))
     slot.started = True
-    request = handles.request()
     job = slot.job = Job(request, -1, handles.record, record_size=handles.record_size)
     kept = max(0, size - handles.record_size - OVERHEAD)  # close enough for the output cap
     job.log = LogWriter.resumed(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ._errors import InvalidSpec, WorkerError
 from ._shim import SlotSettings
-from ._spec import Mount
+from ._spec import Limits, Mount
 
 # systemd's table of uid ranges leaves 1879048192...2147483647 to no one (its container ranges
 # end below it); 65536 uids, the first with its low 16 bits zero, as container managers pick.
@@ -87,13 +87,15 @@ class Sandbox:
         allowed_list = ", ".join(self.mount_sources) or "none"
         raise InvalidSpec(f"mount source {mount.source!r} is not allowed here ({allowed_list})")
 
-    def slot_settings(self, state_dir: Path, disk: int, clone_into_cgroup: bool) -> SlotSettings:
+    def slot_settings(
+        self, state_dir: Path, limits: Limits, clone_into_cgroup: bool
+    ) -> SlotSettings:
         """How the launcher makes every slot for this sandbox (``state_dir`` hidden too)."""
         return SlotSettings(
             uid_first=self.uid_range[0],
             uid_last=self.uid_range[1],
             hidden=hidden((*self.hidden_paths, str(state_dir))),
-            disk=disk,
+            limits=limits,
             user_namespaces=self.user_namespaces,
             binds=bool(self.mount_sources or self.rootfs_dirs),
             clone_into_cgroup=clone_into_cgroup,

@@ -32,7 +32,6 @@ from ._frames import MAX_CHUNK
 from ._pidfd import ProcessHandle
 from ._shim import SlotSettings, StartRefused, StartStage, encode_setup
 from ._slot import SPARE_STATES, Slot, SlotState
-from ._spec import UNLIMITED
 from ._status import Stream
 from ._uids import Lease, NoUidLeft, UidLeases
 from .cgroups import JOB_DEVICES, CgroupDriver
@@ -175,7 +174,7 @@ class WarmPool:
             undo.callback(os.close, log_fd)
             lease = _lease(self._leases)
             undo.callback(os.close, lease.fd)
-            cgroup = self._driver.create(slot_id, UNLIMITED)
+            cgroup = self._driver.create(slot_id, self.settings.limits)
             undo.callback(cgroup.destroy)
             cgroup.allow_devices(JOB_DEVICES)
             out_r, out_w = _pipe(undo)
@@ -203,6 +202,7 @@ class WarmPool:
             id=slot_id,
             uid=lease.uid,
             cgroup=cgroup,
+            limits=self.settings.limits,
             path=path,
             log_fd=log_fd,
             pipes={out_r: Stream.STDOUT, err_r: Stream.STDERR},

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from ._capture import LogWriter
 from ._pidfd import ProcessHandle
 from ._shim import InitExited, JobRecord, StartRequest
+from ._spec import Limits
 from ._status import Stream
 from .cgroups import JobCgroup
 
@@ -96,6 +97,7 @@ class Slot:
     id: str  # also the id of the job it runs
     uid: int  # its own uid (and gid), held while its init lives (see _uids)
     cgroup: JobCgroup
+    limits: Limits  # what its cgroup has now
     path: Path  # its spare file while it warms, then the job's log
     log_fd: int | None  # that file, until the job's LogWriter takes it over
     pipes: dict[int, Stream]  # the job's stdout and stderr, while open

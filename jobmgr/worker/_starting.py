@@ -22,9 +22,11 @@ from ._slot import Job, Slot
 
 
 def prepare(slot: Slot, job: Job, jobs_dir: Path, on_truncate: Callable[[str], None]) -> None:
-    """Limit the slot's cgroup, and make its file the job's log, record first."""
+    """Give the slot's cgroup the job's limits (a spare has the defaults already), and make
+    its file the job's log, record first."""
     try:
-        slot.cgroup.set_limits(job.request.limits)
+        slot.cgroup.change_limits(slot.limits, job.request.limits)
+        slot.limits = job.request.limits
     except (WorkerError, OSError) as exc:
         cause = exc if isinstance(exc, OSError) else exc.__cause__
         if isinstance(cause, OSError):

@@ -109,8 +109,7 @@ class Worker:
         self._default_run_as = default_run_as
         self._allowed_run_as = None if allowed_run_as is None else set(allowed_run_as)
         self._sandbox = sandbox
-        disk = int(default_limits.effective("disk_bytes") or 0)
-        slots = sandbox.slot_settings(self._state, disk, clone_into_cgroup)
+        slots = sandbox.slot_settings(self._state, default_limits, clone_into_cgroup)
         self._lock = threading.Lock()  # guards _closed, _starting and the run-as policy
         self._closed = False
         self._starting = 0

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
-from .._spec import Limits, Mount
+from .._spec import UNLIMITED, Limits, Mount
 from .._status import JobState, JobStatus
 
 # Raised with every change a peer of the other version would misread.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 SOCKET_NAME = "launcher.sock"  # in the state directory, 0600
 LOCK_NAME = "launcher.lock"  # held (flock) by the one launcher of a state directory
 READY = b"ready\n"  # the launcher's only line on stdout: it listens on SOCKET_NAME
@@ -239,15 +239,15 @@ class StopRequest(Request[StopReply]):
 @dataclass(frozen=True)
 class SlotSettings:
     """What every slot is made from, whatever job it gets (see _sandbox.c): the uids slots
-    take theirs from, the host paths the view hides, the size its private tmpfs starts with
-    (the default disk limit: a start that keeps it resizes nothing), whether jobs may make
-    user namespaces, and whether a start may bind host paths (else a slot lets go of its
-    clone of the host's root while it warms)."""
+    take theirs from, the host paths the view hides, the limits its cgroup and its private
+    tmpfs are made with (the server's defaults: a start that keeps them writes no cgroup knob
+    and resizes nothing), whether jobs may make user namespaces, and whether a start may bind
+    host paths (else a slot lets go of its clone of the host's root while it warms)."""
 
     uid_first: int
     uid_last: int
     hidden: tuple[str, ...] = ()
-    disk: int = 0
+    limits: Limits = UNLIMITED
     user_namespaces: bool = False
     binds: bool = False  # a start may bind host paths or ask for a root of its own
     clone_into_cgroup: bool = True  # False: every init joins its cgroup by cgroup.procs

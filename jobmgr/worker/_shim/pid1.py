@@ -20,7 +20,7 @@ import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .._spec import Mount
+from .._spec import Limits, Mount
 from .codec import ProtocolError
 from .messages import SlotSettings, StartRequest
 from .stages import StartStage
@@ -33,7 +33,9 @@ def encode_setup(uid: int, gid: int, slots: SlotSettings) -> bytes:
     """The set-up of a slot whose own uid and gid are ``uid``, ``gid``."""
     binds = "1" if slots.binds else "0"
     userns = "1" if slots.user_namespaces else "0"
-    body = _fields([str(uid), str(gid), str(slots.disk), binds, userns, *_counted(slots.hidden)])
+    body = _fields(
+        [str(uid), str(gid), _disk(slots.limits), binds, userns, *_counted(slots.hidden)]
+    )
     return f"{len(body)}\n".encode() + body
 
 
@@ -47,7 +49,7 @@ def encode_order(start: StartRequest, uid: int, masks: Iterable[str], slots: Slo
         "root" if start.root else "user",
         str(start.uid if named else uid),
         str(start.gid if named else uid),
-        str(start.limits.effective("disk_bytes") or 0),
+        _disk(start.limits),
         "1" if slots.user_namespaces else "0",
         start.cwd or "",
         *_counted(start.argv),
@@ -67,6 +69,11 @@ def _bind(mount: Mount) -> tuple[str, str, str]:
 def _counted(items: Iterable[str]) -> list[str]:
     listed = list(items)
     return [str(len(listed)), *listed]
+
+
+def _disk(limits: Limits) -> str:
+    """The size of a job's tmpfs, in bytes (0: unlimited)."""
+    return str(limits.effective("disk_bytes") or 0)
 
 
 def _fields(items: Iterable[str]) -> bytes:

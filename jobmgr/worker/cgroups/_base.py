@@ -23,11 +23,12 @@ class JobCgroup(Protocol):
 
     name: str
 
-    def set_limits(self, limits: Limits) -> None:
-        """Apply ``limits``; the cgroup must be fresh (created with no limit set).
+    def change_limits(self, now: Limits, to: Limits) -> None:
+        """Move the cgroup's limits from ``now`` (what it has: ``UNLIMITED`` when fresh) to
+        ``to``, writing only what differs.
 
-        The launcher creates a spare's cgroup unlimited, warms it up, and limits it when a
-        job takes it over.
+        The launcher makes a spare's cgroup with the server's default limits, warms it up,
+        and changes them when a job that asked for others takes it over.
         """
 
     def allow_devices(self, devices: tuple[Device, ...]) -> None:

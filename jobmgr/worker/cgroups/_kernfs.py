@@ -35,7 +35,7 @@ class Knob:
     """One interface file that carries (part of) a limit.
 
     render:    the text to write for a limit value (``None`` = unlimited); returning ``None``
-               leaves the kernel's default in place.
+               means the value a new cgroup starts with, which is its parent's.
     fallback:  written instead when the kernel lacks ``filename``.
     optional:  skip silently when the kernel lacks ``filename`` and there is no fallback.
     """
@@ -57,7 +57,9 @@ class Reading:
 
 
 KnobTable = Mapping[str, Sequence[Knob]]
-"""``Limits`` field -> the knobs it sets, written in the listed order."""
+"""``Limits`` field -> the knobs it sets, written in the listed order when the limit is lowered
+and in the reverse order when it is raised (a pair the kernel keeps ordered, such as v1's
+memory and memory+swap, stays valid at every step)."""
 
 ReadingTable = Mapping[str, Sequence[Reading]]
 """``CgroupStats`` field -> files to parse it from; the first one the kernel has wins."""
@@ -231,16 +233,18 @@ def child_dirs(path: str) -> set[str]:
         return set()
 
 
-def apply_limits(table: KnobTable, limits: Limits, dirs: Mapping[str, str]) -> None:
-    """Write the knobs of ``table`` for ``limits`` into a fresh cgroup (``dirs`` maps
-    controller -> its directory). A fresh cgroup is unlimited already, so an unlimited
-    field writes nothing: a job slot is created without a single write."""
+def change_limits(table: KnobTable, now: Limits, to: Limits, dirs: Mapping[str, str]) -> None:
+    """Write the knobs of ``table`` whose limit differs between ``now`` (what the cgroup has;
+    ``UNLIMITED`` for a fresh one) and ``to``; ``dirs`` maps controller -> its directory. A
+    spare is made with the server's default limits, so a start that keeps them writes
+    nothing."""
     for field, knobs in table.items():
-        value = limits.effective(field)
-        if value is None:
+        before, after = now.effective(field), to.effective(field)
+        if before == after:
             continue
-        for knob in knobs:
-            _apply_knob(knob, value, dirs)
+        raised = after is None or (before is not None and after > before)
+        for knob in reversed(knobs) if raised else knobs:
+            _apply_knob(knob, after, dirs)
 
 
 def apply_knobs(knobs: Iterable[Knob], value: LimitValue, dirs: Mapping[str, str]) -> None:
@@ -249,17 +253,24 @@ def apply_knobs(knobs: Iterable[Knob], value: LimitValue, dirs: Mapping[str, str
         _apply_knob(knob, value, dirs)
 
 
+def changed(now: Limits, to: Limits, names: Iterable[str]) -> bool:
+    """Whether any of the limits ``names`` differs between ``now`` and ``to``."""
+    return any(now.effective(name) != to.effective(name) for name in names)
+
+
 def _apply_knob(knob: Knob, value: LimitValue, dirs: Mapping[str, str]) -> None:
     directory = dirs[knob.controller]
-    if not _kernel_has(os.path.dirname(directory), knob.filename):
+    parent = os.path.dirname(directory)
+    if not _kernel_has(parent, knob.filename):
         if knob.fallback is not None:
             _apply_knob(knob.fallback, value, dirs)
             return
         if knob.optional:
             return
     text = knob.render(value)
-    if text is not None:
-        write_text(os.path.join(directory, knob.filename), text)
+    if text is None:
+        text = read_text(os.path.join(parent, knob.filename))
+    write_text(os.path.join(directory, knob.filename), text)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 
-from .._spec import Limits
+from .._spec import UNLIMITED, Limits
 from ._base import CgroupStats
 from ._device_rules import Device
 from ._kernfs import (
@@ -19,7 +19,8 @@ from ._kernfs import (
     LimitValue,
     Reading,
     ReadingTable,
-    apply_limits,
+    change_limits,
+    changed,
     check_name,
     check_parent,
     child_dirs,
@@ -62,8 +63,8 @@ def _no_swap(value: LimitValue) -> str | None:
 LIMIT_KNOBS: KnobTable = {
     "cpu": (Knob("cpu", "cpu.cfs_quota_us", _cfs_quota),),
     # memsw (RAM + swap) caps swap too, so a job over its limit is OOM-killed instead of swapping.
-    # The kernel refuses memsw below memory.limit_in_bytes; create() starts from a fresh cgroup
-    # (both unlimited) and only lowers, so memory goes first. (Raising would need memsw first.)
+    # The kernel refuses memsw below memory.limit_in_bytes, so memory goes first when the limit
+    # is lowered and memsw first when it is raised (see KnobTable).
     # Without swap accounting, swappiness 0 is the next best way to keep the job out of swap.
     "memory_bytes": (
         Knob("memory", "memory.limit_in_bytes", _bytes),
@@ -114,14 +115,14 @@ class Cgroup:
         """None: CLONE_INTO_CGROUP takes cgroup2 directories only."""
         return None
 
-    def set_limits(self, limits: Limits) -> None:
-        """Apply ``limits`` to this cgroup, which must not have been limited before."""
-        apply_limits(LIMIT_KNOBS, limits, self.dirs)
+    def change_limits(self, now: Limits, to: Limits) -> None:
+        """Move this cgroup's limits from ``now`` (what it has) to ``to``."""
+        change_limits(LIMIT_KNOBS, now, to, self.dirs)
         for field, (controller, filename) in THROTTLE_FILES.items():
-            value = limits.effective(field)
-            # A fresh cgroup has no throttle rules, so unlimited needs no write.
-            if value:
-                write_device_rules(os.path.join(self.dirs[controller], filename), str(int(value)))
+            if changed(now, to, (field,)):
+                # A rule of 0 removes the device's rule: unlimited.
+                value = str(int(to.effective(field) or 0))
+                write_device_rules(os.path.join(self.dirs[controller], filename), value)
 
     def allow_devices(self, devices: tuple[Device, ...]) -> None:
         """Only ``devices``: devices.deny all, then one devices.allow line each."""
@@ -168,7 +169,7 @@ class Driver:
         cgroup = self.open(name)
         make_dirs(cgroup.hierarchy_dirs)
         try:
-            cgroup.set_limits(limits)
+            cgroup.change_limits(UNLIMITED, limits)
         except BaseException:
             cgroup.destroy()
             raise

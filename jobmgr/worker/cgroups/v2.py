@@ -15,7 +15,7 @@ import errno
 import os
 from collections.abc import Mapping
 
-from .._spec import Limits
+from .._spec import UNLIMITED, Limits
 from . import _placement
 from ._base import CgroupStats
 from ._device_bpf import attach
@@ -28,7 +28,8 @@ from ._kernfs import (
     Reading,
     ReadingTable,
     apply_knobs,
-    apply_limits,
+    change_limits,
+    changed,
     check_name,
     check_parent,
     child_dirs,
@@ -128,13 +129,13 @@ class Cgroup:
         """Where the job's init is placed, by clone3 with CLONE_INTO_CGROUP."""
         return self.leaf
 
-    def set_limits(self, limits: Limits) -> None:
-        """Apply ``limits`` to this cgroup, which must not have been limited before."""
-        apply_limits(LIMIT_KNOBS, limits, self.dirs)
-        # A fresh cgroup has no io.max rules, so no limit at all needs no write.
-        if any(limits.effective(field) for field in IO_MAX_KEYS):
+    def change_limits(self, now: Limits, to: Limits) -> None:
+        """Move this cgroup's limits from ``now`` (what it has) to ``to``."""
+        change_limits(LIMIT_KNOBS, now, to, self.dirs)
+        if changed(now, to, IO_MAX_KEYS):
+            # Both keys each time: a rule of ``rbps=max wbps=max`` removes the device's rule.
             rule = " ".join(
-                f"{key}={_amount(limits.effective(field))}" for field, key in IO_MAX_KEYS.items()
+                f"{key}={_amount(to.effective(field))}" for field, key in IO_MAX_KEYS.items()
             )
             write_device_rules(os.path.join(self.path, "io.max"), rule)
 
@@ -193,7 +194,7 @@ class Driver:
         make_dirs([cgroup.path, cgroup.leaf])
         try:
             apply_knobs(CREATE_KNOBS, None, cgroup.dirs)
-            cgroup.set_limits(limits)
+            cgroup.change_limits(UNLIMITED, limits)
         except BaseException:
             cgroup.destroy()
             raise
