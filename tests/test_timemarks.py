@@ -13,7 +13,7 @@ from jobmgr.api import job_pb2
 from jobmgr.api._mapping import output_to_wire
 from jobmgr.worker._capture import LogWriter
 from jobmgr.worker._errors import OutputIncomplete
-from jobmgr.worker._frames import frame, seal
+from jobmgr.worker._frames import MAX_CHUNK, frame, seal
 from jobmgr.worker._outputlog import OutputLog
 from jobmgr.worker._status import OutputChunk, Stream
 from jobmgr.worker._timemarks import MARK_INTERVAL, TIME_STREAM, mark_frame
@@ -164,3 +164,32 @@ def test_a_reader_skipping_damage_finds_the_next_time_mark_and_keeps_its_time(
         for chunk in OutputLog(path, size, done=True).follow():
             got.append((chunk.data, chunk.captured_at))
     assert got == [(b"one\n", T0), (b"3\n", T0 + 2)]
+
+
+def test_a_log_of_marked_1_mib_frames_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fast job's log: the launcher marks the time before most of its 1 MiB frames. A reader
+    # that read a window from each mark read the frame after it twice.
+    path = tmp_path / "out.log"
+    items: list[tuple[Stream, bytes] | int] = []
+    for n in range(8):
+        items += [T0 + n, (OUT, bytes([n]) * MAX_CHUNK)]
+    size = write_log(path, items)
+    read = 0
+    pread = os.pread
+
+    def counted(fd: int, length: int, offset: int) -> bytes:
+        nonlocal read
+        data = pread(fd, length, offset)
+        read += len(data)
+        return data
+
+    monkeypatch.setattr(os, "pread", counted)
+    got = timed(OutputLog(path, size, done=True))
+    monkeypatch.undo()
+
+    assert [(data[:1], len(data), when) for data, _, when in got] == [
+        (bytes([n]), MAX_CHUNK, T0 + n) for n in range(8)
+    ]
+    assert read < 1.01 * size, f"{read} bytes read for a log of {size}"

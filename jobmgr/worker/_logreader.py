@@ -109,8 +109,12 @@ class FrameReader:
         head = os.pread(self._fd, FRAME.size, self.offset)
         if len(head) == FRAME.size:
             stream, length = FRAME.unpack(head)
-            if length >= BIG_FRAME:  # read straight into its own bytes: one copy fewer
-                return self._read_big(stream, length, limit)
+            # A big frame is read straight into its own bytes: one copy fewer. A time mark is
+            # read alone, so that the window starts at the frame it dates: the launcher marks
+            # most 1 MiB frames of a fast job, and mark + frame overflow the window, which was
+            # then read for nothing (every byte read twice).
+            if length >= BIG_FRAME or stream == TIME_STREAM:
+                return self._read_alone(stream, length, limit)
         want = min(limit - self.offset, MAX_CHUNK + OVERHEAD)
         buf = memoryview(os.pread(self._fd, want, self.offset))
         chunks: list[OutputChunk] = []
@@ -122,7 +126,7 @@ class FrameReader:
             end = pos + OVERHEAD + length
             if end > len(buf):
                 if pos == 0:  # a frame bigger than the window: read it whole
-                    return self._read_big(frame_stream, length, limit)
+                    return self._read_alone(frame_stream, length, limit)
                 break
             if (
                 not known_frame(frame_stream, length)
@@ -155,7 +159,7 @@ class FrameReader:
         self.offset += pos
         return chunks
 
-    def _read_big(self, stream: int, length: int, limit: int) -> list[OutputChunk]:
+    def _read_alone(self, stream: int, length: int, limit: int) -> list[OutputChunk]:
         if not self._checks_out(self.offset, stream, length, limit):
             return self._resync(limit)
         if stream not in OUTPUT_STREAMS:
