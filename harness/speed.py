@@ -4,7 +4,8 @@ A timing bound inside a test ("Stop returns within the grace period + 1 s", "the
 within 30 s") holds on the 2-core development host; on a slower machine the same behaviour takes
 proportionally longer. One measured factor scales every such bound, so that a bound proves the
 same thing on that host (factor 1), on a loaded CI runner, and in the test VM under software
-emulation (about 55x). Performance targets themselves live in ``make bench``, not here.
+emulation (55-105x, with the host's load). Performance targets themselves live in ``make
+bench``, not here.
 
 The measure is the cheapest thing every scenario does many times over: start a Python
 interpreter (fork, exec, page faults, imports), the same work as starting a server, a launcher

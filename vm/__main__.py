@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=45 * 60.0,
+        default=_host.RUN_SECONDS,
         help="seconds the whole VM run may take (default: %(default)s)",
     )
     parser.add_argument(

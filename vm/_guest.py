@@ -34,7 +34,7 @@ SCRATCH_MOUNT = "/var/tmp"
 SWAP_SIZE = "512M"
 # pytest-timeout's limit for one test on the reference host (pyproject.toml's `timeout`),
 # scaled by the guest's speed but never past TEST_TIMEOUT_CAP: a hung test then fails alone
-# and the rest still run (the slowest, a 5 GiB output, takes about 530 s under emulation).
+# and the rest still run (the slowest, a 5 GiB output, takes 530-760 s under emulation).
 TEST_TIMEOUT = 300.0
 TEST_TIMEOUT_CAP = 1200.0
 
