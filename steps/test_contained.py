@@ -88,7 +88,12 @@ def _bomb_going(scenario: Scenario, seconds: int) -> None:
     # a slow machine the interpreter alone can take longer than ``seconds`` to get there, and
     # a Stop before it ignores SIGTERM would prove nothing.
     started = lambda: len(_job_processes(scenario)) >= 2  # noqa: E731
-    eventually(started, 10.0, "the fork bomb to start")
+    try:
+        eventually(started, 10.0, "the fork bomb to start")
+    except AssertionError as exc:
+        status = scenario.program.status(scenario.job)
+        said = scenario.program.output(scenario.job, follow=False)[-2000:]
+        raise AssertionError(f"{exc}; the job: {status}, its output ends {said!r}") from None
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         seen = len(_job_processes(scenario))
