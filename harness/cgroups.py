@@ -13,6 +13,9 @@ from pathlib import Path
 
 from jobmgr.worker.cgroups import CgroupError, detect_driver, v1, v2
 
+# What a v1 kernel reads back for "-1" in memory.*limit_in_bytes: the page-aligned maximum.
+KERNEL_UNLIMITED_BYTES = 9223372036854771712
+
 # The controllers a job is limited and measured by, per version: what "every hierarchy" means.
 JOB_CONTROLLERS = {1: v1.CONTROLLERS, 2: v2.CONTROLLERS}
 

@@ -11,11 +11,23 @@ from typing import TypeVar
 import pytest
 
 from harness.cgroups import remove_all
+from jobmgr.worker import DEFAULT_LIMITS, UNLIMITED, Limits
 from jobmgr.worker.cgroups import detect_driver, v1, v2
 from tests._spawn_in_cgroup import spawn
 
 D = TypeVar("D", v1.Driver, v2.Driver)
 Spawn = Callable[..., "subprocess.Popen[bytes]"]
+
+MiB = 1024 * 1024
+LOW = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=MiB, pids=10)
+HIGH = Limits(cpu=2, memory_bytes=1024 * MiB, io_read_bps=None, io_write_bps=4 * MiB, pids=4096)
+# A spare is made with the default limits and changed when a job asks for others: each
+# (now, to) a test moves a cgroup between, and what the move does.
+limit_moves = pytest.mark.parametrize(
+    ("now", "to"),
+    [(DEFAULT_LIMITS, HIGH), (DEFAULT_LIMITS, UNLIMITED), (DEFAULT_LIMITS, LOW), (HIGH, LOW)],
+    ids=["raised", "lifted", "lowered", "mixed"],
+)
 
 
 def driver_or_skip(kind: type[D], parent: str) -> D:

@@ -9,16 +9,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.cgroups import KERNEL_UNLIMITED_BYTES
 from harness.poll import eventually
 from jobmgr.worker import DEFAULT_LIMITS, UNLIMITED, Limits
 from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, v1
 from jobmgr.worker.cgroups._kernfs import Knob
 from jobmgr.worker.cgroups._mounts import read_mounts, v1_controller_mounts
-from tests._real_driver import Spawn, driver_or_skip, own_driver
+from tests._real_driver import LOW, Spawn, driver_or_skip, limit_moves, own_driver
 
 MiB = 1024 * 1024
-# What the kernel reads back for "-1" in memory.*limit_in_bytes: the page-aligned maximum.
-KERNEL_UNLIMITED_BYTES = 9223372036854771712
 
 
 pytestmark = pytest.mark.skipif(
@@ -90,15 +89,9 @@ KNOB_FILES = (
     ("blkio", "blkio.throttle.read_bps_device"),
     ("blkio", "blkio.throttle.write_bps_device"),
 )
-LOW = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=MiB, pids=10)
-HIGH = Limits(cpu=2, memory_bytes=1024 * MiB, io_read_bps=None, io_write_bps=4 * MiB, pids=4096)
 
 
-@pytest.mark.parametrize(
-    ("now", "to"),
-    [(DEFAULT_LIMITS, HIGH), (DEFAULT_LIMITS, UNLIMITED), (DEFAULT_LIMITS, LOW), (HIGH, LOW)],
-    ids=["raised", "lifted", "lowered", "mixed"],
-)
+@limit_moves
 def test_a_cgroup_moved_to_other_limits_reads_as_one_made_with_them(
     driver: v1.Driver, now: Limits, to: Limits
 ) -> None:

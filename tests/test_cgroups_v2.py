@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from harness.poll import eventually
-from jobmgr.worker import DEFAULT_LIMITS, UNLIMITED, Limits
+from jobmgr.worker import Limits
 from jobmgr.worker.cgroups import CgroupError, _devices, _kernfs, _placement, v2
-from tests._real_driver import Spawn, driver_or_skip, own_driver
+from tests._real_driver import Spawn, driver_or_skip, limit_moves, own_driver
 
 MiB = 1024 * 1024
 Record = Callable[[str, object], None]
@@ -74,15 +74,7 @@ def test_limits_land_on_the_job_and_its_processes_one_level_below(
     assert cg.pids() == [proc.pid]
 
 
-LOW = Limits(cpu=0.5, memory_bytes=64 * MiB, io_read_bps=MiB, io_write_bps=MiB, pids=10)
-HIGH = Limits(cpu=2, memory_bytes=1024 * MiB, io_read_bps=None, io_write_bps=4 * MiB, pids=4096)
-
-
-@pytest.mark.parametrize(
-    ("now", "to"),
-    [(DEFAULT_LIMITS, HIGH), (DEFAULT_LIMITS, UNLIMITED), (DEFAULT_LIMITS, LOW), (HIGH, LOW)],
-    ids=["raised", "lifted", "lowered", "mixed"],
-)
+@limit_moves
 def test_a_cgroup_moved_to_other_limits_reads_as_one_made_with_them(
     driver: v2.Driver, now: Limits, to: Limits
 ) -> None:
