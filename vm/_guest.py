@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from harness import speed
 from jobmgr.worker.cgroups import detect_driver
-from jobmgr.worker.cgroups._mounts import read_mounts
+from jobmgr.worker.cgroups._mounts import read_mounts, unescaped
 
 from ._host import CHECKOUT
 from ._summary import BOOTED, HOST_TAG, REQUEST, SUMMARY, Request, Summary
@@ -133,7 +132,7 @@ def _mount_points() -> list[str]:
     """This namespace's mount points, parents before children (mountinfo's order)."""
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         fields = [line.split() for line in f]
-    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), f[4]) for f in fields]
+    return [unescaped(f[4]) for f in fields]
 
 
 def _mount_scratch() -> None:

@@ -35,6 +35,11 @@ class Mount:
 _OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
+def unescaped(field: str) -> str:
+    """The path mountinfo writes as ``field``, its escapes (see _OCTAL_ESCAPE) undone."""
+    return _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
 def read_mounts(mountinfo: str, root_override: str | None = None) -> list[Mount]:
     """The cgroup and cgroup2 mounts listed in ``mountinfo``, in order.
 
@@ -48,7 +53,7 @@ def read_mounts(mountinfo: str, root_override: str | None = None) -> list[Mount]
             fields, tail = before.split(), after.split()
             if len(fields) < 5 or len(tail) < 3 or tail[0] not in ("cgroup", "cgroup2"):
                 continue
-            point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
+            point = unescaped(fields[4])
             if root_override is not None:
                 point = os.path.join(root_override, point.lstrip("/"))
             mounts.append(Mount(tail[0], point, frozenset(tail[2].split(","))))
